@@ -1,0 +1,17 @@
+//! What the `mobilenetdetect` GStreamer element and the trainer must agree on.
+//!
+//! - [`metadata`]: the ONNX `metadata_props` keys a model carries (format, labels, layout, normalisation, ...).
+//! - [`labels`]: label files and class ids (SSD class 0 is background).
+//! - [`boxes`]: box maths, anchors and SSD box decoding.
+//! - [`nms`]: score filtering and class-aware non-maximum suppression.
+//! - [`onnx`]: a small ONNX model writer (protobuf messages and a graph builder), used by the trainer's export,
+//!   the tests and the benchmark to build models without Python.
+
+pub mod boxes;
+pub mod labels;
+pub mod metadata;
+pub mod nms;
+pub mod onnx;
+
+pub use boxes::BBox;
+pub use nms::Detection;

@@ -1,0 +1,29 @@
+//! GStreamer plugin `mobilenetdetect`: MobileNet-SSD object detection with ONNX Runtime.
+//!
+//! Elements:
+//! - `mobilenetdetect`: runs a detector on every frame (or every Nth) and attaches one
+//!   GstVideoRegionOfInterestMeta per detection.
+
+use gst::glib;
+
+pub mod model;
+pub mod mobilenetdetect;
+pub mod preprocess;
+pub mod runtime;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    mobilenetdetect::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    mobilenetdetect,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    "https://example.invalid/mobilenetdetect",
+    env!("BUILD_REL_DATE")
+);

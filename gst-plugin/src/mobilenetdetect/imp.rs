@@ -1,0 +1,788 @@
+use crate::model::{ClassGate, LoadError, Model, ModelOptions, parse_providers};
+use crate::preprocess::{Geometry, Preprocessor, ResizeMode, SUPPORTED_FORMATS};
+use detection_common::boxes::BoxEncoding;
+use detection_common::metadata::{BoxOrder, ChannelOrder, InputLayout, ModelFormat, ScoreActivation, parse_triplet};
+use detection_common::nms::nms_in_place;
+use detection_common::{BBox, Detection};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::subclass::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("mobilenetdetect", gst::DebugColorFlags::empty(), Some("MobileNet-SSD detector"))
+});
+
+macro_rules! choice_enum {
+    ($(#[$m:meta])* $name:ident, $gname:literal, $default:ident, $target:ty, { $($variant:ident = $nick:literal => $value:expr),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+        #[repr(u32)]
+        #[enum_type(name = $gname)]
+        pub enum $name {
+            #[default]
+            #[enum_value(name = "Auto: from the model's metadata and shapes", nick = "auto")]
+            Auto,
+            $(#[enum_value(name = $nick, nick = $nick)] $variant),+
+        }
+
+        impl $name {
+            fn resolve(self) -> Option<$target> {
+                match self {
+                    Self::Auto => None,
+                    $(Self::$variant => Some($value)),+
+                }
+            }
+        }
+    };
+}
+
+choice_enum!(ModelFormatChoice, "GstMobilenetDetectModelFormat", Auto, ModelFormat, {
+    TfOd = "tf-od" => ModelFormat::TfOd,
+    SsdRaw = "ssd-raw" => ModelFormat::SsdRaw,
+    SsdDecoded = "ssd-decoded" => ModelFormat::SsdDecoded,
+});
+choice_enum!(BoxEncodingChoice, "GstMobilenetDetectBoxEncoding", Auto, BoxEncoding, {
+    Tf = "tf" => BoxEncoding::Tf,
+    Xywh = "xywh" => BoxEncoding::Xywh,
+});
+choice_enum!(ScoreActivationChoice, "GstMobilenetDetectScoreActivation", Auto, ScoreActivation, {
+    Sigmoid = "sigmoid" => ScoreActivation::Sigmoid,
+    Softmax = "softmax" => ScoreActivation::Softmax,
+    Identity = "none" => ScoreActivation::None,
+});
+choice_enum!(BoxOrderChoice, "GstMobilenetDetectBoxOrder", Auto, BoxOrder, {
+    Xyxy = "xyxy" => BoxOrder::Xyxy,
+    Yxyx = "yxyx" => BoxOrder::Yxyx,
+});
+choice_enum!(InputLayoutChoice, "GstMobilenetDetectInputLayout", Auto, InputLayout, {
+    Nchw = "nchw" => InputLayout::Nchw,
+    Nhwc = "nhwc" => InputLayout::Nhwc,
+});
+choice_enum!(ChannelOrderChoice, "GstMobilenetDetectChannelOrder", Auto, ChannelOrder, {
+    Rgb = "rgb" => ChannelOrder::Rgb,
+    Bgr = "bgr" => ChannelOrder::Bgr,
+});
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstMobilenetDetectResize")]
+pub enum ResizeChoice {
+    #[default]
+    #[enum_value(name = "Stretch: scale each axis to the model input", nick = "stretch")]
+    Stretch,
+    #[enum_value(name = "Letterbox: keep the aspect ratio and pad", nick = "letterbox")]
+    Letterbox,
+}
+
+const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
+const DEFAULT_IOU_THRESHOLD: f32 = 0.45;
+const DEFAULT_MAX_DETECTIONS: u32 = 100;
+const DEFAULT_INTERVAL: u32 = 1;
+const DEFAULT_PROVIDERS: &str = "cpu";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: Option<String>,
+    model_format: ModelFormatChoice,
+    anchors: Option<String>,
+    box_encoding: BoxEncodingChoice,
+    score_activation: ScoreActivationChoice,
+    box_order: BoxOrderChoice,
+    input_layout: InputLayoutChoice,
+    channel_order: ChannelOrderChoice,
+    input_mean: Option<String>,
+    input_std: Option<String>,
+    labels: Option<String>,
+    execution_provider: String,
+    threads: u32,
+    resize: ResizeChoice,
+    score_threshold: f32,
+    iou_threshold: f32,
+    max_detections: u32,
+    classes: String,
+    class_thresholds: String,
+    interval: u32,
+    post_messages: bool,
+    /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
+    filter_version: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            model_format: Default::default(),
+            anchors: None,
+            box_encoding: Default::default(),
+            score_activation: Default::default(),
+            box_order: Default::default(),
+            input_layout: Default::default(),
+            channel_order: Default::default(),
+            input_mean: None,
+            input_std: None,
+            labels: None,
+            execution_provider: DEFAULT_PROVIDERS.into(),
+            threads: 0,
+            resize: Default::default(),
+            score_threshold: DEFAULT_SCORE_THRESHOLD,
+            iou_threshold: DEFAULT_IOU_THRESHOLD,
+            max_detections: DEFAULT_MAX_DETECTIONS,
+            classes: String::new(),
+            class_thresholds: String::new(),
+            interval: DEFAULT_INTERVAL,
+            post_messages: false,
+            filter_version: 0,
+        }
+    }
+}
+
+fn non_empty_path(s: &Option<String>) -> Option<PathBuf> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+impl Settings {
+    fn model_options(&self) -> Result<ModelOptions, LoadError> {
+        let triplet = |name: &str, v: &Option<String>| -> Result<Option<[f32; 3]>, LoadError> {
+            match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(s) => parse_triplet(s).map(Some).map_err(|e| LoadError::Settings(format!("{name}: {e}"))),
+            }
+        };
+        Ok(ModelOptions {
+            path: non_empty_path(&self.model).unwrap_or_default(),
+            format: self.model_format.resolve(),
+            anchors_file: non_empty_path(&self.anchors),
+            box_encoding: self.box_encoding.resolve(),
+            score_activation: self.score_activation.resolve(),
+            box_order: self.box_order.resolve(),
+            layout: self.input_layout.resolve(),
+            channel_order: self.channel_order.resolve(),
+            mean: triplet("input-mean", &self.input_mean)?,
+            std: triplet("input-std", &self.input_std)?,
+            labels_file: non_empty_path(&self.labels),
+            providers: parse_providers(&self.execution_provider).map_err(LoadError::Settings)?,
+            threads: self.threads,
+        })
+    }
+
+    fn gate(&self, model: &Model) -> Result<ClassGate, String> {
+        ClassGate::new(self.score_threshold, &self.classes, &self.class_thresholds, &model.labels)
+    }
+}
+
+/// A detection mapped to the frame, ready to become metadata.
+#[derive(Debug, Clone)]
+struct FrameDetection {
+    class_id: u32,
+    score: f32,
+    /// Normalised to the frame (0..1).
+    norm: BBox,
+    /// Integer pixel rectangle (x, y, width, height).
+    rect: (u32, u32, u32, u32),
+}
+
+struct State {
+    model: Model,
+    gate: ClassGate,
+    gate_version: u64,
+    info: Option<gst_video::VideoInfo>,
+    pre: Option<Preprocessor>,
+    frame_index: u64,
+    candidates: Vec<Detection>,
+    latest: Vec<FrameDetection>,
+    /// Label per class id, computed once per model (ids without a label are shown as "class-N").
+    label_names: Vec<String>,
+}
+
+fn label_names(model: &Model) -> Vec<String> {
+    (0..model.labels.len().max(1)).map(|i| model.labels.name(i).map(str::to_string).unwrap_or_else(|| format!("class-{i}"))).collect()
+}
+
+impl State {
+    fn label(&self, class_id: u32) -> std::borrow::Cow<'_, str> {
+        match self.label_names.get(class_id as usize) {
+            Some(l) if class_id > 0 => l.into(),
+            _ => format!("class-{class_id}").into(),
+        }
+    }
+}
+
+/// A model loaded off the streaming thread, waiting to be swapped in between two frames.
+struct PendingModel {
+    generation: u64,
+    model: Model,
+    gate: ClassGate,
+}
+
+#[derive(Default)]
+pub struct MobilenetDetect {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    pending: Arc<Mutex<Option<PendingModel>>>,
+    /// Incremented for each requested (re)load; a finished load whose generation is stale is dropped.
+    load_generation: AtomicU64,
+    active_provider: Mutex<String>,
+}
+
+fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
+    match e {
+        LoadError::Settings(s) => gst::error_msg!(gst::LibraryError::Settings, ["{}", s]),
+        LoadError::Runtime(s) => gst::error_msg!(gst::LibraryError::Init, ["{}", s]),
+        LoadError::Open(s) => gst::error_msg!(gst::ResourceError::OpenRead, ["{}", s]),
+        LoadError::NotOnnx(s) => gst::error_msg!(gst::StreamError::WrongType, ["{}", s]),
+        LoadError::Unsupported(s) => gst::error_msg!(gst::StreamError::Format, ["{}", s]),
+    }
+}
+
+impl MobilenetDetect {
+    fn load(settings: &Settings) -> Result<(Model, ClassGate), LoadError> {
+        let opts = settings.model_options()?;
+        let model = Model::load(&opts)?;
+        let gate = settings.gate(&model).map_err(LoadError::Settings)?;
+        Ok((model, gate))
+    }
+
+    fn announce_model(&self, model: &Model) {
+        gst::info!(CAT, imp = self, "loaded {:?}", model);
+        for w in &model.warnings {
+            gst::warning!(CAT, imp = self, "{}", w);
+            gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w));
+        }
+        *self.active_provider.lock().unwrap() = model.provider.to_string();
+        self.obj().notify("active-execution-provider");
+    }
+
+    /// Starts loading the model described by the current settings on a separate thread when running.
+    fn reload_if_running(&self) {
+        if self.state.lock().unwrap().is_none() {
+            return;
+        }
+        let settings = self.settings.lock().unwrap().clone();
+        let generation = self.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let element = self.obj().clone();
+        let spawned = std::thread::Builder::new().name("mobilenetdetect-load".into()).spawn(move || {
+            let imp = element.imp();
+            let result = Self::load(&settings);
+            if imp.load_generation.load(Ordering::SeqCst) != generation {
+                gst::debug!(CAT, obj = element, "dropping superseded model load {generation}");
+                return;
+            }
+            match result {
+                Ok((model, gate)) => {
+                    gst::info!(CAT, obj = element, "model {} ready, swapping it in at the next frame", model.path.display());
+                    *imp.pending.lock().unwrap() = Some(PendingModel { generation, model, gate });
+                }
+                Err(e) => {
+                    gst::warning!(CAT, obj = element, "keeping the current model: {e}");
+                    gst::element_warning!(element, gst::LibraryError::Settings, ("Keeping the current model: {}", e));
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            gst::element_imp_warning!(self, gst::CoreError::Thread, ("cannot start the model loader thread: {}", e));
+        }
+    }
+
+    /// Swaps in a model loaded in the background, if one is ready.
+    fn take_pending(&self, state: &mut State) {
+        let Ok(mut pending) = self.pending.try_lock() else { return };
+        if let Some(p) = pending.take() {
+            if p.generation != self.load_generation.load(Ordering::SeqCst) {
+                return;
+            }
+            drop(pending);
+            self.announce_model(&p.model);
+            state.label_names = label_names(&p.model);
+            state.model = p.model;
+            state.gate = p.gate;
+            state.pre = None;
+            state.latest.clear();
+            let _ = self.obj().post_message(
+                gst::message::Element::builder(
+                    gst::Structure::builder("mobilenetdetect-model-changed")
+                        .field("model", state.model.path.display().to_string())
+                        .build(),
+                )
+                .src(&*self.obj())
+                .build(),
+            );
+        }
+    }
+
+    fn infer_frame(&self, state: &mut State, buf: &gst::BufferRef, settings: &FrameSettings) -> Result<(), gst::FlowError> {
+        let info = state.info.as_ref().ok_or_else(|| {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no caps negotiated before the first buffer"]);
+            gst::FlowError::NotNegotiated
+        })?;
+        let spec = state.model.input.tensor_spec(info.width(), info.height());
+        if !state.pre.as_ref().is_some_and(|p| p.matches(info, &spec) && p.geometry_mode() == settings.resize) {
+            let pre = Preprocessor::new(info, spec, settings.resize).map_err(|e| {
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
+                gst::FlowError::NotNegotiated
+            })?;
+            state.pre = Some(pre);
+        }
+        let pre = state.pre.as_mut().expect("preprocessor was just set");
+        {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the video frame for reading"]);
+                gst::FlowError::Error
+            })?;
+            pre.process(&frame).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Decode, ["{}", e]);
+                gst::FlowError::Error
+            })?;
+        }
+        state.candidates.clear();
+        state
+            .model
+            .infer(&pre.spec, &pre.tensor_f32, &pre.tensor_u8, &state.gate, &mut state.candidates)
+            .map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}: {}", state.model.path.display(), e]);
+                gst::FlowError::Error
+            })?;
+        nms_in_place(&mut state.candidates, settings.iou_threshold, settings.max_detections as usize);
+        let geometry: Geometry = pre.geometry;
+        let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
+        state.latest.clear();
+        for d in &state.candidates {
+            let px = geometry.to_frame(&d.bbox);
+            let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            state.latest.push(FrameDetection {
+                class_id: d.class_id,
+                score: d.score,
+                norm: px.scale(1.0 / fw, 1.0 / fh),
+                rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
+            });
+        }
+        Ok(())
+    }
+
+    fn post_detections(&self, state: &State, buf: &gst::BufferRef) {
+        let info = state.info.as_ref();
+        let detections = state.latest.iter().map(|d| {
+            gst::Structure::builder(super::DETECTION_STRUCTURE)
+                .field("label", state.label(d.class_id).as_ref())
+                .field("class-id", d.class_id)
+                .field("confidence", d.score as f64)
+                .field("x", d.rect.0)
+                .field("y", d.rect.1)
+                .field("width", d.rect.2)
+                .field("height", d.rect.3)
+                .build()
+                .to_send_value()
+        });
+        let s = gst::Structure::builder(super::MESSAGE_STRUCTURE)
+            .field("timestamp", buf.pts().map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("frame-width", info.map(|i| i.width()).unwrap_or(0))
+            .field("frame-height", info.map(|i| i.height()).unwrap_or(0))
+            .field("detections", gst::List::new(detections))
+            .build();
+        let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+
+    fn attach_metas(&self, state: &State, buf: &mut gst::BufferRef) {
+        for d in &state.latest {
+            let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, &state.label(d.class_id), d.rect);
+            meta.add_param(
+                gst::Structure::builder(super::DETECTION_STRUCTURE)
+                    .field("label", state.label(d.class_id).as_ref())
+                    .field("class-id", d.class_id)
+                    .field("confidence", d.score as f64)
+                    .field("x-min", d.norm.x0 as f64)
+                    .field("y-min", d.norm.y0 as f64)
+                    .field("x-max", d.norm.x1 as f64)
+                    .field("y-max", d.norm.y1 as f64)
+                    .build(),
+            );
+        }
+        #[cfg(feature = "v1_24")]
+        self.attach_analytics(state, buf);
+    }
+
+    #[cfg(feature = "v1_24")]
+    fn attach_analytics(&self, state: &State, buf: &mut gst::BufferRef) {
+        use gst_analytics::prelude::*;
+        let mut rmeta = match gst_analytics::AnalyticsRelationMeta::add(buf) {
+            m => m,
+        };
+        for d in &state.latest {
+            let quark = glib::Quark::from_str(state.label(d.class_id).as_ref());
+            let _ = rmeta.add_od_mtd(quark, d.rect.0 as i32, d.rect.1 as i32, d.rect.2 as i32, d.rect.3 as i32, d.score);
+        }
+    }
+}
+
+/// The per-frame subset of the settings, copied out under the lock.
+struct FrameSettings {
+    resize: ResizeMode,
+    iou_threshold: f32,
+    max_detections: u32,
+    interval: u32,
+    post_messages: bool,
+}
+
+impl Preprocessor {
+    fn geometry_mode(&self) -> ResizeMode {
+        let g = &self.geometry;
+        if g.content_width == g.tensor_width && g.content_height == g.tensor_height && (g.frame_width * g.tensor_height != g.frame_height * g.tensor_width) {
+            ResizeMode::Stretch
+        } else if g.content_width == g.tensor_width && g.content_height == g.tensor_height {
+            // Same aspect ratio: both modes give the same geometry.
+            ResizeMode::Stretch
+        } else {
+            ResizeMode::Letterbox
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for MobilenetDetect {
+    const NAME: &'static str = "GstMobilenetDetect";
+    type Type = super::MobilenetDetect;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for MobilenetDetect {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Path of the ONNX model. Setting it while playing loads the new model in the background and swaps it in between two frames; a failed load keeps the old model and posts a warning")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<ModelFormatChoice>("model-format")
+                    .nick("Model format")
+                    .blurb("Output convention of the model: tf-od (TF Object Detection API), ssd-raw (box encodings + logits + anchors), ssd-decoded (boxes + scores); auto detects it from the model")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("anchors")
+                    .nick("Anchors file")
+                    .blurb("ssd-raw: file with one anchor per line, 'cy cx h w' normalised (default: embedded in the model metadata)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<BoxEncodingChoice>("box-encoding")
+                    .nick("Box encoding")
+                    .blurb("ssd-raw: tf (ty,tx,th,tw with scales 10,10,5,5) or xywh (tx,ty,tw,th with variances 0.1/0.2, pytorch-ssd)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<ScoreActivationChoice>("score-activation")
+                    .nick("Score activation")
+                    .blurb("ssd-raw: how class logits become scores (auto: model metadata, else sigmoid for tf and softmax for xywh encoding)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<BoxOrderChoice>("box-order")
+                    .nick("Box order")
+                    .blurb("ssd-decoded: corner order of the boxes output (auto: model metadata, else xyxy)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<InputLayoutChoice>("input-layout")
+                    .nick("Input layout")
+                    .blurb("Layout of the model input (auto: model metadata, else from its shape)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder::<ChannelOrderChoice>("channel-order")
+                    .nick("Channel order")
+                    .blurb("Channel order of the model input (auto: model metadata, else rgb)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("input-mean")
+                    .nick("Input mean")
+                    .blurb("Per-channel mean subtracted from 0-255 pixels, 'm0,m1,m2' or one value; the tensor gets (pixel - mean) / std (default: model metadata, else 127.5 for float inputs)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("input-std")
+                    .nick("Input std")
+                    .blurb("Per-channel divisor, 's0,s1,s2' or one value (default: model metadata, else 127.5 for float inputs)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("labels")
+                    .nick("Labels file")
+                    .blurb("File with one label per line (a leading BACKGROUND line is handled); default: model metadata, else class ids")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("execution-provider")
+                    .nick("Execution providers")
+                    .blurb("Ordered, comma-separated list of ONNX Runtime execution providers to try: cpu, cuda, tensorrt, openvino. An unavailable one falls back to the next with a warning")
+                    .default_value(Some(DEFAULT_PROVIDERS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("active-execution-provider")
+                    .nick("Active execution provider")
+                    .blurb("The execution provider the loaded model runs on")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("ONNX Runtime intra-op threads (0: ONNX Runtime's default)")
+                    .maximum(1024)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("resize", ResizeChoice::Stretch)
+                    .nick("Resize")
+                    .blurb("How frames are fitted into a fixed-size model input: stretch, or letterbox (keep the aspect ratio, pad)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("score-threshold")
+                    .nick("Score threshold")
+                    .blurb("Minimum confidence of a reported detection")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_SCORE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("iou-threshold")
+                    .nick("IoU threshold")
+                    .blurb("Class-aware non-maximum suppression: a box overlapping a better one of its class by more than this is dropped")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_IOU_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-detections")
+                    .nick("Maximum detections")
+                    .blurb("Maximum number of detections per frame")
+                    .minimum(1)
+                    .maximum(10000)
+                    .default_value(DEFAULT_MAX_DETECTIONS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("classes")
+                    .nick("Classes")
+                    .blurb("Only report these classes: comma-separated label names or class ids (empty: all)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("class-thresholds")
+                    .nick("Per-class thresholds")
+                    .blurb("Per-class score thresholds overriding score-threshold, e.g. 'person=0.6,car=0.3' (names or ids)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb("Run the model on every Nth frame; frames in between carry the latest detections")
+                    .minimum(1)
+                    .maximum(10000)
+                    .default_value(DEFAULT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb("Post an element message 'mobilenetdetect' with the detections of every inferred frame")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        let mut reload = true;
+        match pspec.name() {
+            "model" => settings.model = value.get().expect("type checked upstream"),
+            "model-format" => settings.model_format = value.get().expect("type checked upstream"),
+            "anchors" => settings.anchors = value.get().expect("type checked upstream"),
+            "box-encoding" => settings.box_encoding = value.get().expect("type checked upstream"),
+            "score-activation" => settings.score_activation = value.get().expect("type checked upstream"),
+            "box-order" => settings.box_order = value.get().expect("type checked upstream"),
+            "input-layout" => settings.input_layout = value.get().expect("type checked upstream"),
+            "channel-order" => settings.channel_order = value.get().expect("type checked upstream"),
+            "input-mean" => settings.input_mean = value.get().expect("type checked upstream"),
+            "input-std" => settings.input_std = value.get().expect("type checked upstream"),
+            "labels" => settings.labels = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                settings.execution_provider =
+                    value.get::<Option<String>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_PROVIDERS.into())
+            }
+            "threads" => settings.threads = value.get().expect("type checked upstream"),
+            other => {
+                reload = false;
+                match other {
+                    "resize" => settings.resize = value.get().expect("type checked upstream"),
+                    "score-threshold" => settings.score_threshold = value.get().expect("type checked upstream"),
+                    "iou-threshold" => settings.iou_threshold = value.get().expect("type checked upstream"),
+                    "max-detections" => settings.max_detections = value.get().expect("type checked upstream"),
+                    "classes" => settings.classes = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_default(),
+                    "class-thresholds" => {
+                        settings.class_thresholds = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_default()
+                    }
+                    "interval" => settings.interval = value.get().expect("type checked upstream"),
+                    "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
+                    _ => unimplemented!("property {other}"),
+                }
+                settings.filter_version += 1;
+            }
+        }
+        gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
+        drop(settings);
+        if reload {
+            self.reload_if_running();
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "model" => s.model.to_value(),
+            "model-format" => s.model_format.to_value(),
+            "anchors" => s.anchors.to_value(),
+            "box-encoding" => s.box_encoding.to_value(),
+            "score-activation" => s.score_activation.to_value(),
+            "box-order" => s.box_order.to_value(),
+            "input-layout" => s.input_layout.to_value(),
+            "channel-order" => s.channel_order.to_value(),
+            "input-mean" => s.input_mean.to_value(),
+            "input-std" => s.input_std.to_value(),
+            "labels" => s.labels.to_value(),
+            "execution-provider" => s.execution_provider.to_value(),
+            "active-execution-provider" => {
+                let p = self.active_provider.lock().unwrap();
+                (!p.is_empty()).then(|| p.clone()).to_value()
+            }
+            "threads" => s.threads.to_value(),
+            "resize" => s.resize.to_value(),
+            "score-threshold" => s.score_threshold.to_value(),
+            "iou-threshold" => s.iou_threshold.to_value(),
+            "max-detections" => s.max_detections.to_value(),
+            "classes" => s.classes.to_value(),
+            "class-thresholds" => s.class_thresholds.to_value(),
+            "interval" => s.interval.to_value(),
+            "post-messages" => s.post_messages.to_value(),
+            other => unimplemented!("property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for MobilenetDetect {}
+
+impl ElementImpl for MobilenetDetect {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "MobileNet-SSD object detector",
+                "Filter/Analyzer/Video",
+                "Runs a MobileNet-SSD ONNX model through ONNX Runtime on each frame and attaches the detections as \
+                 region-of-interest metadata",
+                "mobilenetdetect developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new().format_list(SUPPORTED_FORMATS.iter().copied()).build();
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for MobilenetDetect {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        // A load still running from an earlier session must not swap in later.
+        self.load_generation.fetch_add(1, Ordering::SeqCst);
+        self.pending.lock().unwrap().take();
+        let (model, gate) = Self::load(&settings).map_err(|e| {
+            gst::error!(CAT, imp = self, "{e}");
+            load_error_message(&e)
+        })?;
+        self.announce_model(&model);
+        *self.state.lock().unwrap() = Some(State {
+            label_names: label_names(&model),
+            model,
+            gate,
+            gate_version: settings.filter_version,
+            info: None,
+            pre: None,
+            frame_index: 0,
+            candidates: Vec::with_capacity(1024),
+            latest: Vec::with_capacity(DEFAULT_MAX_DETECTIONS as usize),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.load_generation.fetch_add(1, Ordering::SeqCst);
+        self.pending.lock().unwrap().take();
+        *self.state.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["not started"]);
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        self.take_pending(state);
+        let frame_settings = {
+            let s = self.settings.lock().unwrap();
+            if s.filter_version != state.gate_version {
+                match s.gate(&state.model) {
+                    Ok(g) => state.gate = g,
+                    Err(e) => {
+                        gst::element_imp_warning!(self, gst::LibraryError::Settings, ("ignoring the new class filter: {}", e));
+                    }
+                }
+                state.gate_version = s.filter_version;
+            }
+            FrameSettings {
+                resize: match s.resize {
+                    ResizeChoice::Stretch => ResizeMode::Stretch,
+                    ResizeChoice::Letterbox => ResizeMode::Letterbox,
+                },
+                iou_threshold: s.iou_threshold,
+                max_detections: s.max_detections,
+                interval: s.interval.max(1),
+                post_messages: s.post_messages,
+            }
+        };
+        let infer_now = state.frame_index % frame_settings.interval as u64 == 0;
+        state.frame_index += 1;
+        if infer_now {
+            self.infer_frame(state, buf, &frame_settings)?;
+            if frame_settings.post_messages {
+                self.post_detections(state, buf);
+            }
+        }
+        self.attach_metas(state, buf);
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl VideoFilterImpl for MobilenetDetect {
+    fn set_info(
+        &self,
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        _outcaps: &gst::Caps,
+        _out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        gst::debug!(CAT, imp = self, "negotiated {incaps}");
+        if let Some(state) = self.state.lock().unwrap().as_mut() {
+            state.info = Some(in_info.clone());
+            state.pre = None;
+        }
+        Ok(())
+    }
+}

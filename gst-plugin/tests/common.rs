@@ -1,0 +1,188 @@
+//! Helpers shared by the element tests.
+#![allow(dead_code)]
+
+use gst::glib;
+use gst::prelude::*;
+use std::path::PathBuf;
+use std::sync::Once;
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstmobilenetdetect::plugin_register_static().expect("register plugin");
+    });
+}
+
+/// A unique temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mobilenetdetect-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn write_model(name: &str, bytes: &[u8]) -> String {
+    let p = temp_dir(name).join("model.onnx");
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+/// One ROI meta read back from a buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Roi {
+    pub label: String,
+    pub class_id: u32,
+    pub confidence: f64,
+    pub rect: (u32, u32, u32, u32),
+    pub norm: [f64; 4],
+}
+
+pub fn rois(buf: &gst::BufferRef) -> Vec<Roi> {
+    buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| {
+            let p = m.param("detection").expect("detection params");
+            let f = |k: &str| p.get::<f64>(k).unwrap();
+            let label: String = p.get("label").unwrap();
+            assert_eq!(m.roi_type(), label, "roi type is the label");
+            Roi {
+                label,
+                class_id: p.get("class-id").unwrap(),
+                confidence: f("confidence"),
+                rect: m.rect(),
+                norm: [f("x-min"), f("y-min"), f("x-max"), f("y-max")],
+            }
+        })
+        .collect()
+}
+
+pub fn by_label<'a>(rois: &'a [Roi], label: &str) -> &'a Roi {
+    rois.iter().find(|r| r.label == label).unwrap_or_else(|| panic!("no {label} in {rois:?}"))
+}
+
+/// A frame of `format` filled with one RGB colour, with the given extra bytes of padding per row.
+/// Padding bytes are 0xAB so a reader that ignores strides sees garbage.
+pub fn solid_frame(format: gst_video::VideoFormat, width: u32, height: u32, rgb: [u8; 3], row_padding: u32) -> gst::Buffer {
+    use gst_video::VideoFormat as F;
+    let finfo = gst_video::VideoFormatInfo::from_format(format);
+    let n_planes = finfo.n_planes() as usize;
+    let mut strides = [0i32; 4];
+    let mut offsets = [0usize; 4];
+    let mut size = 0usize;
+    for p in 0..n_planes {
+        let comp = (0..finfo.n_components()).find(|&c| finfo.plane()[c as usize] == p as u32).unwrap();
+        let pw = finfo.scale_width(comp as u8, width) as usize;
+        let ph = finfo.scale_height(comp as u8, height) as usize;
+        let bytes_per_px = match (format, p) {
+            (F::Rgb | F::Bgr, _) => 3,
+            (F::Nv12, 1) => 2,
+            (F::Nv12 | F::I420, _) => 1,
+            _ => 4,
+        };
+        strides[p] = (pw * bytes_per_px) as i32 + row_padding as i32;
+        offsets[p] = size;
+        size += strides[p] as usize * ph;
+    }
+    let mut data = vec![0xABu8; size];
+    let [r, g, b] = rgb;
+    // BT.601 limited range, what GStreamer assumes for SD sizes.
+    let (rf, gf, bf) = (r as f32, g as f32, b as f32);
+    let y = (16.0 + 0.257 * rf + 0.504 * gf + 0.098 * bf).round() as u8;
+    let u = (128.0 - 0.148 * rf - 0.291 * gf + 0.439 * bf).round() as u8;
+    let v = (128.0 + 0.439 * rf - 0.368 * gf - 0.071 * bf).round() as u8;
+    let pixel: Vec<u8> = match format {
+        F::Rgb => vec![r, g, b],
+        F::Bgr => vec![b, g, r],
+        F::Rgbx | F::Rgba => vec![r, g, b, 255],
+        F::Bgrx | F::Bgra => vec![b, g, r, 255],
+        F::Xrgb | F::Argb => vec![255, r, g, b],
+        F::Xbgr | F::Abgr => vec![255, b, g, r],
+        _ => vec![],
+    };
+    for p in 0..n_planes {
+        let comp = (0..finfo.n_components()).find(|&c| finfo.plane()[c as usize] == p as u32).unwrap();
+        let pw = finfo.scale_width(comp as u8, width) as usize;
+        let ph = finfo.scale_height(comp as u8, height) as usize;
+        for row in 0..ph {
+            let start = offsets[p] + row * strides[p] as usize;
+            for x in 0..pw {
+                match (format, p) {
+                    (F::Nv12 | F::I420, 0) => data[start + x] = y,
+                    (F::Nv12, 1) => data[start + 2 * x..start + 2 * x + 2].copy_from_slice(&[u, v]),
+                    (F::I420, 1) => data[start + x] = u,
+                    (F::I420, 2) => data[start + x] = v,
+                    _ => {
+                        let n = pixel.len();
+                        data[start + x * n..start + x * n + n].copy_from_slice(&pixel)
+                    }
+                }
+            }
+        }
+    }
+    let mut buf = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buf.get_mut().unwrap();
+        gst_video::VideoMeta::add_full(
+            b,
+            gst_video::VideoFrameFlags::empty(),
+            format,
+            width,
+            height,
+            &offsets[..n_planes],
+            &strides[..n_planes],
+        )
+        .unwrap();
+    }
+    buf
+}
+
+pub fn caps(format: gst_video::VideoFormat, width: u32, height: u32) -> gst::Caps {
+    gst_video::VideoCapsBuilder::new().format(format).width(width as i32).height(height as i32).framerate(gst::Fraction::new(30, 1)).build()
+}
+
+/// A harness around a configured element, caps set.
+pub fn harness(element: &gst::Element, caps_: &gst::Caps) -> gst_check::Harness {
+    let mut h = gst_check::Harness::with_element(element, Some("sink"), Some("src"));
+    h.set_src_caps(caps_.clone());
+    h
+}
+
+pub fn element(props: &[(&str, &dyn ToValue)]) -> gst::Element {
+    init();
+    let e = gst::ElementFactory::make("mobilenetdetect").build().unwrap();
+    for (k, v) in props {
+        let value = v.to_value();
+        let pspec = e.find_property(k).unwrap_or_else(|| panic!("no property {k}"));
+        // Enum properties are given by nick, as on a gst-launch line.
+        match value.get::<&str>() {
+            Ok(s) if pspec.value_type() != glib::Type::STRING => e.set_property_from_str(k, s),
+            _ => e.set_property(k, value),
+        }
+    }
+    e
+}
+
+/// Builds a one-element pipeline `src ! mobilenetdetect ! fakesink` from a launch line.
+pub fn pipeline(launch: &str) -> gst::Pipeline {
+    init();
+    gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap()
+}
+
+/// Takes a pipeline to PAUSED; returns the error message text if the state change failed (and checks that
+/// it failed with an error message), or None when it worked.
+pub fn start_error(p: &gst::Pipeline) -> Option<String> {
+    let res = p.set_state(gst::State::Paused);
+    let bus = p.bus().unwrap();
+    let out = if res.is_err() {
+        let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error]);
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => Some(format!("{} | {}", e.error(), e.debug().unwrap_or_default())),
+            _ => panic!("state change failed without an error message"),
+        }
+    } else {
+        assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+        None
+    };
+    let _ = p.set_state(gst::State::Null);
+    out
+}

@@ -1,0 +1,5 @@
+//! Models the tests, benchmarks and demo build themselves with the project's ONNX writer: small graphs with
+//! known outputs (so boxes can be checked exactly) and a full-size SSDLite-MobileNetV2 for benchmarking.
+
+pub mod models;
+pub mod ssdlite;
