@@ -136,8 +136,18 @@ pub fn solid_frame(format: gst_video::VideoFormat, width: u32, height: u32, rgb:
     buf
 }
 
+/// Caps for `solid_frame` buffers; YUV formats are declared BT.601 (what `solid_frame` encodes) at every size.
 pub fn caps(format: gst_video::VideoFormat, width: u32, height: u32) -> gst::Caps {
-    gst_video::VideoCapsBuilder::new().format(format).width(width as i32).height(height as i32).framerate(gst::Fraction::new(30, 1)).build()
+    let mut caps = gst_video::VideoCapsBuilder::new()
+        .format(format)
+        .width(width as i32)
+        .height(height as i32)
+        .framerate(gst::Fraction::new(30, 1))
+        .build();
+    if gst_video::VideoFormatInfo::from_format(format).is_yuv() {
+        caps.get_mut().unwrap().set("colorimetry", "bt601");
+    }
+    caps
 }
 
 /// A harness around a configured element, caps set.
