@@ -9,6 +9,14 @@ use std::sync::Once;
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
+        // Test this build: keep an installed copy of the plugin (per-user folder) out of the registry.
+        let isolated = std::env::temp_dir().join("mobilenetdetect-test-gst");
+        std::fs::create_dir_all(&isolated).unwrap();
+        // SAFETY: set once, before GStreamer or any other thread of the test reads the environment.
+        unsafe {
+            std::env::set_var("XDG_DATA_HOME", &isolated);
+            std::env::set_var("GST_REGISTRY", isolated.join("registry.bin"));
+        }
         gst::init().unwrap();
         gstmobilenetdetect::plugin_register_static().expect("register plugin");
     });

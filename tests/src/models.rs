@@ -129,3 +129,66 @@ pub fn unusable_model() -> Vec<u8> {
     constant_output(&mut g, &zero, "logits", &[1, 10], &[0.0; 10]);
     g.to_bytes()
 }
+
+/// A hand-built (untrained) bright-blob detector in the ssd-decoded format, for the demo: windows of several
+/// sizes slide over the grey image; a window scores `inner * (1 - ring)`, the share of bright pixels inside it
+/// times the share of dark pixels in the ring around it, so the window that fits a bright object on a dark
+/// background best scores highest (about 0.78 for a disc). It finds videotestsrc's `pattern=ball`.
+pub fn blob_detector_model(width: i64, height: i64, label: &str) -> Vec<u8> {
+    let mut g = GraphBuilder::new("blob_detector");
+    let (_, x) = ImageInput::nchw(width, height).add(&mut g, "input");
+    let grey = g.node("ReduceMean", &[&x], "", vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
+    let (mut boxes, mut score_parts) = (Vec::new(), Vec::new());
+    for k in [8i64, 12, 16, 24, 32, 48, 64, 96] {
+        if k > width.min(height) {
+            break;
+        }
+        let s = (k / 4).max(1);
+        let (ow, oh) = ((width - k) / s + 1, (height - k) / s + 1);
+        let inner = g.node("AveragePool", &[&grey], "", vec![("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![s, s]))]);
+        let outer = g.node(
+            "AveragePool",
+            &[&grey],
+            "",
+            vec![
+                ("kernel_shape", Attr::Ints(vec![2 * k, 2 * k])),
+                ("strides", Attr::Ints(vec![s, s])),
+                ("pads", Attr::Ints(vec![k / 2, k / 2, k / 2, k / 2])),
+                ("count_include_pad", Attr::Int(1)),
+            ],
+        );
+        // ring = (4 * outer - inner) / 3; score = inner * (1 - ring)
+        let four = g.initializer_f32("four", &[], &[4.0]);
+        let third = g.initializer_f32("third", &[], &[1.0 / 3.0]);
+        let one = g.initializer_f32("one", &[], &[1.0]);
+        let o4 = g.node("Mul", &[&outer, &four], "", vec![]);
+        let diff = g.node("Sub", &[&o4, &inner], "", vec![]);
+        let ring = g.node("Mul", &[&diff, &third], "", vec![]);
+        let dark = g.node("Sub", &[&one, &ring], "", vec![]);
+        let score = g.node("Mul", &[&inner, &dark], "", vec![]);
+        let shape = g.initializer_i64("shape", &[2], &[1, oh * ow]);
+        score_parts.push(g.node("Reshape", &[&score, &shape], "", vec![]));
+        for i in 0..oh {
+            for j in 0..ow {
+                let (x0, y0) = ((j * s) as f32, (i * s) as f32);
+                boxes.extend_from_slice(&[
+                    x0 / width as f32,
+                    y0 / height as f32,
+                    (x0 + k as f32) / width as f32,
+                    (y0 + k as f32) / height as f32,
+                ]);
+            }
+        }
+    }
+    let refs: Vec<&str> = score_parts.iter().map(String::as_str).collect();
+    g.node("Concat", &refs, "scores", vec![("axis", Attr::Int(1))]);
+    let a = boxes.len() as i64 / 4;
+    g.output("scores", data_type::FLOAT, &[Dim::Fixed(1), Dim::Fixed(a)]);
+    let zero = input_zero(&mut g, &x);
+    constant_output(&mut g, &zero, "boxes", &[1, a, 4], &boxes);
+    g.metadata(meta::KEY_FORMAT, "ssd-decoded");
+    g.metadata(meta::KEY_LABELS, &format!("BACKGROUND\n{label}\n"));
+    g.metadata(meta::KEY_INPUT_MEAN, "0,0,0");
+    g.metadata(meta::KEY_INPUT_STD, "255,255,255");
+    g.to_bytes()
+}
