@@ -1,1 +1,218 @@
-fn main(){}
+//! Benchmark (not a test): the cost of running a detector inside a GStreamer pipeline versus a bare ONNX Runtime
+//! session, and the element's preprocessing versus `videoconvert ! videoscale`.
+//!
+//!     cargo bench -p gst-plugin-mobilenetdetect --bench detect_pipeline
+//!
+//! Environment: BENCH_FRAMES (default 150), BENCH_THREADS (ONNX Runtime intra-op threads, default 2).
+//! Each inference measurement runs in a child process of its own so that peak memory (VmHWM) is its own.
+
+use gst::prelude::*;
+use gstmobilenetdetect::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
+use detection_common::metadata::{ChannelOrder, InputLayout};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// (a) A bare ONNX Runtime session on a prepared tensor.
+fn child_bare_ort(model: &str, threads: usize, frames: usize) -> (f64, f64) {
+    let env = gstmobilenetdetect::runtime::environment().expect("ONNX Runtime (run scripts/setup)");
+    let mut session = ort::session::Session::builder(env)
+        .unwrap()
+        .with_intra_threads(threads)
+        .unwrap()
+        .commit_from_file(model)
+        .unwrap();
+    let input: Vec<f32> = (0..3 * 300 * 300).map(|i| ((i % 255) as f32 - 127.5) / 127.5).collect();
+    let mut run = || {
+        let t = ort::value::TensorRef::from_array_view(([1usize, 3, 300, 300], &input[..])).unwrap();
+        let out = session.run(ort::inputs![t]).unwrap();
+        let (_, scores) = out[1].try_extract_tensor::<f32>().unwrap();
+        std::hint::black_box(scores[0]);
+    };
+    for _ in 0..5 {
+        run();
+    }
+    let start = Instant::now();
+    for _ in 0..frames {
+        run();
+    }
+    (frames as f64 / start.elapsed().as_secs_f64(), peak_rss_mb())
+}
+
+/// (b) videotestsrc ! mobilenetdetect ! fakesink, 1280x720 NV12; frames/s between the 6th and the last buffer.
+fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
+    gst::init().unwrap();
+    gstmobilenetdetect::plugin_register_static().unwrap();
+    let warmup = 5;
+    let p = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={} pattern=ball ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! \
+         mobilenetdetect model={model} threads={threads} ! fakesink name=sink sync=false",
+        frames + warmup
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let times = Arc::new(Mutex::new(Vec::with_capacity(frames + warmup)));
+    let t = times.clone();
+    p.by_name("sink").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        t.lock().unwrap().push(Instant::now());
+        gst::PadProbeReturn::Ok
+    });
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    let times = times.lock().unwrap();
+    let span = times[times.len() - 1].duration_since(times[warmup - 1]);
+    ((times.len() - warmup) as f64 / span.as_secs_f64(), peak_rss_mb())
+}
+
+fn run_child(mode: &str, model: &str, threads: usize, frames: usize) -> (f64, f64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([mode, model, &threads.to_string(), &frames.to_string()])
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or_else(|| {
+        panic!("{mode} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    });
+    let v: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// A 1920x1080 frame with content (a gradient), mapped as the element would see it.
+fn test_frame(format: gst_video::VideoFormat) -> (gst_video::VideoInfo, gst::Buffer) {
+    let info = gst_video::VideoInfo::builder(format, 1920, 1080).build().unwrap();
+    let data: Vec<u8> = (0..info.size()).map(|i| (i * 7 % 251) as u8).collect();
+    (info, gst::Buffer::from_mut_slice(data))
+}
+
+fn ours_ms_per_frame(format: gst_video::VideoFormat, iterations: usize) -> f64 {
+    let (info, buf) = test_frame(format);
+    let spec = TensorSpec {
+        width: 300,
+        height: 300,
+        layout: InputLayout::Nchw,
+        dtype: TensorType::F32,
+        channel_order: ChannelOrder::Rgb,
+        mean: [127.5; 3],
+        std: [127.5; 3],
+    };
+    let mut pre = Preprocessor::new(&info, spec, ResizeMode::Stretch).unwrap();
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+    for _ in 0..10 {
+        pre.process(&frame).unwrap();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        pre.process(&frame).unwrap();
+        std::hint::black_box(pre.out.f32s[0]);
+    }
+    start.elapsed().as_secs_f64() * 1000.0 / iterations as f64
+}
+
+/// Time spent inside `videoconvert ! videoscale` per frame, measured between pad probes on the same thread.
+fn videoconvert_ms_per_frame(format: &str, frames: usize) -> f64 {
+    let p = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,format={format},width=1920,height=1080 ! \
+         videoconvert name=c ! videoscale name=s ! video/x-raw,format=RGB,width=300,height=300 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let entered = Arc::new(Mutex::new(None::<Instant>));
+    let total = Arc::new(Mutex::new((Duration::ZERO, 0usize)));
+    let e = entered.clone();
+    p.by_name("c").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        *e.lock().unwrap() = Some(Instant::now());
+        gst::PadProbeReturn::Ok
+    });
+    let (e, t) = (entered.clone(), total.clone());
+    p.by_name("s").unwrap().static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if let Some(start) = e.lock().unwrap().take() {
+            let mut t = t.lock().unwrap();
+            t.0 += start.elapsed();
+            t.1 += 1;
+        }
+        gst::PadProbeReturn::Ok
+    });
+    p.set_state(gst::State::Playing).unwrap();
+    for msg in p.bus().unwrap().iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    let (d, n) = *total.lock().unwrap();
+    d.as_secs_f64() * 1000.0 / n as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
+    if let [mode, model, threads, frames] = args.as_slice() {
+        let (threads, frames) = (threads.parse().unwrap(), frames.parse().unwrap());
+        let (fps, mb) = match mode.as_str() {
+            "bare-ort" => child_bare_ort(model, threads, frames),
+            "pipeline" => child_pipeline(model, threads, frames),
+            other => panic!("unknown mode {other}"),
+        };
+        println!("RESULT {fps} {mb}");
+        return;
+    }
+    let frames = env_or("BENCH_FRAMES", 150);
+    let threads = env_or("BENCH_THREADS", 2);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("ssdlite_mobilenet_v2_300.onnx");
+    let labels = ["stop", "yield", "speed-limit", "pedestrian"];
+    detection_common::onnx::write_atomically(&model, &mobilenetdetect_testkit::ssdlite::build(&labels, 42)).unwrap();
+    let model = model.display().to_string();
+
+    println!("SSDLite-MobileNetV2 300x300, {frames} frames, {threads} ONNX Runtime threads");
+    let (ort_fps, ort_mb) = run_child("bare-ort", &model, threads, frames);
+    let (gst_fps, gst_mb) = run_child("pipeline", &model, threads, frames);
+    println!("{:<52} {:>10} {:>14}", "", "frames/s", "peak memory");
+    println!("{:<52} {:>10.2} {:>11.1} MB", "(a) bare ONNX Runtime session, prepared tensor", ort_fps, ort_mb);
+    println!("{:<52} {:>10.2} {:>11.1} MB", "(b) videotestsrc ! mobilenetdetect ! fakesink (NV12 720p)", gst_fps, gst_mb);
+    println!(
+        "ratio (b)/(a): {:.3} of the frames/s (goal >= 0.97), {:+.1} MB memory (goal <= +30 MB)",
+        gst_fps / ort_fps,
+        gst_mb - ort_mb
+    );
+
+    gst::init().unwrap();
+    println!();
+    println!("preprocessing 1920x1080 -> 300x300, per frame");
+    for (format, name) in [(gst_video::VideoFormat::Nv12, "NV12"), (gst_video::VideoFormat::Rgbx, "RGBx")] {
+        let ours = ours_ms_per_frame(format, 200);
+        let theirs = videoconvert_ms_per_frame(name, 100);
+        println!(
+            "{name}: mobilenetdetect {ours:.3} ms (float NCHW tensor, normalised) | videoconvert ! videoscale {theirs:.3} ms \
+             (packed RGB) | {:.1}x faster (goal >= 3x, <= 1 ms)",
+            theirs / ours
+        );
+    }
+}

@@ -320,7 +320,7 @@ impl MobilenetDetect {
             gst::FlowError::NotNegotiated
         })?;
         let spec = state.model.input.tensor_spec(info.width(), info.height());
-        if !state.pre.as_ref().is_some_and(|p| p.matches(info, &spec) && p.geometry_mode() == settings.resize) {
+        if !state.pre.as_ref().is_some_and(|p| p.matches(info, &spec, settings.resize)) {
             let pre = Preprocessor::new(info, spec, settings.resize).map_err(|e| {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
                 gst::FlowError::NotNegotiated
@@ -341,13 +341,13 @@ impl MobilenetDetect {
         state.candidates.clear();
         state
             .model
-            .infer(&pre.spec, &pre.tensor_f32, &pre.tensor_u8, &state.gate, &mut state.candidates)
+            .infer(&pre.out.spec, &pre.out.f32s, &pre.out.u8s, &state.gate, &mut state.candidates)
             .map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Failed, ["{}: {}", state.model.path.display(), e]);
                 gst::FlowError::Error
             })?;
         nms_in_place(&mut state.candidates, settings.iou_threshold, settings.max_detections as usize);
-        let geometry: Geometry = pre.geometry;
+        let geometry: Geometry = pre.out.geometry;
         let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
         state.latest.clear();
         for d in &state.candidates {
@@ -428,20 +428,6 @@ struct FrameSettings {
     max_detections: u32,
     interval: u32,
     post_messages: bool,
-}
-
-impl Preprocessor {
-    fn geometry_mode(&self) -> ResizeMode {
-        let g = &self.geometry;
-        if g.content_width == g.tensor_width && g.content_height == g.tensor_height && (g.frame_width * g.tensor_height != g.frame_height * g.tensor_width) {
-            ResizeMode::Stretch
-        } else if g.content_width == g.tensor_width && g.content_height == g.tensor_height {
-            // Same aspect ratio: both modes give the same geometry.
-            ResizeMode::Stretch
-        } else {
-            ResizeMode::Letterbox
-        }
-    }
 }
 
 #[glib::object_subclass]
