@@ -97,7 +97,11 @@ pub fn parse_anchors(text: &str, source: &str) -> Result<Vec<Anchor>, AnchorsErr
         if line.is_empty() {
             continue;
         }
-        let err = |message: String| AnchorsError { source: source.to_string(), line: i + 1, message };
+        let err = |message: String| AnchorsError {
+            source: source.to_string(),
+            line: i + 1,
+            message,
+        };
         let values: Vec<f32> = line
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|s| !s.is_empty())
@@ -109,18 +113,30 @@ pub fn parse_anchors(text: &str, source: &str) -> Result<Vec<Anchor>, AnchorsErr
         if values.iter().any(|v| !v.is_finite()) || values[2] <= 0.0 || values[3] <= 0.0 {
             return Err(err("anchor height and width must be finite and positive".into()));
         }
-        anchors.push(Anchor { cy: values[0], cx: values[1], h: values[2], w: values[3] });
+        anchors.push(Anchor {
+            cy: values[0],
+            cx: values[1],
+            h: values[2],
+            w: values[3],
+        });
     }
     if anchors.is_empty() {
-        return Err(AnchorsError { source: source.to_string(), line: 0, message: "no anchors found".into() });
+        return Err(AnchorsError {
+            source: source.to_string(),
+            line: 0,
+            message: "no anchors found".into(),
+        });
     }
     Ok(anchors)
 }
 
 pub fn read_anchors_file(path: &Path) -> Result<Vec<Anchor>, AnchorsError> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AnchorsError { source: source.clone(), line: 0, message: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| AnchorsError {
+        source: source.clone(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
     parse_anchors(&text, &source)
 }
 
@@ -210,7 +226,12 @@ mod tests {
 
     #[test]
     fn decode_inverts_encode_for_both_encodings() {
-        let anchor = Anchor { cy: 0.4, cx: 0.6, h: 0.2, w: 0.3 };
+        let anchor = Anchor {
+            cy: 0.4,
+            cx: 0.6,
+            h: 0.2,
+            w: 0.3,
+        };
         let b = BBox::new(0.5, 0.25, 0.7, 0.6);
         for enc in [BoxEncoding::Tf, BoxEncoding::Xywh] {
             let e = encode_box(&b, &anchor, enc);
@@ -223,7 +244,12 @@ mod tests {
 
     #[test]
     fn tf_decoding_matches_hand_computation() {
-        let anchor = Anchor { cy: 0.5, cx: 0.5, h: 0.2, w: 0.4 };
+        let anchor = Anchor {
+            cy: 0.5,
+            cx: 0.5,
+            h: 0.2,
+            w: 0.4,
+        };
         // ty = 1 moves the centre by h/10; th = 5 * ln 2 doubles the height.
         let d = decode_box(&[1.0, 0.0, 5.0 * 2f32.ln(), 0.0], &anchor, BoxEncoding::Tf);
         assert!((d.y0 - (0.52 - 0.2)).abs() < 1e-6 && (d.y1 - (0.52 + 0.2)).abs() < 1e-6);
@@ -234,7 +260,15 @@ mod tests {
     fn anchors_parse_and_report_the_line() {
         let a = parse_anchors("# priors\n0.5 0.5 0.1 0.2\n0.25,0.75,0.3,0.3\n", "p.txt").unwrap();
         assert_eq!(a.len(), 2);
-        assert_eq!(a[1], Anchor { cy: 0.25, cx: 0.75, h: 0.3, w: 0.3 });
+        assert_eq!(
+            a[1],
+            Anchor {
+                cy: 0.25,
+                cx: 0.75,
+                h: 0.3,
+                w: 0.3
+            }
+        );
         let e = parse_anchors("0.5 0.5 0.1 0.2\n0.5 x 0.1 0.1\n", "p.txt").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.to_string().starts_with("p.txt:2:"), "{e}");

@@ -13,7 +13,10 @@ pub struct Labels {
 }
 
 fn is_background(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "background" | "__background__" | "bg")
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "background" | "__background__" | "bg"
+    )
 }
 
 impl Labels {
@@ -40,8 +43,8 @@ impl Labels {
     }
 
     pub fn read_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read labels file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read labels file {}: {e}", path.display()))?;
         let labels = Self::parse(&text);
         if labels.num_foreground() == 0 {
             return Err(format!("labels file {} contains no labels", path.display()));
@@ -68,7 +71,11 @@ impl Labels {
 
     /// The id of a label name (case-insensitive), never the background.
     pub fn id_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().skip(1).position(|n| n.eq_ignore_ascii_case(name)).map(|i| i + 1)
+        self.names
+            .iter()
+            .skip(1)
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .map(|i| i + 1)
     }
 
     /// Foreground labels in id order (without the background).
@@ -111,7 +118,10 @@ impl ClassRef {
                 if labels.is_empty() {
                     format!("unknown class '{name}': the model has no labels, give class ids instead")
                 } else {
-                    format!("unknown class '{name}'; known labels: {}", labels.foreground().join(", "))
+                    format!(
+                        "unknown class '{name}'; known labels: {}",
+                        labels.foreground().join(", ")
+                    )
                 }
             }),
         }
@@ -120,7 +130,11 @@ impl ClassRef {
 
 /// Parses `person,car,3` into class references; empty input means "all classes".
 pub fn parse_class_list(s: &str) -> Vec<ClassRef> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(ClassRef::parse).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(ClassRef::parse)
+        .collect()
 }
 
 /// Parses `person=0.6,car=0.3` into (class, threshold) pairs.
@@ -130,7 +144,10 @@ pub fn parse_class_thresholds(s: &str) -> Result<Vec<(ClassRef, f32)>, String> {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| format!("'{part}' is not of the form class=threshold"))?;
-        let t: f32 = v.trim().parse().map_err(|_| format!("'{v}' in '{part}' is not a number"))?;
+        let t: f32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{v}' in '{part}' is not a number"))?;
         if !(0.0..=1.0).contains(&t) {
             return Err(format!("threshold {t} in '{part}' is outside 0..1"));
         }

@@ -36,7 +36,11 @@ mod tests {
     use super::*;
 
     fn det(class_id: u32, score: f32, x0: f32) -> Detection {
-        Detection { class_id, score, bbox: BBox::new(x0, 0.0, x0 + 1.0, 1.0) }
+        Detection {
+            class_id,
+            score,
+            bbox: BBox::new(x0, 0.0, x0 + 1.0, 1.0),
+        }
     }
 
     #[test]

@@ -197,7 +197,10 @@ pub enum Attr {
 }
 
 fn attribute(name: &str, value: Attr) -> AttributeProto {
-    let mut a = AttributeProto { name: name.to_string(), ..Default::default() };
+    let mut a = AttributeProto {
+        name: name.to_string(),
+        ..Default::default()
+    };
     match value {
         Attr::Int(i) => (a.i, a.r#type) = (i, attribute_type::INT),
         Attr::Ints(v) => (a.ints, a.r#type) = (v, attribute_type::INTS),
@@ -212,14 +215,23 @@ fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| match d {
-            Dim::Fixed(v) => Dimension { dim_value: Some(*v), dim_param: None },
-            Dim::Dynamic(p) => Dimension { dim_value: None, dim_param: Some(p.to_string()) },
+            Dim::Fixed(v) => Dimension {
+                dim_value: Some(*v),
+                dim_param: None,
+            },
+            Dim::Dynamic(p) => Dimension {
+                dim_value: None,
+                dim_param: Some(p.to_string()),
+            },
         })
         .collect();
     ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor { elem_type, shape: Some(TensorShapeProto { dim }) }),
+            tensor_type: Some(TypeProtoTensor {
+                elem_type,
+                shape: Some(TensorShapeProto { dim }),
+            }),
         }),
     }
 }
@@ -242,7 +254,10 @@ impl Default for GraphBuilder {
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
         Self {
-            graph: GraphProto { name: name.to_string(), ..Default::default() },
+            graph: GraphProto {
+                name: name.to_string(),
+                ..Default::default()
+            },
             metadata: Vec::new(),
             opset: DEFAULT_OPSET,
             counter: 0,
@@ -271,7 +286,11 @@ impl GraphBuilder {
 
     /// A float initializer (weights or constants), stored as raw little-endian data.
     pub fn initializer_f32(&mut self, prefix: &str, dims: &[i64], data: &[f32]) -> String {
-        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {prefix}: dims/data mismatch");
+        assert_eq!(
+            dims.iter().product::<i64>() as usize,
+            data.len(),
+            "initializer {prefix}: dims/data mismatch"
+        );
         let name = self.fresh(prefix);
         let mut raw = Vec::with_capacity(data.len() * 4);
         for v in data {
@@ -288,7 +307,11 @@ impl GraphBuilder {
     }
 
     pub fn initializer_i64(&mut self, prefix: &str, dims: &[i64], data: &[i64]) -> String {
-        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {prefix}: dims/data mismatch");
+        assert_eq!(
+            dims.iter().product::<i64>() as usize,
+            data.len(),
+            "initializer {prefix}: dims/data mismatch"
+        );
         let name = self.fresh(prefix);
         self.graph.initializer.push(TensorProto {
             dims: dims.to_vec(),
@@ -302,7 +325,11 @@ impl GraphBuilder {
 
     /// Adds a node with one output named `output` (or a fresh name if empty) and returns that name.
     pub fn node(&mut self, op_type: &str, inputs: &[&str], output: &str, attrs: Vec<(&str, Attr)>) -> String {
-        let out = if output.is_empty() { self.fresh(&op_type.to_ascii_lowercase()) } else { output.to_string() };
+        let out = if output.is_empty() {
+            self.fresh(&op_type.to_ascii_lowercase())
+        } else {
+            output.to_string()
+        };
         self.node_multi(op_type, inputs, &[&out], attrs);
         out
     }
@@ -330,7 +357,10 @@ impl GraphBuilder {
             producer_name: "mobilenetdetect".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(self.graph),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: self.opset,
+            }],
             metadata_props: self
                 .metadata
                 .into_iter()
@@ -348,9 +378,15 @@ impl GraphBuilder {
 /// Writes bytes to `path` atomically: a temporary file in the same folder, fsync, then rename, so a pipeline
 /// watching `path` never sees a half-written model.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} has no file name", path.display()))
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
     })?;
     let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {

@@ -6,9 +6,9 @@
 //! Environment: BENCH_FRAMES (default 150), BENCH_THREADS (ONNX Runtime intra-op threads, default 2).
 //! Each inference measurement runs in a child process of its own so that peak memory (VmHWM) is its own.
 
+use detection_common::metadata::{ChannelOrder, InputLayout};
 use gst::prelude::*;
 use gstmobilenetdetect::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
-use detection_common::metadata::{ChannelOrder, InputLayout};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
     gstmobilenetdetect::plugin_register_static().unwrap();
     let warmup = 5;
     let p = gst::parse::launch(&format!(
-        "videotestsrc num-buffers={} pattern=ball ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! \
+        "videotestsrc num-buffers={} pattern=solid-color foreground-color=0xff5a8cc8 ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! \
          mobilenetdetect model={model} threads={threads} ! fakesink name=sink sync=false",
         frames + warmup
     ))
@@ -69,10 +69,14 @@ fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
     .unwrap();
     let times = Arc::new(Mutex::new(Vec::with_capacity(frames + warmup)));
     let t = times.clone();
-    p.by_name("sink").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        t.lock().unwrap().push(Instant::now());
-        gst::PadProbeReturn::Ok
-    });
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            t.lock().unwrap().push(Instant::now());
+            gst::PadProbeReturn::Ok
+        });
     p.set_state(gst::State::Playing).unwrap();
     let bus = p.bus().unwrap();
     for msg in bus.iter_timed(gst::ClockTime::NONE) {
@@ -144,19 +148,27 @@ fn videoconvert_ms_per_frame(format: &str, frames: usize) -> f64 {
     let entered = Arc::new(Mutex::new(None::<Instant>));
     let total = Arc::new(Mutex::new((Duration::ZERO, 0usize)));
     let e = entered.clone();
-    p.by_name("c").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        *e.lock().unwrap() = Some(Instant::now());
-        gst::PadProbeReturn::Ok
-    });
+    p.by_name("c")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            *e.lock().unwrap() = Some(Instant::now());
+            gst::PadProbeReturn::Ok
+        });
     let (e, t) = (entered.clone(), total.clone());
-    p.by_name("s").unwrap().static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        if let Some(start) = e.lock().unwrap().take() {
-            let mut t = t.lock().unwrap();
-            t.0 += start.elapsed();
-            t.1 += 1;
-        }
-        gst::PadProbeReturn::Ok
-    });
+    p.by_name("s")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if let Some(start) = e.lock().unwrap().take() {
+                let mut t = t.lock().unwrap();
+                t.0 += start.elapsed();
+                t.1 += 1;
+            }
+            gst::PadProbeReturn::Ok
+        });
     p.set_state(gst::State::Playing).unwrap();
     for msg in p.bus().unwrap().iter_timed(gst::ClockTime::NONE) {
         match msg.view() {
@@ -195,8 +207,14 @@ fn main() {
     let (ort_fps, ort_mb) = run_child("bare-ort", &model, threads, frames);
     let (gst_fps, gst_mb) = run_child("pipeline", &model, threads, frames);
     println!("{:<52} {:>10} {:>14}", "", "frames/s", "peak memory");
-    println!("{:<52} {:>10.2} {:>11.1} MB", "(a) bare ONNX Runtime session, prepared tensor", ort_fps, ort_mb);
-    println!("{:<52} {:>10.2} {:>11.1} MB", "(b) videotestsrc ! mobilenetdetect ! fakesink (NV12 720p)", gst_fps, gst_mb);
+    println!(
+        "{:<52} {:>10.2} {:>11.1} MB",
+        "(a) bare ONNX Runtime session, prepared tensor", ort_fps, ort_mb
+    );
+    println!(
+        "{:<52} {:>10.2} {:>11.1} MB",
+        "(b) videotestsrc ! mobilenetdetect ! fakesink (NV12 720p)", gst_fps, gst_mb
+    );
     println!(
         "ratio (b)/(a): {:.3} of the frames/s (goal >= 0.97), {:+.1} MB memory (goal <= +30 MB)",
         gst_fps / ort_fps,
@@ -206,7 +224,10 @@ fn main() {
     gst::init().unwrap();
     println!();
     println!("preprocessing 1920x1080 -> 300x300, per frame");
-    for (format, name) in [(gst_video::VideoFormat::Nv12, "NV12"), (gst_video::VideoFormat::Rgbx, "RGBx")] {
+    for (format, name) in [
+        (gst_video::VideoFormat::Nv12, "NV12"),
+        (gst_video::VideoFormat::Rgbx, "RGBx"),
+    ] {
         let ours = ours_ms_per_frame(format, 200);
         let theirs = videoconvert_ms_per_frame(name, 100);
         println!(

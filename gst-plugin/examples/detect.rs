@@ -32,7 +32,9 @@ fn main() -> ExitCode {
             gst::MessageView::Element(e) if e.structure().is_some_and(|s| s.name() == "mobilenetdetect") => {
                 let s = e.structure().unwrap();
                 let ts = s.get::<u64>("timestamp").unwrap_or(u64::MAX);
-                let list = s.get::<gst::List>("detections").unwrap_or_else(|_| gst::List::new::<i32>([]));
+                let list = s
+                    .get::<gst::List>("detections")
+                    .unwrap_or_else(|_| gst::List::new::<i32>([]));
                 frames += 1;
                 total += list.len() as u64;
                 frames_with += (!list.is_empty()) as u64;

@@ -6,8 +6,8 @@
 
 use gst::glib;
 
-pub mod model;
 pub mod mobilenetdetect;
+pub mod model;
 pub mod preprocess;
 pub mod runtime;
 

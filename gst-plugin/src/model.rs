@@ -48,9 +48,16 @@ pub fn parse_providers(s: &str) -> Result<Vec<Provider>, String> {
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| Provider::parse(p).ok_or_else(|| format!("unknown execution provider '{p}' (known: cpu, cuda, tensorrt, openvino)")))
+        .map(|p| {
+            Provider::parse(p)
+                .ok_or_else(|| format!("unknown execution provider '{p}' (known: cpu, cuda, tensorrt, openvino)"))
+        })
         .collect::<Result<_, _>>()?;
-    if list.is_empty() { Ok(vec![Provider::Cpu]) } else { Ok(list) }
+    if list.is_empty() {
+        Ok(vec![Provider::Cpu])
+    } else {
+        Ok(list)
+    }
 }
 
 /// Everything the user can say about how to load and read a model; `None` means "from the model, else default".
@@ -126,9 +133,24 @@ impl InputDesc {
 
 #[derive(Debug)]
 enum Decoder {
-    TfOd { boxes: usize, scores: usize, classes: usize, num: Option<usize> },
-    Decoded { boxes: usize, scores: usize, order: BoxOrder },
-    Raw { encodings: usize, logits: usize, anchors: Vec<Anchor>, encoding: BoxEncoding, activation: ScoreActivation },
+    TfOd {
+        boxes: usize,
+        scores: usize,
+        classes: usize,
+        num: Option<usize>,
+    },
+    Decoded {
+        boxes: usize,
+        scores: usize,
+        order: BoxOrder,
+    },
+    Raw {
+        encodings: usize,
+        logits: usize,
+        anchors: Vec<Anchor>,
+        encoding: BoxEncoding,
+        activation: ScoreActivation,
+    },
 }
 
 /// Per-class score thresholds after the `classes` filter: `INFINITY` means the class is never reported.
@@ -147,7 +169,11 @@ impl ClassGate {
         let overrides: Vec<(usize, f32)> = parse_class_thresholds(class_thresholds)
             .map_err(|e| format!("class-thresholds: {e}"))?
             .into_iter()
-            .map(|(c, t): (ClassRef, f32)| c.resolve(labels).map(|id| (id, t)).map_err(|e| format!("class-thresholds: {e}")))
+            .map(|(c, t): (ClassRef, f32)| {
+                c.resolve(labels)
+                    .map(|id| (id, t))
+                    .map_err(|e| format!("class-thresholds: {e}"))
+            })
             .collect::<Result<_, _>>()?;
         let len = [labels.len()]
             .into_iter()
@@ -155,7 +181,11 @@ impl ClassGate {
             .chain(overrides.iter().map(|(i, _)| i + 1))
             .max()
             .unwrap_or(0);
-        let fallback = if allowed.is_empty() { score_threshold } else { f32::INFINITY };
+        let fallback = if allowed.is_empty() {
+            score_threshold
+        } else {
+            f32::INFINITY
+        };
         let mut per_class = vec![fallback; len];
         for &id in &allowed {
             per_class[id] = score_threshold;
@@ -221,7 +251,10 @@ fn lname(o: &ort::value::Outlet) -> String {
 }
 
 fn find_output(session: &Session, keys: &[&str]) -> Option<usize> {
-    session.outputs().iter().position(|o| keys.iter().any(|k| lname(o).contains(k)))
+    session
+        .outputs()
+        .iter()
+        .position(|o| keys.iter().any(|k| lname(o).contains(k)))
 }
 
 fn meta_parse<T>(value: Option<&String>, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, LoadError> {
@@ -237,13 +270,17 @@ impl Model {
     pub fn load(opts: &ModelOptions) -> Result<Model, LoadError> {
         let path = &opts.path;
         if path.as_os_str().is_empty() {
-            return Err(LoadError::Settings("no model set: set the 'model' property to an ONNX file".into()));
+            return Err(LoadError::Settings(
+                "no model set: set the 'model' property to an ONNX file".into(),
+            ));
         }
         let shown = path.display();
         // Read errors are reported as such, before ONNX Runtime gets to say something vaguer.
         std::fs::File::open(path).map_err(|e| LoadError::Open(format!("cannot open model file {shown}: {e}")))?;
         if path.is_dir() {
-            return Err(LoadError::Open(format!("model {shown} is a directory, not an ONNX file")));
+            return Err(LoadError::Open(format!(
+                "model {shown} is a directory, not an ONNX file"
+            )));
         }
         let env = runtime::environment().map_err(LoadError::Runtime)?;
 
@@ -262,7 +299,19 @@ impl Model {
 
         let metadata = session.metadata().ok();
         let custom = |key: &str| metadata.as_ref().and_then(|m| m.custom(key));
-        let (m_format, m_labels, m_layout, m_order, m_mean, m_std, m_size, m_box_order, m_encoding, m_activation, m_anchors) = (
+        let (
+            m_format,
+            m_labels,
+            m_layout,
+            m_order,
+            m_mean,
+            m_std,
+            m_size,
+            m_box_order,
+            m_encoding,
+            m_activation,
+            m_anchors,
+        ) = (
             custom(meta::KEY_FORMAT),
             custom(meta::KEY_LABELS),
             custom(meta::KEY_INPUT_LAYOUT),
@@ -285,29 +334,42 @@ impl Model {
             Some(f) => f,
             None => match meta_parse(m_format.as_ref(), meta::KEY_FORMAT, ModelFormat::parse)? {
                 Some(f) => f,
-                None => detect_format(&session, opts.anchors_file.is_some() || m_anchors.is_some()).ok_or_else(|| {
-                    unsupported(
+                None => {
+                    detect_format(&session, opts.anchors_file.is_some() || m_anchors.is_some()).ok_or_else(|| {
+                        unsupported(
                         "cannot tell the output format from the model's outputs; set model-format=tf-od, ssd-raw or \
                          ssd-decoded"
                             .into(),
                     )
-                })?,
+                    })?
+                }
             },
         };
 
         // The image input.
         if session.inputs().len() != 1 {
-            return Err(unsupported(format!("expected exactly one image input, found {}", session.inputs().len())));
+            return Err(unsupported(format!(
+                "expected exactly one image input, found {}",
+                session.inputs().len()
+            )));
         }
         let inp = &session.inputs()[0];
         let dtype = match inp.dtype().tensor_type() {
             Some(TensorElementType::Float32) => TensorType::F32,
             Some(TensorElementType::Uint8) => TensorType::U8,
-            other => return Err(unsupported(format!("input '{}' has element type {other:?}; only float32 and uint8 are supported", inp.name()))),
+            other => {
+                return Err(unsupported(format!(
+                    "input '{}' has element type {other:?}; only float32 and uint8 are supported",
+                    inp.name()
+                )));
+            }
         };
         let ishape = shape_of(inp);
         if ishape.len() != 4 || (ishape[0] > 1) {
-            return Err(unsupported(format!("input '{}' must be a 4-D image tensor with batch 1, found {ishape:?}", inp.name())));
+            return Err(unsupported(format!(
+                "input '{}' must be a 4-D image tensor with batch 1, found {ishape:?}",
+                inp.name()
+            )));
         }
         let layout = match opts.layout {
             Some(l) => l,
@@ -316,10 +378,12 @@ impl Model {
                 None if ishape[1] == 3 => InputLayout::Nchw,
                 None if ishape[3] == 3 => InputLayout::Nhwc,
                 None if format == ModelFormat::TfOd => InputLayout::Nhwc,
-                None => return Err(unsupported(format!(
-                    "cannot tell the layout of input '{}' {ishape:?}; set input-layout=nchw or nhwc",
-                    inp.name()
-                ))),
+                None => {
+                    return Err(unsupported(format!(
+                        "cannot tell the layout of input '{}' {ishape:?}; set input-layout=nchw or nhwc",
+                        inp.name()
+                    )));
+                }
             },
         };
         let (c_dim, h_dim, w_dim) = match layout {
@@ -327,7 +391,10 @@ impl Model {
             InputLayout::Nhwc => (ishape[3], ishape[1], ishape[2]),
         };
         if c_dim != 3 && c_dim != -1 {
-            return Err(unsupported(format!("input '{}' has {c_dim} channels in {layout} layout; 3 are needed", inp.name())));
+            return Err(unsupported(format!(
+                "input '{}' has {c_dim} channels in {layout} layout; 3 are needed",
+                inp.name()
+            )));
         }
         let size = if h_dim > 0 && w_dim > 0 {
             Some((w_dim as u32, h_dim as u32))
@@ -336,20 +403,36 @@ impl Model {
         };
         let channel_order = match opts.channel_order {
             Some(c) => c,
-            None => meta_parse(m_order.as_ref(), meta::KEY_CHANNEL_ORDER, ChannelOrder::parse)?.unwrap_or(ChannelOrder::Rgb),
+            None => {
+                meta_parse(m_order.as_ref(), meta::KEY_CHANNEL_ORDER, ChannelOrder::parse)?.unwrap_or(ChannelOrder::Rgb)
+            }
         };
         let triplet = |v: Option<&String>, key: &str| meta_parse(v, key, |s| meta::parse_triplet(s).ok());
         let (mean, std) = match dtype {
             TensorType::U8 => ([0.0; 3], [1.0; 3]),
             TensorType::F32 => (
-                opts.mean.or(triplet(m_mean.as_ref(), meta::KEY_INPUT_MEAN)?).unwrap_or([127.5; 3]),
-                opts.std.or(triplet(m_std.as_ref(), meta::KEY_INPUT_STD)?).unwrap_or([127.5; 3]),
+                opts.mean
+                    .or(triplet(m_mean.as_ref(), meta::KEY_INPUT_MEAN)?)
+                    .unwrap_or([127.5; 3]),
+                opts.std
+                    .or(triplet(m_std.as_ref(), meta::KEY_INPUT_STD)?)
+                    .unwrap_or([127.5; 3]),
             ),
         };
-        if std.iter().any(|s| *s == 0.0) {
-            return Err(LoadError::Settings(format!("input-std {std:?} has a zero: division by zero")));
+        if std.contains(&0.0) {
+            return Err(LoadError::Settings(format!(
+                "input-std {std:?} has a zero: division by zero"
+            )));
         }
-        let input = InputDesc { name: inp.name().to_string(), dtype, layout, size, channel_order, mean, std };
+        let input = InputDesc {
+            name: inp.name().to_string(),
+            dtype,
+            layout,
+            size,
+            channel_order,
+            mean,
+            std,
+        };
 
         // Labels.
         let labels = match &opts.labels_file {
@@ -369,50 +452,90 @@ impl Model {
                 }
             }
             ModelFormat::SsdDecoded | ModelFormat::SsdRaw => {
-                let (b, s) = pick_box_and_score_outputs(&session)
-                    .ok_or_else(|| unsupported(format!("a {format} model needs a box output [1,A,4] and a score output [1,A,C] or [1,A]")))?;
+                let (b, s) = pick_box_and_score_outputs(&session).ok_or_else(|| {
+                    unsupported(format!(
+                        "a {format} model needs a box output [1,A,4] and a score output [1,A,C] or [1,A]"
+                    ))
+                })?;
                 if format == ModelFormat::SsdDecoded {
                     let order = match opts.box_order {
                         Some(o) => o,
-                        None => meta_parse(m_box_order.as_ref(), meta::KEY_BOX_ORDER, BoxOrder::parse)?.unwrap_or(BoxOrder::Xyxy),
+                        None => meta_parse(m_box_order.as_ref(), meta::KEY_BOX_ORDER, BoxOrder::parse)?
+                            .unwrap_or(BoxOrder::Xyxy),
                     };
-                    Decoder::Decoded { boxes: b, scores: s, order }
+                    Decoder::Decoded {
+                        boxes: b,
+                        scores: s,
+                        order,
+                    }
                 } else {
                     let anchors = match (&opts.anchors_file, &m_anchors) {
                         (Some(f), _) => read_anchors_file(f).map_err(|e| LoadError::Open(format!("anchors: {e}")))?,
                         (None, Some(text)) => parse_anchors(text, &format!("{shown} metadata {}", meta::KEY_ANCHORS))
                             .map_err(|e| LoadError::Unsupported(e.to_string()))?,
-                        (None, None) => return Err(LoadError::Settings(format!(
-                            "{shown} is an ssd-raw model without embedded anchors: set anchors=FILE (one 'cy cx h w' line per anchor)"
-                        ))),
+                        (None, None) => {
+                            return Err(LoadError::Settings(format!(
+                                "{shown} is an ssd-raw model without embedded anchors: set anchors=FILE (one 'cy cx h w' line per anchor)"
+                            )));
+                        }
                     };
                     let a = shape_of(&session.outputs()[b]).get(1).copied().unwrap_or(-1);
                     if a > 0 && a as usize != anchors.len() {
-                        return Err(unsupported(format!("the model predicts {a} boxes but {} anchors were given", anchors.len())));
+                        return Err(unsupported(format!(
+                            "the model predicts {a} boxes but {} anchors were given",
+                            anchors.len()
+                        )));
                     }
                     let encoding = match opts.box_encoding {
                         Some(e) => e,
-                        None => meta_parse(m_encoding.as_ref(), meta::KEY_BOX_ENCODING, BoxEncoding::parse)?.unwrap_or(BoxEncoding::Tf),
+                        None => meta_parse(m_encoding.as_ref(), meta::KEY_BOX_ENCODING, BoxEncoding::parse)?
+                            .unwrap_or(BoxEncoding::Tf),
                     };
                     let activation = match opts.score_activation {
                         Some(a) => a,
-                        None => meta_parse(m_activation.as_ref(), meta::KEY_SCORE_ACTIVATION, ScoreActivation::parse)?
-                            .unwrap_or(match encoding {
-                                BoxEncoding::Tf => ScoreActivation::Sigmoid,
-                                BoxEncoding::Xywh => ScoreActivation::Softmax,
-                            }),
+                        None => meta_parse(
+                            m_activation.as_ref(),
+                            meta::KEY_SCORE_ACTIVATION,
+                            ScoreActivation::parse,
+                        )?
+                        .unwrap_or(match encoding {
+                            BoxEncoding::Tf => ScoreActivation::Sigmoid,
+                            BoxEncoding::Xywh => ScoreActivation::Softmax,
+                        }),
                     };
-                    Decoder::Raw { encodings: b, logits: s, anchors, encoding, activation }
+                    Decoder::Raw {
+                        encodings: b,
+                        logits: s,
+                        anchors,
+                        encoding,
+                        activation,
+                    }
                 }
             }
         };
 
-        Ok(Model { session, path: path.clone(), format, input, decoder, labels, provider, warnings })
+        Ok(Model {
+            session,
+            path: path.clone(),
+            format,
+            input,
+            decoder,
+            labels,
+            provider,
+            warnings,
+        })
     }
 
     /// Runs the model on a prepared tensor and appends every detection that passes `gate` to `out`
     /// (boxes normalised to the tensor, before NMS).
-    pub fn infer(&mut self, spec: &TensorSpec, f32s: &[f32], u8s: &[u8], gate: &ClassGate, out: &mut Vec<Detection>) -> Result<(), String> {
+    pub fn infer(
+        &mut self,
+        spec: &TensorSpec,
+        f32s: &[f32],
+        u8s: &[u8],
+        gate: &ClassGate,
+        out: &mut Vec<Detection>,
+    ) -> Result<(), String> {
         let (w, h) = (spec.width as usize, spec.height as usize);
         let shape = match spec.layout {
             InputLayout::Nchw => [1, 3, h, w],
@@ -436,7 +559,12 @@ impl Model {
                 .map_err(|e| format!("output {i} is not a float tensor: {e}"))
         };
         match &self.decoder {
-            Decoder::TfOd { boxes, scores, classes, num } => {
+            Decoder::TfOd {
+                boxes,
+                scores,
+                classes,
+                num,
+            } => {
                 let (bs, bd) = get(*boxes)?;
                 let (_, sd) = get(*scores)?;
                 let (_, cd) = get(*classes)?;
@@ -454,7 +582,11 @@ impl Model {
                     let score = sd[i];
                     if score >= gate.threshold(class_id) && class_id > 0 {
                         let b = &bd[i * 4..i * 4 + 4];
-                        out.push(Detection { class_id: class_id as u32, score, bbox: BBox::new(b[1], b[0], b[3], b[2]) });
+                        out.push(Detection {
+                            class_id: class_id as u32,
+                            score,
+                            bbox: BBox::new(b[1], b[0], b[3], b[2]),
+                        });
                     }
                 }
             }
@@ -475,17 +607,30 @@ impl Model {
                                 BoxOrder::Xyxy => BBox::new(b[0], b[1], b[2], b[3]),
                                 BoxOrder::Yxyx => BBox::new(b[1], b[0], b[3], b[2]),
                             };
-                            out.push(Detection { class_id: class_id as u32, score, bbox });
+                            out.push(Detection {
+                                class_id: class_id as u32,
+                                score,
+                                bbox,
+                            });
                         }
                     }
                 }
             }
-            Decoder::Raw { encodings, logits, anchors, encoding, activation } => {
+            Decoder::Raw {
+                encodings,
+                logits,
+                anchors,
+                encoding,
+                activation,
+            } => {
                 let (es, ed) = get(*encodings)?;
                 let (ls, ld) = get(*logits)?;
                 let a = check_anchor_dims(&es, &ls, ed.len(), ld.len())?;
                 if a != anchors.len() {
-                    return Err(format!("the model predicted {a} boxes but {} anchors are loaded", anchors.len()));
+                    return Err(format!(
+                        "the model predicted {a} boxes but {} anchors are loaded",
+                        anchors.len()
+                    ));
                 }
                 let c = if ls.len() == 2 { 1 } else { ld.len() / a };
                 for (i, anchor) in anchors.iter().enumerate() {
@@ -506,7 +651,11 @@ impl Model {
                         };
                         if score >= gate.threshold(class_id) {
                             let bbox = decode_box(&ed[i * 4..i * 4 + 4], anchor, *encoding);
-                            out.push(Detection { class_id: class_id as u32, score, bbox });
+                            out.push(Detection {
+                                class_id: class_id as u32,
+                                score,
+                                bbox,
+                            });
                         }
                     }
                 }
@@ -522,8 +671,10 @@ fn check_anchor_dims(bs: &[i64], ss: &[i64], blen: usize, slen: usize) -> Result
         return Err(format!("box output has shape {bs:?}, expected [1,A,4]"));
     }
     let a = bs[1].max(0) as usize;
-    if blen != a * 4 || ss.len() < 2 || ss[1] as usize != a || a == 0 || slen % a != 0 {
-        return Err(format!("box output {bs:?} and score output {ss:?} do not agree on the number of boxes"));
+    if blen != a * 4 || ss.len() < 2 || ss[1] as usize != a || a == 0 || !slen.is_multiple_of(a) {
+        return Err(format!(
+            "box output {bs:?} and score output {ss:?} do not agree on the number of boxes"
+        ));
     }
     Ok(a)
 }
@@ -541,7 +692,12 @@ fn pick_box_and_score_outputs(session: &Session) -> Option<(usize, usize)> {
         let s = shape_of(&outs[i]);
         s.len() == 3 && s[2] == 4
     };
-    let by_name = |keys: &[&str]| usable.iter().copied().find(|&i| keys.iter().any(|k| lname(&outs[i]).contains(k)));
+    let by_name = |keys: &[&str]| {
+        usable
+            .iter()
+            .copied()
+            .find(|&i| keys.iter().any(|k| lname(&outs[i]).contains(k)))
+    };
     let b = by_name(&["box", "loc", "regress"]).filter(|&i| is_box_shape(i));
     let s = by_name(&["score", "class", "conf", "logit", "prob"]);
     match (b, s) {
@@ -565,7 +721,15 @@ fn detect_format(session: &Session, has_anchors: bool) -> Option<ModelFormat> {
     }
     let (b, s) = pick_box_and_score_outputs(session)?;
     let (bn, sn) = (lname(&session.outputs()[b]), lname(&session.outputs()[s]));
-    let raw = ["encoding", "raw", "loc", "regress", "logit", "class_predictions", "conf"];
+    let raw = [
+        "encoding",
+        "raw",
+        "loc",
+        "regress",
+        "logit",
+        "class_predictions",
+        "conf",
+    ];
     if has_anchors || raw.iter().any(|k| bn.contains(k) || sn.contains(k)) {
         Some(ModelFormat::SsdRaw)
     } else if bn.contains("box") && (sn.contains("score") || sn.contains("prob")) {
@@ -576,7 +740,11 @@ fn detect_format(session: &Session, has_anchors: bool) -> Option<ModelFormat> {
 }
 
 /// Registers the first provider of `wanted` that works; returns its name (CPU when none does).
-fn register_providers(builder: &mut ort::session::builder::SessionBuilder, wanted: &[Provider], warnings: &mut Vec<String>) -> &'static str {
+fn register_providers(
+    builder: &mut ort::session::builder::SessionBuilder,
+    wanted: &[Provider],
+    warnings: &mut Vec<String>,
+) -> &'static str {
     for p in wanted {
         let result: Result<(), String> = match p {
             Provider::Cpu => return "cpu",
@@ -586,7 +754,10 @@ fn register_providers(builder: &mut ort::session::builder::SessionBuilder, wante
         };
         match result {
             Ok(()) => return p.as_str(),
-            Err(e) => warnings.push(format!("execution provider {} unavailable ({e}); trying the next one", p.as_str())),
+            Err(e) => warnings.push(format!(
+                "execution provider {} unavailable ({e}); trying the next one",
+                p.as_str()
+            )),
         }
     }
     if !wanted.contains(&Provider::Cpu) {
@@ -595,7 +766,10 @@ fn register_providers(builder: &mut ort::session::builder::SessionBuilder, wante
     "cpu"
 }
 
-fn try_register<E: ExecutionProvider>(builder: &mut ort::session::builder::SessionBuilder, ep: E) -> Result<(), String> {
+fn try_register<E: ExecutionProvider>(
+    builder: &mut ort::session::builder::SessionBuilder,
+    ep: E,
+) -> Result<(), String> {
     match E::is_available() {
         Ok(true) => ep.register(builder).map_err(|e| e.to_string()),
         Ok(false) => Err("not in this ONNX Runtime build".into()),

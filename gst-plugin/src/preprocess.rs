@@ -146,7 +146,11 @@ impl YuvMatrix {
             _ => (0.299, 0.114),
         };
         let kg = 1.0 - kr - kb;
-        let (y_offset, y_scale, c_scale) = if full_range { (0, 1.0, 1.0) } else { (16, 255.0 / 219.0, 255.0 / 224.0) };
+        let (y_offset, y_scale, c_scale) = if full_range {
+            (0, 1.0, 1.0)
+        } else {
+            (16, 255.0 / 219.0, 255.0 / 224.0)
+        };
         let fix = |v: f64| (v * 65536.0).round() as i32;
         Self {
             y_offset,
@@ -163,7 +167,11 @@ impl YuvMatrix {
         let yy = (y as i32 - self.y_offset) * self.y_scale + (1 << 15);
         let (u, v) = (u as i32 - 128, v as i32 - 128);
         let clamp = |x: i32| (x >> 16).clamp(0, 255) as u8;
-        [clamp(yy + self.r_v * v), clamp(yy + self.g_u * u + self.g_v * v), clamp(yy + self.b_u * u)]
+        [
+            clamp(yy + self.r_v * v),
+            clamp(yy + self.g_u * u + self.g_v * v),
+            clamp(yy + self.b_u * u),
+        ]
     }
 
     /// Converts planar Y, U, V rows into R, G, B rows in place.
@@ -188,7 +196,11 @@ impl Axis {
     /// Pixel-centre aligned mapping of `dst` samples onto `src` samples; `scale` multiplies the indices
     /// (bytes per pixel for packed formats).
     fn new(src: u32, dst: u32, scale: u32) -> Self {
-        let mut a = Axis { i0: Vec::with_capacity(dst as usize), i1: Vec::with_capacity(dst as usize), w: Vec::with_capacity(dst as usize) };
+        let mut a = Axis {
+            i0: Vec::with_capacity(dst as usize),
+            i1: Vec::with_capacity(dst as usize),
+            w: Vec::with_capacity(dst as usize),
+        };
         let ratio = src as f64 / dst as f64;
         for i in 0..dst {
             let s = ((i as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
@@ -213,11 +225,22 @@ struct Plane<'a> {
 impl<'a> Plane<'a> {
     fn new(data: &'a [u8], stride: i32, row_bytes: usize, rows: u32) -> Result<Self, String> {
         let stride = usize::try_from(stride).map_err(|_| format!("negative stride {stride}"))?;
-        let needed = if rows == 0 { 0 } else { stride * (rows as usize - 1) + row_bytes };
+        let needed = if rows == 0 {
+            0
+        } else {
+            stride * (rows as usize - 1) + row_bytes
+        };
         if stride < row_bytes || data.len() < needed {
-            return Err(format!("plane of {rows} rows of {row_bytes} bytes at stride {stride} does not fit in {} bytes", data.len()));
+            return Err(format!(
+                "plane of {rows} rows of {row_bytes} bytes at stride {stride} does not fit in {} bytes",
+                data.len()
+            ));
         }
-        Ok(Self { data, stride, row_bytes })
+        Ok(Self {
+            data,
+            stride,
+            row_bytes,
+        })
     }
 
     #[inline(always)]
@@ -273,8 +296,20 @@ fn sample_row<const N: usize>(row: &[u8], axis: &Axis, offsets: [usize; N], mut 
 
 /// Sampling axes for one frame format and content size.
 enum Sampling {
-    Packed { bpp: u32, offsets: [usize; 3], x: Axis, y: Axis },
-    Yuv { nv12: bool, luma_x: Axis, luma_y: Axis, chroma_x: Axis, chroma_y: Axis, matrix: YuvMatrix },
+    Packed {
+        bpp: u32,
+        offsets: [usize; 3],
+        x: Axis,
+        y: Axis,
+    },
+    Yuv {
+        nv12: bool,
+        luma_x: Axis,
+        luma_y: Axis,
+        chroma_x: Axis,
+        chroma_y: Axis,
+        matrix: YuvMatrix,
+    },
 }
 
 /// Converts frames of one format and size into one model's input tensor.
@@ -313,12 +348,24 @@ impl Preprocessor {
                     matrix,
                 };
                 let chroma_row = if nv12 { cw2 as usize * 2 } else { cw2 as usize };
-                (sampling, [vec![0; w as usize], vec![0; chroma_row], vec![0; if nv12 { 0 } else { cw2 as usize }]])
+                (
+                    sampling,
+                    [
+                        vec![0; w as usize],
+                        vec![0; chroma_row],
+                        vec![0; if nv12 { 0 } else { cw2 as usize }],
+                    ],
+                )
             }
             f => match rgb_offsets(f) {
                 Some((bpp, offsets)) => {
                     let bpp = bpp as u32;
-                    let sampling = Sampling::Packed { bpp, offsets, x: Axis::new(w, cw, bpp), y: Axis::new(h, ch, 1) };
+                    let sampling = Sampling::Packed {
+                        bpp,
+                        offsets,
+                        x: Axis::new(w, cw, bpp),
+                        y: Axis::new(h, ch, 1),
+                    };
                     (sampling, [vec![0; (w * bpp) as usize], Vec::new(), Vec::new()])
                 }
                 None => return Err(format!("unsupported video format {f:?}")),
@@ -344,8 +391,22 @@ impl Preprocessor {
             TensorType::U8 => tensor_u8 = vec![0; n],
         }
         let channels = [vec![0; cw as usize], vec![0; cw as usize], vec![0; cw as usize]];
-        let out = TensorOut { spec, geometry, scale, bias, f32s: tensor_f32, u8s: tensor_u8 };
-        Ok(Self { mode, format, sampling, blended, channels, out })
+        let out = TensorOut {
+            spec,
+            geometry,
+            scale,
+            bias,
+            f32s: tensor_f32,
+            u8s: tensor_u8,
+        };
+        Ok(Self {
+            mode,
+            format,
+            sampling,
+            blended,
+            channels,
+            out,
+        })
     }
 
     pub fn matches(&self, info: &gst_video::VideoInfo, spec: &TensorSpec, mode: ResizeMode) -> bool {
@@ -379,7 +440,12 @@ impl Preprocessor {
     fn process_rows(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<(), String> {
         let (w, h) = (frame.width(), frame.height());
         if (w, h) != (self.out.geometry.frame_width, self.out.geometry.frame_height) || frame.format() != self.format {
-            return Err(format!("frame {}x{} {:?} does not match the negotiated caps", w, h, frame.format()));
+            return Err(format!(
+                "frame {}x{} {:?} does not match the negotiated caps",
+                w,
+                h,
+                frame.format()
+            ));
         }
         let strides = frame.plane_stride();
         let plane = |i: u32, row_bytes: usize, rows: u32| {
@@ -399,7 +465,14 @@ impl Preprocessor {
                     self.out.emit_row(row, [c0, c1, c2]);
                 }
             }
-            Sampling::Yuv { nv12, luma_x, luma_y, chroma_x, chroma_y, matrix } => {
+            Sampling::Yuv {
+                nv12,
+                luma_x,
+                luma_y,
+                chroma_x,
+                chroma_y,
+                matrix,
+            } => {
                 let luma = plane(0, w as usize, h)?;
                 let (u, v) = if *nv12 {
                     (plane(1, cw2 as usize * 2, ch2)?, None)
@@ -448,7 +521,11 @@ impl TensorOut {
         let y = row + g.pad_y as usize;
         let x0 = g.pad_x as usize;
         // Tensor channel k takes source channel src[k].
-        let src = if self.spec.channel_order == ChannelOrder::Bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let src = if self.spec.channel_order == ChannelOrder::Bgr {
+            [2, 1, 0]
+        } else {
+            [0, 1, 2]
+        };
         match (self.spec.dtype, self.spec.layout) {
             (TensorType::F32, InputLayout::Nchw) => {
                 for k in 0..3 {
@@ -501,7 +578,10 @@ mod tests {
         let b = g.to_frame(&BBox::new(0.1, 0.25, 0.2, 0.75));
         assert_near(b, BBox::new(60.0, 0.0, 120.0, 300.0));
         let s = Geometry::new(640, 480, 300, 300, ResizeMode::Stretch);
-        assert_near(s.to_frame(&BBox::new(0.25, 0.25, 0.5, 0.5)), BBox::new(160.0, 120.0, 320.0, 240.0));
+        assert_near(
+            s.to_frame(&BBox::new(0.25, 0.25, 0.5, 0.5)),
+            BBox::new(160.0, 120.0, 320.0, 240.0),
+        );
     }
 
     #[test]

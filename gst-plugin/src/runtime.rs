@@ -53,7 +53,9 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
         })
         .collect();
     found.sort();
@@ -75,7 +77,10 @@ pub fn find_library() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("ORT_DYLIB_PATH={} is not a file (it must name the library file itself)", p.display()))
+            Err(format!(
+                "ORT_DYLIB_PATH={} is not a file (it must name the library file itself)",
+                p.display()
+            ))
         };
     }
     if let Some(dir) = own_folder() {
@@ -85,18 +90,18 @@ pub fn find_library() -> Result<PathBuf, String> {
             }
         }
     }
-    if let Some(cfg) = config_file() {
-        if let Ok(text) = std::fs::read_to_string(&cfg) {
-            let p = PathBuf::from(text.trim());
-            if p.is_file() {
-                return Ok(p);
-            }
-            return Err(format!(
-                "ONNX Runtime not found: {} points to {}, which does not exist. {HOW_TO_GET}",
-                cfg.display(),
-                p.display()
-            ));
+    if let Some(cfg) = config_file()
+        && let Ok(text) = std::fs::read_to_string(&cfg)
+    {
+        let p = PathBuf::from(text.trim());
+        if p.is_file() {
+            return Ok(p);
         }
+        return Err(format!(
+            "ONNX Runtime not found: {} points to {}, which does not exist. {HOW_TO_GET}",
+            cfg.display(),
+            p.display()
+        ));
     }
     Err(format!("ONNX Runtime not found. {HOW_TO_GET}"))
 }

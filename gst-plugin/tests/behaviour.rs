@@ -11,28 +11,52 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn probe_model(name: &str) -> String {
-    write_model(name, &models::colour_probe_model(ImageInput::nchw(32, 32), [0.0, 0.0, 1.0, 1.0], &[]))
+    write_model(
+        name,
+        &models::colour_probe_model(ImageInput::nchw(32, 32), [0.0, 0.0, 1.0, 1.0], &[]),
+    )
 }
 
 fn labelled_model(name: &str, label: &str, boxes: usize) -> String {
-    let b: Vec<[f32; 4]> = (0..boxes).map(|i| [0.1 + 0.4 * i as f32, 0.1, 0.4 + 0.4 * i as f32, 0.5]).collect();
+    let b: Vec<[f32; 4]> = (0..boxes)
+        .map(|i| [0.1 + 0.4 * i as f32, 0.1, 0.4 + 0.4 * i as f32, 0.5])
+        .collect();
     let s: Vec<Vec<f32>> = (0..boxes).map(|_| vec![0.0, 0.9]).collect();
     let labels = format!("BACKGROUND\n{label}\n");
-    write_model(name, &models::decoded_model(ImageInput::nchw(64, 64), &b, &s, ("boxes", "scores"), &[(meta::KEY_LABELS, &labels)]))
+    write_model(
+        name,
+        &models::decoded_model(
+            ImageInput::nchw(64, 64),
+            &b,
+            &s,
+            ("boxes", "scores"),
+            &[(meta::KEY_LABELS, &labels)],
+        ),
+    )
 }
 
 #[test]
 fn interval_carries_the_latest_detections_without_blinking() {
-    let e = element(&[("model", &probe_model("interval")), ("score-threshold", &0.0f32), ("interval", &3u32)]);
+    let e = element(&[
+        ("model", &probe_model("interval")),
+        ("score-threshold", &0.0f32),
+        ("interval", &3u32),
+    ]);
     let mut h = harness(&e, &caps(VideoFormat::Rgbx, 32, 32));
     let mut reds = Vec::new();
     for i in 0..7u8 {
-        let out = h.push_and_pull(solid_frame(VideoFormat::Rgbx, 32, 32, [i * 30, 0, 0], 0)).unwrap();
+        let out = h
+            .push_and_pull(solid_frame(VideoFormat::Rgbx, 32, 32, [i * 30, 0, 0], 0))
+            .unwrap();
         let r = rois(&out);
         assert_eq!(r.len(), 3, "frame {i} carries detections: {r:?}");
         reds.push((by_label(&r, "red").confidence * 255.0).round() as u32);
     }
-    assert_eq!(reds, vec![0, 0, 0, 90, 90, 90, 180], "inferred on frames 0, 3 and 6 only");
+    assert_eq!(
+        reds,
+        vec![0, 0, 0, 90, 90, 90, 180],
+        "inferred on frames 0, 3 and 6 only"
+    );
 }
 
 fn run_to_eos(p: &gst::Pipeline) -> Vec<gst::Message> {
@@ -58,7 +82,11 @@ fn post_messages_reports_each_inferred_frame() {
          mobilenetdetect model={model} interval=2 post-messages=true ! fakesink"
     ));
     let msgs = run_to_eos(&p);
-    let dets: Vec<&gst::StructureRef> = msgs.iter().filter_map(|m| m.structure()).filter(|s| s.name() == "mobilenetdetect").collect();
+    let dets: Vec<&gst::StructureRef> = msgs
+        .iter()
+        .filter_map(|m| m.structure())
+        .filter(|s| s.name() == "mobilenetdetect")
+        .collect();
     assert_eq!(dets.len(), 3, "6 frames, interval 2");
     let ts: Vec<u64> = dets.iter().map(|s| s.get::<u64>("timestamp").unwrap()).collect();
     assert_eq!(ts, vec![0, 66_666_666, 133_333_333]);
@@ -91,7 +119,10 @@ fn unavailable_execution_provider_falls_back_with_a_warning() {
     assert!(warnings.iter().any(|w| w.contains("tensorrt")), "{warnings:?}");
     assert!(warnings.iter().any(|w| w.contains("cuda")), "{warnings:?}");
     let d = p.by_name("d").unwrap();
-    assert_eq!(d.property::<Option<String>>("active-execution-provider").as_deref(), Some("cpu"));
+    assert_eq!(
+        d.property::<Option<String>>("active-execution-provider").as_deref(),
+        Some("cpu")
+    );
 }
 
 #[test]
@@ -138,21 +169,29 @@ fn failed_swap_keeps_the_old_model_and_warns() {
     ));
     let with_rois = Arc::new(AtomicUsize::new(0));
     let counter = with_rois.clone();
-    p.by_name("sink").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buf) = info.buffer() {
-            if rois(buf).iter().any(|r| r.label == "car") {
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer()
+                && rois(buf).iter().any(|r| r.label == "car")
+            {
                 counter.fetch_add(1, Ordering::SeqCst);
             }
-        }
-        gst::PadProbeReturn::Ok
-    });
+            gst::PadProbeReturn::Ok
+        });
     p.set_state(gst::State::Playing).unwrap();
     let bus = p.bus().unwrap();
-    bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::AsyncDone]).expect("playing");
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::AsyncDone])
+        .expect("playing");
     let bad = temp_dir("swap-fail-bad").join("missing.onnx").display().to_string();
     p.by_name("d").unwrap().set_property("model", &bad);
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Warning, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Warning, gst::MessageType::Error],
+        )
         .expect("a warning about the failed load");
     match msg.view() {
         gst::MessageView::Warning(w) => assert!(w.error().to_string().contains(&bad), "{}", w.error()),
@@ -160,13 +199,18 @@ fn failed_swap_keeps_the_old_model_and_warns() {
     }
     let before = with_rois.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(with_rois.load(Ordering::SeqCst) > before, "frames keep flowing with the old model's detections");
+    assert!(
+        with_rois.load(Ordering::SeqCst) > before,
+        "frames keep flowing with the old model's detections"
+    );
     assert_eq!(p.current_state(), gst::State::Playing);
     p.set_state(gst::State::Null).unwrap();
 }
 
 fn error_for(props: &str) -> String {
-    let p = pipeline(&format!("videotestsrc num-buffers=1 ! video/x-raw,width=64,height=64 ! mobilenetdetect {props} ! fakesink"));
+    let p = pipeline(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=64,height=64 ! mobilenetdetect {props} ! fakesink"
+    ));
     start_error(&p).unwrap_or_else(|| panic!("'{props}' should fail to start"))
 }
 
@@ -182,17 +226,27 @@ fn errors_name_the_file_and_the_fault_and_fail_the_state_change() {
     let text = dir.join("notes.onnx");
     std::fs::write(&text, "this is not a model").unwrap();
     let e = error_for(&format!("model={}", text.display()));
-    assert!(e.contains(&text.display().to_string()) && e.contains("not an ONNX model"), "{e}");
+    assert!(
+        e.contains(&text.display().to_string()) && e.contains("not an ONNX model"),
+        "{e}"
+    );
 
     let unusable = dir.join("classifier.onnx");
     std::fs::write(&unusable, models::unusable_model()).unwrap();
     let e = error_for(&format!("model={}", unusable.display()));
-    assert!(e.contains("model-format") && e.contains("logits") && e.contains("input"), "lists inputs/outputs: {e}");
+    assert!(
+        e.contains("model-format") && e.contains("logits") && e.contains("input"),
+        "lists inputs/outputs: {e}"
+    );
     let e = error_for(&format!("model={} model-format=ssd-decoded", unusable.display()));
     assert!(e.contains("box output"), "{e}");
 
     let raw = dir.join("raw.onnx");
-    std::fs::write(&raw, models::raw_model(ImageInput::nchw(32, 32), &[[0.0; 4]], &[vec![0.0, 1.0]], &[])).unwrap();
+    std::fs::write(
+        &raw,
+        models::raw_model(ImageInput::nchw(32, 32), &[[0.0; 4]], &[vec![0.0, 1.0]], &[]),
+    )
+    .unwrap();
     let e = error_for(&format!("model={}", raw.display()));
     assert!(e.contains("anchors=FILE"), "{e}");
     let bad_anchors = dir.join("anchors.txt");
@@ -204,7 +258,10 @@ fn errors_name_the_file_and_the_fault_and_fail_the_state_change() {
     let e = error_for(&format!("model={good} labels={}", dir.join("nolabels.txt").display()));
     assert!(e.contains("nolabels.txt"), "{e}");
     let e = error_for(&format!("model={good} classes=person"));
-    assert!(e.contains("person") && e.contains("car"), "names the class and the known labels: {e}");
+    assert!(
+        e.contains("person") && e.contains("car"),
+        "names the class and the known labels: {e}"
+    );
     let e = error_for(&format!("model={good} class-thresholds=car"));
     assert!(e.contains("class=threshold"), "{e}");
     let e = error_for(&format!("model={good} input-mean=1,2"));

@@ -65,12 +65,20 @@ pub fn rois(buf: &gst::BufferRef) -> Vec<Roi> {
 }
 
 pub fn by_label<'a>(rois: &'a [Roi], label: &str) -> &'a Roi {
-    rois.iter().find(|r| r.label == label).unwrap_or_else(|| panic!("no {label} in {rois:?}"))
+    rois.iter()
+        .find(|r| r.label == label)
+        .unwrap_or_else(|| panic!("no {label} in {rois:?}"))
 }
 
 /// A frame of `format` filled with one RGB colour, with the given extra bytes of padding per row.
 /// Padding bytes are 0xAB so a reader that ignores strides sees garbage.
-pub fn solid_frame(format: gst_video::VideoFormat, width: u32, height: u32, rgb: [u8; 3], row_padding: u32) -> gst::Buffer {
+pub fn solid_frame(
+    format: gst_video::VideoFormat,
+    width: u32,
+    height: u32,
+    rgb: [u8; 3],
+    row_padding: u32,
+) -> gst::Buffer {
     use gst_video::VideoFormat as F;
     let finfo = gst_video::VideoFormatInfo::from_format(format);
     let n_planes = finfo.n_planes() as usize;
@@ -78,7 +86,9 @@ pub fn solid_frame(format: gst_video::VideoFormat, width: u32, height: u32, rgb:
     let mut offsets = [0usize; 4];
     let mut size = 0usize;
     for p in 0..n_planes {
-        let comp = (0..finfo.n_components()).find(|&c| finfo.plane()[c as usize] == p as u32).unwrap();
+        let comp = (0..finfo.n_components())
+            .find(|&c| finfo.plane()[c as usize] == p as u32)
+            .unwrap();
         let pw = finfo.scale_width(comp as u8, width) as usize;
         let ph = finfo.scale_height(comp as u8, height) as usize;
         let bytes_per_px = match (format, p) {
@@ -108,7 +118,9 @@ pub fn solid_frame(format: gst_video::VideoFormat, width: u32, height: u32, rgb:
         _ => vec![],
     };
     for p in 0..n_planes {
-        let comp = (0..finfo.n_components()).find(|&c| finfo.plane()[c as usize] == p as u32).unwrap();
+        let comp = (0..finfo.n_components())
+            .find(|&c| finfo.plane()[c as usize] == p as u32)
+            .unwrap();
         let pw = finfo.scale_width(comp as u8, width) as usize;
         let ph = finfo.scale_height(comp as u8, height) as usize;
         for row in 0..ph {

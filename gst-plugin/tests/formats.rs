@@ -2,9 +2,9 @@
 
 mod common;
 use common::*;
+use detection_common::BBox;
 use detection_common::boxes::{Anchor, BoxEncoding, encode_box, format_anchors};
 use detection_common::metadata as meta;
-use detection_common::BBox;
 use gst::prelude::*;
 use gst_video::VideoFormat;
 use mobilenetdetect_testkit::models::{self, ImageInput};
@@ -23,7 +23,9 @@ fn two_box_model(extra: &[(&str, &str)]) -> Vec<u8> {
 
 fn run_one(element: &gst::Element, format: VideoFormat, w: u32, h: u32) -> Vec<Roi> {
     let mut harness = harness(element, &caps(format, w, h));
-    let out = harness.push_and_pull(solid_frame(format, w, h, [10, 20, 30], 0)).unwrap();
+    let out = harness
+        .push_and_pull(solid_frame(format, w, h, [10, 20, 30], 0))
+        .unwrap();
     rois(&out)
 }
 
@@ -43,7 +45,10 @@ fn ssd_decoded_boxes_map_exactly_to_frame_pixels() {
     let car = by_label(&r, "car");
     assert_eq!(car.rect, (384, 288, 192, 144));
     assert!((car.confidence - 0.7).abs() < 1e-6);
-    assert_eq!(e.property::<Option<String>>("active-execution-provider").as_deref(), Some("cpu"));
+    assert_eq!(
+        e.property::<Option<String>>("active-execution-provider").as_deref(),
+        Some("cpu")
+    );
 }
 
 #[test]
@@ -58,7 +63,10 @@ fn ssd_decoded_yxyx_and_single_class_scores() {
     let e = element(&[("model", &write_model("yxyx", &yx))]);
     let r = run_one(&e, VideoFormat::Rgb, 200, 100);
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].label.as_str(), r[0].class_id, r[0].rect), ("sign", 1, (100, 25, 100, 25)));
+    assert_eq!(
+        (r[0].label.as_str(), r[0].class_id, r[0].rect),
+        ("sign", 1, (100, 25, 100, 25))
+    );
     // The property overrides the metadata.
     let e = element(&[("model", &write_model("yxyx2", &yx)), ("box-order", &"xyxy")]);
     assert_eq!(run_one(&e, VideoFormat::Rgb, 200, 100)[0].rect, (50, 50, 50, 50));
@@ -66,10 +74,27 @@ fn ssd_decoded_yxyx_and_single_class_scores() {
 
 #[test]
 fn ssd_raw_with_anchor_file_and_embedded_anchors() {
-    let anchors = [Anchor { cy: 0.5, cx: 0.5, h: 0.2, w: 0.4 }, Anchor { cy: 0.25, cx: 0.25, h: 0.1, w: 0.1 }];
+    let anchors = [
+        Anchor {
+            cy: 0.5,
+            cx: 0.5,
+            h: 0.2,
+            w: 0.4,
+        },
+        Anchor {
+            cy: 0.25,
+            cx: 0.25,
+            h: 0.1,
+            w: 0.1,
+        },
+    ];
     let want = [BBox::new(0.1, 0.2, 0.5, 0.6), BBox::new(0.7, 0.7, 0.8, 0.9)];
     for encoding in [BoxEncoding::Tf, BoxEncoding::Xywh] {
-        let enc: Vec<[f32; 4]> = want.iter().zip(&anchors).map(|(b, a)| encode_box(b, a, encoding)).collect();
+        let enc: Vec<[f32; 4]> = want
+            .iter()
+            .zip(&anchors)
+            .map(|(b, a)| encode_box(b, a, encoding))
+            .collect();
         // logit ln(4) -> sigmoid 0.8; softmax of [0, 2, 0] -> 0.787.
         let logits = vec![vec![0.0, 4f32.ln(), -10.0], vec![0.0, -10.0, 4f32.ln()]];
         let dir = temp_dir(&format!("raw-{}", encoding.as_str()));
@@ -97,9 +122,17 @@ fn ssd_raw_with_anchor_file_and_embedded_anchors() {
             ImageInput::nchw(300, 300),
             &enc,
             &logits,
-            &[(meta::KEY_ANCHORS, &text), (meta::KEY_BOX_ENCODING, encoding.as_str()), (meta::KEY_SCORE_ACTIVATION, "softmax"), (meta::KEY_LABELS, "a\nb\n")],
+            &[
+                (meta::KEY_ANCHORS, &text),
+                (meta::KEY_BOX_ENCODING, encoding.as_str()),
+                (meta::KEY_SCORE_ACTIVATION, "softmax"),
+                (meta::KEY_LABELS, "a\nb\n"),
+            ],
         );
-        let e = element(&[("model", &write_model(&format!("raw-emb-{}", encoding.as_str()), &embedded))]);
+        let e = element(&[(
+            "model",
+            &write_model(&format!("raw-emb-{}", encoding.as_str()), &embedded),
+        )]);
         let r = run_one(&e, VideoFormat::Bgrx, 1000, 1000);
         let a = by_label(&r, "a");
         assert_eq!(a.rect, (100, 200, 400, 400));
@@ -119,7 +152,10 @@ fn tf_od_model_fed_at_frame_size_with_coco_style_labels() {
     let dir = temp_dir("tfod");
     let labels = dir.join("labels.txt");
     std::fs::write(&labels, "person\nbicycle\ncar\n").unwrap();
-    let e = element(&[("model", &write_model("tfod-model", &m)), ("labels", &labels.display().to_string())]);
+    let e = element(&[
+        ("model", &write_model("tfod-model", &m)),
+        ("labels", &labels.display().to_string()),
+    ]);
     let r = run_one(&e, VideoFormat::I420, 321, 241);
     assert_eq!(r.len(), 2, "{r:?}");
     let p = by_label(&r, "person");
@@ -132,7 +168,13 @@ fn tf_od_model_fed_at_frame_size_with_coco_style_labels() {
 
 #[test]
 fn letterbox_maps_boxes_back_to_the_original_frame() {
-    let m = models::decoded_model(ImageInput::nchw(300, 300), &[[0.1, 0.25, 0.2, 0.75]], &[vec![0.0, 0.9]], ("boxes", "scores"), &[]);
+    let m = models::decoded_model(
+        ImageInput::nchw(300, 300),
+        &[[0.1, 0.25, 0.2, 0.75]],
+        &[vec![0.0, 0.9]],
+        ("boxes", "scores"),
+        &[],
+    );
     let model = write_model("letterbox", &m);
     let e = element(&[("model", &model), ("resize", &"letterbox")]);
     // 600x300 into 300x300: scale 0.5, content 300x150, 75 rows of padding on top.
@@ -154,9 +196,14 @@ fn letterbox_pads_and_centres_the_content() {
     for (resize, expect) in [("letterbox", 0.5), ("stretch", 1.0)] {
         let e = element(&[("model", &model), ("resize", &resize), ("score-threshold", &0.0f32)]);
         let mut h = harness(&e, &caps(VideoFormat::Rgbx, 600, 300));
-        let out = h.push_and_pull(solid_frame(VideoFormat::Rgbx, 600, 300, [255, 255, 255], 0)).unwrap();
+        let out = h
+            .push_and_pull(solid_frame(VideoFormat::Rgbx, 600, 300, [255, 255, 255], 0))
+            .unwrap();
         let r = rois(&out);
-        assert!((by_label(&r, "red").confidence - expect).abs() < 1e-3, "{resize}: {r:?}");
+        assert!(
+            (by_label(&r, "red").confidence - expect).abs() < 1e-3,
+            "{resize}: {r:?}"
+        );
     }
 }
 
@@ -164,17 +211,34 @@ fn letterbox_pads_and_centres_the_content() {
 fn nms_is_class_aware_and_max_detections_caps() {
     let m = models::decoded_model(
         ImageInput::nchw(300, 300),
-        &[[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5], [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]],
-        &[vec![0.0, 0.9, 0.0], vec![0.0, 0.8, 0.0], vec![0.0, 0.0, 0.7], vec![0.0, 0.6, 0.0]],
+        &[
+            [0.1, 0.1, 0.5, 0.5],
+            [0.12, 0.1, 0.52, 0.5],
+            [0.1, 0.1, 0.5, 0.5],
+            [0.6, 0.6, 0.9, 0.9],
+        ],
+        &[
+            vec![0.0, 0.9, 0.0],
+            vec![0.0, 0.8, 0.0],
+            vec![0.0, 0.0, 0.7],
+            vec![0.0, 0.6, 0.0],
+        ],
         ("boxes", "scores"),
         &[],
     );
     let model = write_model("nms", &m);
     let e = element(&[("model", &model)]);
     let r = run_one(&e, VideoFormat::Rgbx, 100, 100);
-    let mut scores: Vec<_> = r.iter().map(|d| (d.class_id, (d.confidence * 10.0).round() as u32)).collect();
+    let mut scores: Vec<_> = r
+        .iter()
+        .map(|d| (d.class_id, (d.confidence * 10.0).round() as u32))
+        .collect();
     scores.sort();
-    assert_eq!(scores, vec![(1, 6), (1, 9), (2, 7)], "overlapping class-1 box suppressed, class 2 kept");
+    assert_eq!(
+        scores,
+        vec![(1, 6), (1, 9), (2, 7)],
+        "overlapping class-1 box suppressed, class 2 kept"
+    );
     let e = element(&[("model", &model), ("iou-threshold", &0.99f32)]);
     assert_eq!(run_one(&e, VideoFormat::Rgbx, 100, 100).len(), 4);
     let e = element(&[("model", &model), ("max-detections", &2u32)]);
@@ -196,13 +260,34 @@ fn class_filter_and_per_class_thresholds() {
     let e = element(&[("model", &model), ("class-thresholds", &"person=0.95")]);
     assert_eq!(labels(run_one(&e, VideoFormat::Rgbx, 64, 64)), ["car"]);
     // A per-class threshold below the global one lets a weak class through.
-    let e = element(&[("model", &model), ("score-threshold", &0.95f32), ("class-thresholds", &"car=0.05,2=0.05")]);
+    let e = element(&[
+        ("model", &model),
+        ("score-threshold", &0.95f32),
+        ("class-thresholds", &"car=0.05,2=0.05"),
+    ]);
     let r = run_one(&e, VideoFormat::Rgbx, 64, 64);
-    assert_eq!(labels(r.clone()), ["car", "car"], "both anchors score >= 0.05 for car: {r:?}");
+    assert_eq!(
+        labels(r.clone()),
+        ["car", "car"],
+        "both anchors score >= 0.05 for car: {r:?}"
+    );
     // Changed while running: applies from the next frame.
     let e = element(&[("model", &model)]);
     let mut h = harness(&e, &caps(VideoFormat::Rgbx, 64, 64));
-    assert_eq!(rois(&h.push_and_pull(solid_frame(VideoFormat::Rgbx, 64, 64, [0; 3], 0)).unwrap()).len(), 2);
+    assert_eq!(
+        rois(
+            &h.push_and_pull(solid_frame(VideoFormat::Rgbx, 64, 64, [0; 3], 0))
+                .unwrap()
+        )
+        .len(),
+        2
+    );
     e.set_property("classes", "person");
-    assert_eq!(labels(rois(&h.push_and_pull(solid_frame(VideoFormat::Rgbx, 64, 64, [0; 3], 0)).unwrap())), ["person"]);
+    assert_eq!(
+        labels(rois(
+            &h.push_and_pull(solid_frame(VideoFormat::Rgbx, 64, 64, [0; 3], 0))
+                .unwrap()
+        )),
+        ["person"]
+    );
 }

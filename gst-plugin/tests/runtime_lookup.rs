@@ -2,17 +2,20 @@
 //! gst-inspect works without it, a missing runtime is a clear error naming the fix.
 
 mod common;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A folder holding only this build of the plugin, and a fresh registry file, for gst-launch/gst-inspect.
 fn plugin_env(name: &str) -> (PathBuf, PathBuf) {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    let plugin = [deps.join("libgstmobilenetdetect.so"), deps.parent().unwrap().join("libgstmobilenetdetect.so")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("the plugin cdylib is built next to the tests");
+    let plugin = [
+        deps.join("libgstmobilenetdetect.so"),
+        deps.parent().unwrap().join("libgstmobilenetdetect.so"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("the plugin cdylib is built next to the tests");
     let dir = common::temp_dir(name);
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -20,7 +23,7 @@ fn plugin_env(name: &str) -> (PathBuf, PathBuf) {
     (dir, plugins)
 }
 
-fn command(tool: &str, dir: &PathBuf, plugins: &PathBuf) -> Command {
+fn command(tool: &str, dir: &Path, plugins: &Path) -> Command {
     let mut c = Command::new(tool);
     let empty_home = dir.join("home");
     std::fs::create_dir_all(&empty_home).unwrap();
@@ -36,10 +39,24 @@ fn command(tool: &str, dir: &PathBuf, plugins: &PathBuf) -> Command {
 #[test]
 fn gst_inspect_works_without_onnx_runtime() {
     let (dir, plugins) = plugin_env("inspect");
-    let out = command("gst-inspect-1.0", &dir, &plugins).arg("mobilenetdetect").output().expect("gst-inspect-1.0 runs");
+    let out = command("gst-inspect-1.0", &dir, &plugins)
+        .arg("mobilenetdetect")
+        .output()
+        .expect("gst-inspect-1.0 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for prop in ["model-format", "execution-provider", "class-thresholds", "interval", "resize", "post-messages"] {
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for prop in [
+        "model-format",
+        "execution-provider",
+        "class-thresholds",
+        "interval",
+        "resize",
+        "post-messages",
+    ] {
         assert!(stdout.contains(prop), "gst-inspect lists {prop}");
     }
 }
@@ -60,17 +77,38 @@ fn missing_onnx_runtime_is_a_clear_error() {
         for (k, v) in extra {
             c.env(k, v);
         }
-        c.args(["videotestsrc", "num-buffers=1", "!", "mobilenetdetect", &format!("model={model}"), "!", "fakesink"]);
+        c.args([
+            "videotestsrc",
+            "num-buffers=1",
+            "!",
+            "mobilenetdetect",
+            &format!("model={model}"),
+            "!",
+            "fakesink",
+        ]);
         let out = c.output().expect("gst-launch-1.0 runs");
         assert!(!out.status.success(), "the pipeline must fail");
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
     let text = launch(&[]);
-    assert!(text.contains("ONNX Runtime not found") && text.contains("scripts/setup"), "{text}");
+    assert!(
+        text.contains("ONNX Runtime not found") && text.contains("scripts/setup"),
+        "{text}"
+    );
     let text = launch(&[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1")]);
-    assert!(text.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so.1 is not a file"), "{text}");
+    assert!(
+        text.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so.1 is not a file"),
+        "{text}"
+    );
     let not_a_lib = dir.join("libonnxruntime.so.1.99.0");
     std::fs::write(&not_a_lib, "garbage").unwrap();
     let text = launch(&[("ORT_DYLIB_PATH", not_a_lib.to_str().unwrap())]);
-    assert!(text.contains("cannot load ONNX Runtime from") && text.contains("libonnxruntime.so.1.99.0"), "{text}");
+    assert!(
+        text.contains("cannot load ONNX Runtime from") && text.contains("libonnxruntime.so.1.99.0"),
+        "{text}"
+    );
 }

@@ -15,11 +15,19 @@ pub struct ImageInput {
 
 impl ImageInput {
     pub fn nchw(width: i64, height: i64) -> Self {
-        Self { size: Some((width, height)), nhwc: false, uint8: false }
+        Self {
+            size: Some((width, height)),
+            nhwc: false,
+            uint8: false,
+        }
     }
 
     pub fn nhwc(width: i64, height: i64) -> Self {
-        Self { size: Some((width, height)), nhwc: true, uint8: false }
+        Self {
+            size: Some((width, height)),
+            nhwc: true,
+            uint8: false,
+        }
     }
 
     fn dims(&self) -> Vec<Dim> {
@@ -27,14 +35,22 @@ impl ImageInput {
             Some((w, h)) => (Dim::Fixed(w), Dim::Fixed(h)),
             None => (Dim::Dynamic("width"), Dim::Dynamic("height")),
         };
-        if self.nhwc { vec![Dim::Fixed(1), h, w, Dim::Fixed(3)] } else { vec![Dim::Fixed(1), Dim::Fixed(3), h, w] }
+        if self.nhwc {
+            vec![Dim::Fixed(1), h, w, Dim::Fixed(3)]
+        } else {
+            vec![Dim::Fixed(1), Dim::Fixed(3), h, w]
+        }
     }
 
     /// Adds the input; returns (name, float view of it).
     fn add(&self, g: &mut GraphBuilder, name: &str) -> (String, String) {
         let ty = if self.uint8 { data_type::UINT8 } else { data_type::FLOAT };
         let x = g.input(name, ty, &self.dims());
-        let f = if self.uint8 { g.node("Cast", &[&x], "", vec![("to", Attr::Int(data_type::FLOAT as i64))]) } else { x.clone() };
+        let f = if self.uint8 {
+            g.node("Cast", &[&x], "", vec![("to", Attr::Int(data_type::FLOAT as i64))])
+        } else {
+            x.clone()
+        };
         (x, f)
     }
 }
@@ -55,7 +71,13 @@ fn constant_output(g: &mut GraphBuilder, zero: &str, name: &str, dims: &[i64], d
 }
 
 /// ssd-decoded: `boxes` [1,A,4] (corner form, `box_names.0`) and `scores` [1,A,C] with fixed values.
-pub fn decoded_model(input: ImageInput, boxes: &[[f32; 4]], scores: &[Vec<f32>], names: (&str, &str), metadata: &[(&str, &str)]) -> Vec<u8> {
+pub fn decoded_model(
+    input: ImageInput,
+    boxes: &[[f32; 4]],
+    scores: &[Vec<f32>],
+    names: (&str, &str),
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
     let a = boxes.len() as i64;
     let c = scores[0].len() as i64;
     let mut g = GraphBuilder::new("decoded");
@@ -77,14 +99,24 @@ pub fn decoded_model(input: ImageInput, boxes: &[[f32; 4]], scores: &[Vec<f32>],
 
 /// ssd-raw: `box_encodings` [1,A,4] and `class_predictions` [1,A,C] logits, anchors optionally in metadata.
 pub fn raw_model(input: ImageInput, encodings: &[[f32; 4]], logits: &[Vec<f32>], metadata: &[(&str, &str)]) -> Vec<u8> {
-    decoded_model(input, encodings, logits, ("box_encodings", "class_predictions"), metadata)
+    decoded_model(
+        input,
+        encodings,
+        logits,
+        ("box_encodings", "class_predictions"),
+        metadata,
+    )
 }
 
 /// tf-od: uint8 NHWC input of any size named `image_tensor:0`, detection_* outputs with `num` valid rows.
 pub fn tf_od_model(boxes_yxyx: &[[f32; 4]], scores: &[f32], classes: &[f32], num: f32) -> Vec<u8> {
     let n = boxes_yxyx.len() as i64;
     let mut g = GraphBuilder::new("tf_od");
-    let input = ImageInput { size: None, nhwc: true, uint8: true };
+    let input = ImageInput {
+        size: None,
+        nhwc: true,
+        uint8: true,
+    };
     let (_, xf) = input.add(&mut g, "image_tensor:0");
     let zero = input_zero(&mut g, &xf);
     let flat: Vec<f32> = boxes_yxyx.iter().flatten().copied().collect();
@@ -103,12 +135,21 @@ pub fn colour_probe_model(input: ImageInput, probe_box: [f32; 4], extra_metadata
     let mut g = GraphBuilder::new("colour_probe");
     let (_, xf) = input.add(&mut g, "input");
     let axes = if input.nhwc { vec![1, 2] } else { vec![2, 3] };
-    let means = g.node("ReduceMean", &[&xf], "", vec![("axes", Attr::Ints(axes)), ("keepdims", Attr::Int(0))]);
+    let means = g.node(
+        "ReduceMean",
+        &[&xf],
+        "",
+        vec![("axes", Attr::Ints(axes)), ("keepdims", Attr::Int(0))],
+    );
     let shape = g.initializer_i64("shape", &[3], &[1, 1, 3]);
     let means3 = g.node("Reshape", &[&means, &shape], "", vec![]);
     let bg = g.initializer_f32("bg", &[1, 1, 1], &[0.0]);
     g.node("Concat", &[&bg, &means3], "scores", vec![("axis", Attr::Int(2))]);
-    g.output("scores", data_type::FLOAT, &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(4)]);
+    g.output(
+        "scores",
+        data_type::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(4)],
+    );
     let zero = input_zero(&mut g, &xf);
     constant_output(&mut g, &zero, "boxes", &[1, 1, 4], &probe_box);
     g.metadata(meta::KEY_FORMAT, "ssd-decoded");
@@ -137,7 +178,12 @@ pub fn unusable_model() -> Vec<u8> {
 pub fn blob_detector_model(width: i64, height: i64, label: &str) -> Vec<u8> {
     let mut g = GraphBuilder::new("blob_detector");
     let (_, x) = ImageInput::nchw(width, height).add(&mut g, "input");
-    let grey = g.node("ReduceMean", &[&x], "", vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
+    let grey = g.node(
+        "ReduceMean",
+        &[&x],
+        "",
+        vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))],
+    );
     let (mut boxes, mut score_parts) = (Vec::new(), Vec::new());
     for k in [8i64, 12, 16, 24, 32, 48, 64, 96] {
         if k > width.min(height) {
@@ -145,7 +191,15 @@ pub fn blob_detector_model(width: i64, height: i64, label: &str) -> Vec<u8> {
         }
         let s = (k / 4).max(1);
         let (ow, oh) = ((width - k) / s + 1, (height - k) / s + 1);
-        let inner = g.node("AveragePool", &[&grey], "", vec![("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![s, s]))]);
+        let inner = g.node(
+            "AveragePool",
+            &[&grey],
+            "",
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![s, s])),
+            ],
+        );
         let outer = g.node(
             "AveragePool",
             &[&grey],

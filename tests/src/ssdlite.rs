@@ -19,6 +19,7 @@ impl Rng {
     }
 }
 
+/// The graph under construction; `conv` mirrors a Conv2d+BN+ReLU6 layer, hence its many arguments.
 struct Net {
     g: GraphBuilder,
     rng: Rng,
@@ -27,6 +28,7 @@ struct Net {
 }
 
 impl Net {
+    #[allow(clippy::too_many_arguments)]
     fn conv(&mut self, x: &str, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu6: bool) -> String {
         let fan_in = (cin / groups) * k * k;
         let std = (2.0 / fan_in as f32).sqrt();
@@ -66,7 +68,11 @@ impl Net {
         };
         let d = self.conv(&h, hidden, hidden, 3, stride, hidden, true);
         let p = self.conv(&d, hidden, cout, 1, 1, 1, false);
-        let out = if stride == 1 && cin == cout { self.g.node("Add", &[x, &p], "", vec![]) } else { p };
+        let out = if stride == 1 && cin == cout {
+            self.g.node("Add", &[x, &p], "", vec![])
+        } else {
+            p
+        };
         (out, expansion)
     }
 
@@ -74,7 +80,9 @@ impl Net {
     fn head(&mut self, x: &str, cin: i64, per_loc: i64, width: i64) -> String {
         let d = self.conv(x, cin, cin, 3, 1, cin, true);
         let p = self.conv(&d, cin, per_loc * width, 1, 1, 1, false);
-        let t = self.g.node("Transpose", &[&p], "", vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
+        let t = self
+            .g
+            .node("Transpose", &[&p], "", vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
         let shape = self.g.initializer_i64("shape", &[3], &[1, -1, width]);
         self.g.node("Reshape", &[&t, &shape], "", vec![])
     }
@@ -89,7 +97,11 @@ pub fn ssdlite_anchors(sizes: &[i64], per_loc: &[i64]) -> Vec<Anchor> {
         let s = scale(k);
         let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
         let mut shapes: Vec<(f32, f32)> = if m == 3 {
-            vec![(0.1, 0.1), (s * 2f32.sqrt(), s / 2f32.sqrt()), (s / 2f32.sqrt(), s * 2f32.sqrt())]
+            vec![
+                (0.1, 0.1),
+                (s * 2f32.sqrt(), s / 2f32.sqrt()),
+                (s / 2f32.sqrt(), s * 2f32.sqrt()),
+            ]
         } else {
             vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())]
         };
@@ -121,14 +133,31 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
     let mut g = GraphBuilder::new("ssdlite_mobilenet_v2");
     let relu6_min = g.initializer_f32("relu6_min", &[], &[0.0]);
     let relu6_max = g.initializer_f32("relu6_max", &[], &[6.0]);
-    let x = g.input("input", data_type::FLOAT, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(300), Dim::Fixed(300)]);
-    let mut net = Net { g, rng: Rng(seed | 1), relu6_min, relu6_max };
+    let x = g.input(
+        "input",
+        data_type::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(300), Dim::Fixed(300)],
+    );
+    let mut net = Net {
+        g,
+        rng: Rng(seed | 1),
+        relu6_min,
+        relu6_max,
+    };
 
     let mut h = net.conv(&x, 3, 32, 3, 2, 1, true);
     let mut cin = 32;
     let mut head1 = None;
     // (expansion t, channels c, repeats n, stride s) as in MobileNetV2.
-    for (t, c, n, s) in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] {
+    for (t, c, n, s) in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ] {
         for i in 0..n {
             let (out, expansion) = net.inverted_residual(&h, cin, c, if i == 0 { s } else { 1 }, t);
             // The first stride-32 block's expansion (576 channels at 19x19) feeds the first head.
@@ -163,8 +192,16 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
     g.node("Concat", &cls_refs, "class_predictions", vec![("axis", Attr::Int(1))]);
     let anchors = ssdlite_anchors(&[19, 10, 5, 3, 2, 1], &per_loc);
     let a = anchors.len() as i64;
-    g.output("box_encodings", data_type::FLOAT, &[Dim::Fixed(1), Dim::Fixed(a), Dim::Fixed(4)]);
-    g.output("class_predictions", data_type::FLOAT, &[Dim::Fixed(1), Dim::Fixed(a), Dim::Fixed(num_classes)]);
+    g.output(
+        "box_encodings",
+        data_type::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(a), Dim::Fixed(4)],
+    );
+    g.output(
+        "class_predictions",
+        data_type::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(a), Dim::Fixed(num_classes)],
+    );
     let mut label_text = String::from("BACKGROUND\n");
     for l in labels {
         label_text.push_str(l);
@@ -186,6 +223,9 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
 mod tests {
     #[test]
     fn has_the_standard_anchor_count() {
-        assert_eq!(super::ssdlite_anchors(&[19, 10, 5, 3, 2, 1], &[3, 6, 6, 6, 6, 6]).len(), 1917);
+        assert_eq!(
+            super::ssdlite_anchors(&[19, 10, 5, 3, 2, 1], &[3, 6, 6, 6, 6, 6]).len(),
+            1917
+        );
     }
 }

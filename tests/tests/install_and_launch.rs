@@ -12,11 +12,14 @@ fn repo_root() -> PathBuf {
 fn built_plugin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    [deps.parent().unwrap().join("libgstmobilenetdetect.so"), deps.join("libgstmobilenetdetect.so")]
-        .into_iter()
-        .filter(|p| p.exists())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .expect("build the workspace first (cargo build --workspace): the plugin cdylib is missing")
+    [
+        deps.parent().unwrap().join("libgstmobilenetdetect.so"),
+        deps.join("libgstmobilenetdetect.so"),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+    .expect("build the workspace first (cargo build --workspace): the plugin cdylib is missing")
 }
 
 #[test]
@@ -32,7 +35,10 @@ fn installed_plugin_runs_in_gst_launch() {
         .join("mobilenetdetect");
     if user_cfg.exists() {
         std::fs::create_dir_all(config.join("mobilenetdetect")).unwrap();
-        let _ = std::fs::copy(user_cfg.join("onnxruntime-path"), config.join("mobilenetdetect/onnxruntime-path"));
+        let _ = std::fs::copy(
+            user_cfg.join("onnxruntime-path"),
+            config.join("mobilenetdetect/onnxruntime-path"),
+        );
     }
     let env = |c: &mut Command| {
         c.env("XDG_DATA_HOME", &data)
@@ -45,13 +51,27 @@ fn installed_plugin_runs_in_gst_launch() {
     install.arg("--plugin").arg(built_plugin());
     env(&mut install);
     let out = install.output().expect("scripts/install runs");
-    assert!(out.status.success(), "install failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "install failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(data.join("gstreamer-1.0/plugins/libgstmobilenetdetect.so").exists());
     let recorded = std::fs::read_to_string(config.join("mobilenetdetect/onnxruntime-path")).unwrap();
-    assert!(recorded.trim().starts_with(data.join("mobilenetdetect/onnxruntime").to_str().unwrap()), "{recorded}");
+    assert!(
+        recorded
+            .trim()
+            .starts_with(data.join("mobilenetdetect/onnxruntime").to_str().unwrap()),
+        "{recorded}"
+    );
 
     let model = tmp.join("ball.onnx");
-    std::fs::write(&model, mobilenetdetect_testkit::models::blob_detector_model(320, 240, "ball")).unwrap();
+    std::fs::write(
+        &model,
+        mobilenetdetect_testkit::models::blob_detector_model(320, 240, "ball"),
+    )
+    .unwrap();
     let mut launch = Command::new("gst-launch-1.0");
     env(&mut launch);
     launch.args([
@@ -71,9 +91,19 @@ fn installed_plugin_runs_in_gst_launch() {
     ]);
     let out = launch.output().expect("gst-launch-1.0 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let messages: Vec<&str> = stdout.lines().filter(|l| l.contains("mobilenetdetect, timestamp=")).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("mobilenetdetect, timestamp="))
+        .collect();
     assert_eq!(messages.len(), 5, "one message per frame:\n{stdout}");
-    assert!(messages.iter().all(|m| m.contains(r"label\=\(string\)ball")), "the ball is found in every frame:\n{stdout}");
+    assert!(
+        messages.iter().all(|m| m.contains(r"label\=\(string\)ball")),
+        "the ball is found in every frame:\n{stdout}"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("mobilenetdetect", gst::DebugColorFlags::empty(), Some("MobileNet-SSD detector"))
+    gst::DebugCategory::new(
+        "mobilenetdetect",
+        gst::DebugColorFlags::empty(),
+        Some("MobileNet-SSD detector"),
+    )
 });
 
 macro_rules! choice_enum {
@@ -150,7 +154,9 @@ impl Settings {
         let triplet = |name: &str, v: &Option<String>| -> Result<Option<[f32; 3]>, LoadError> {
             match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
                 None => Ok(None),
-                Some(s) => parse_triplet(s).map(Some).map_err(|e| LoadError::Settings(format!("{name}: {e}"))),
+                Some(s) => parse_triplet(s)
+                    .map(Some)
+                    .map_err(|e| LoadError::Settings(format!("{name}: {e}"))),
             }
         };
         Ok(ModelOptions {
@@ -171,7 +177,12 @@ impl Settings {
     }
 
     fn gate(&self, model: &Model) -> Result<ClassGate, String> {
-        ClassGate::new(self.score_threshold, &self.classes, &self.class_thresholds, &model.labels)
+        ClassGate::new(
+            self.score_threshold,
+            &self.classes,
+            &self.class_thresholds,
+            &model.labels,
+        )
     }
 }
 
@@ -200,7 +211,15 @@ struct State {
 }
 
 fn label_names(model: &Model) -> Vec<String> {
-    (0..model.labels.len().max(1)).map(|i| model.labels.name(i).map(str::to_string).unwrap_or_else(|| format!("class-{i}"))).collect()
+    (0..model.labels.len().max(1))
+        .map(|i| {
+            model
+                .labels
+                .name(i)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("class-{i}"))
+        })
+        .collect()
 }
 
 impl State {
@@ -265,32 +284,53 @@ impl MobilenetDetect {
         let settings = self.settings.lock().unwrap().clone();
         let generation = self.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let element = self.obj().clone();
-        let spawned = std::thread::Builder::new().name("mobilenetdetect-load".into()).spawn(move || {
-            let imp = element.imp();
-            let result = Self::load(&settings);
-            if imp.load_generation.load(Ordering::SeqCst) != generation {
-                gst::debug!(CAT, obj = element, "dropping superseded model load {generation}");
-                return;
-            }
-            match result {
-                Ok((model, gate)) => {
-                    gst::info!(CAT, obj = element, "model {} ready, swapping it in at the next frame", model.path.display());
-                    *imp.pending.lock().unwrap() = Some(PendingModel { generation, model, gate });
+        let spawned = std::thread::Builder::new()
+            .name("mobilenetdetect-load".into())
+            .spawn(move || {
+                let imp = element.imp();
+                let result = Self::load(&settings);
+                if imp.load_generation.load(Ordering::SeqCst) != generation {
+                    gst::debug!(CAT, obj = element, "dropping superseded model load {generation}");
+                    return;
                 }
-                Err(e) => {
-                    gst::warning!(CAT, obj = element, "keeping the current model: {e}");
-                    gst::element_warning!(element, gst::LibraryError::Settings, ("Keeping the current model: {}", e));
+                match result {
+                    Ok((model, gate)) => {
+                        gst::info!(
+                            CAT,
+                            obj = element,
+                            "model {} ready, swapping it in at the next frame",
+                            model.path.display()
+                        );
+                        *imp.pending.lock().unwrap() = Some(PendingModel {
+                            generation,
+                            model,
+                            gate,
+                        });
+                    }
+                    Err(e) => {
+                        gst::warning!(CAT, obj = element, "keeping the current model: {e}");
+                        gst::element_warning!(
+                            element,
+                            gst::LibraryError::Settings,
+                            ("Keeping the current model: {}", e)
+                        );
+                    }
                 }
-            }
-        });
+            });
         if let Err(e) = spawned {
-            gst::element_imp_warning!(self, gst::CoreError::Thread, ("cannot start the model loader thread: {}", e));
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Thread,
+                ("cannot start the model loader thread: {}", e)
+            );
         }
     }
 
     /// Swaps in a model loaded in the background, if one is ready.
     fn take_pending(&self, state: &mut State) {
-        let Ok(mut pending) = self.pending.try_lock() else { return };
+        let Ok(mut pending) = self.pending.try_lock() else {
+            return;
+        };
         if let Some(p) = pending.take() {
             if p.generation != self.load_generation.load(Ordering::SeqCst) {
                 return;
@@ -314,13 +354,26 @@ impl MobilenetDetect {
         }
     }
 
-    fn infer_frame(&self, state: &mut State, buf: &gst::BufferRef, settings: &FrameSettings) -> Result<(), gst::FlowError> {
+    fn infer_frame(
+        &self,
+        state: &mut State,
+        buf: &gst::BufferRef,
+        settings: &FrameSettings,
+    ) -> Result<(), gst::FlowError> {
         let info = state.info.as_ref().ok_or_else(|| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no caps negotiated before the first buffer"]);
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ["no caps negotiated before the first buffer"]
+            );
             gst::FlowError::NotNegotiated
         })?;
         let spec = state.model.input.tensor_spec(info.width(), info.height());
-        if !state.pre.as_ref().is_some_and(|p| p.matches(info, &spec, settings.resize)) {
+        if !state
+            .pre
+            .as_ref()
+            .is_some_and(|p| p.matches(info, &spec, settings.resize))
+        {
             let pre = Preprocessor::new(info, spec, settings.resize).map_err(|e| {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
                 gst::FlowError::NotNegotiated
@@ -341,12 +394,26 @@ impl MobilenetDetect {
         state.candidates.clear();
         state
             .model
-            .infer(&pre.out.spec, &pre.out.f32s, &pre.out.u8s, &state.gate, &mut state.candidates)
+            .infer(
+                &pre.out.spec,
+                &pre.out.f32s,
+                &pre.out.u8s,
+                &state.gate,
+                &mut state.candidates,
+            )
             .map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}: {}", state.model.path.display(), e]);
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ["{}: {}", state.model.path.display(), e]
+                );
                 gst::FlowError::Error
             })?;
-        nms_in_place(&mut state.candidates, settings.iou_threshold, settings.max_detections as usize);
+        nms_in_place(
+            &mut state.candidates,
+            settings.iou_threshold,
+            settings.max_detections as usize,
+        );
         let geometry: Geometry = pre.out.geometry;
         let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
         state.latest.clear();
@@ -386,7 +453,9 @@ impl MobilenetDetect {
             .field("frame-height", info.map(|i| i.height()).unwrap_or(0))
             .field("detections", gst::List::new(detections))
             .build();
-        let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
     }
 
     fn attach_metas(&self, state: &State, buf: &mut gst::BufferRef) {
@@ -411,12 +480,17 @@ impl MobilenetDetect {
     #[cfg(feature = "v1_24")]
     fn attach_analytics(&self, state: &State, buf: &mut gst::BufferRef) {
         use gst_analytics::prelude::*;
-        let mut rmeta = match gst_analytics::AnalyticsRelationMeta::add(buf) {
-            m => m,
-        };
+        let mut rmeta = gst_analytics::AnalyticsRelationMeta::add(buf);
         for d in &state.latest {
             let quark = glib::Quark::from_str(state.label(d.class_id).as_ref());
-            let _ = rmeta.add_od_mtd(quark, d.rect.0 as i32, d.rect.1 as i32, d.rect.2 as i32, d.rect.3 as i32, d.score);
+            let _ = rmeta.add_od_mtd(
+                quark,
+                d.rect.0 as i32,
+                d.rect.1 as i32,
+                d.rect.2 as i32,
+                d.rect.3 as i32,
+                d.score,
+            );
         }
     }
 }
@@ -588,8 +662,10 @@ impl ObjectImpl for MobilenetDetect {
             "input-std" => settings.input_std = value.get().expect("type checked upstream"),
             "labels" => settings.labels = value.get().expect("type checked upstream"),
             "execution-provider" => {
-                settings.execution_provider =
-                    value.get::<Option<String>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_PROVIDERS.into())
+                settings.execution_provider = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_PROVIDERS.into())
             }
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             other => {
@@ -599,9 +675,17 @@ impl ObjectImpl for MobilenetDetect {
                     "score-threshold" => settings.score_threshold = value.get().expect("type checked upstream"),
                     "iou-threshold" => settings.iou_threshold = value.get().expect("type checked upstream"),
                     "max-detections" => settings.max_detections = value.get().expect("type checked upstream"),
-                    "classes" => settings.classes = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_default(),
+                    "classes" => {
+                        settings.classes = value
+                            .get::<Option<String>>()
+                            .expect("type checked upstream")
+                            .unwrap_or_default()
+                    }
                     "class-thresholds" => {
-                        settings.class_thresholds = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_default()
+                        settings.class_thresholds = value
+                            .get::<Option<String>>()
+                            .expect("type checked upstream")
+                            .unwrap_or_default()
                     }
                     "interval" => settings.interval = value.get().expect("type checked upstream"),
                     "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
@@ -668,7 +752,9 @@ impl ElementImpl for MobilenetDetect {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new().format_list(SUPPORTED_FORMATS.iter().copied()).build();
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(SUPPORTED_FORMATS.iter().copied())
+                .build();
             vec![
                 gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
                 gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
@@ -727,7 +813,11 @@ impl BaseTransformImpl for MobilenetDetect {
                 match s.gate(&state.model) {
                     Ok(g) => state.gate = g,
                     Err(e) => {
-                        gst::element_imp_warning!(self, gst::LibraryError::Settings, ("ignoring the new class filter: {}", e));
+                        gst::element_imp_warning!(
+                            self,
+                            gst::LibraryError::Settings,
+                            ("ignoring the new class filter: {}", e)
+                        );
                     }
                 }
                 state.gate_version = s.filter_version;

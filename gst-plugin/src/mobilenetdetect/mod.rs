@@ -6,7 +6,10 @@ use gst::prelude::*;
 
 mod imp;
 
-pub use imp::{BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModelFormatChoice, ResizeChoice, ScoreActivationChoice};
+pub use imp::{
+    BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModelFormatChoice, ResizeChoice,
+    ScoreActivationChoice,
+};
 
 /// Name of the ROI param structure and of the element messages.
 pub const DETECTION_STRUCTURE: &str = "detection";
@@ -18,5 +21,10 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "mobilenetdetect", gst::Rank::NONE, MobilenetDetect::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "mobilenetdetect",
+        gst::Rank::NONE,
+        MobilenetDetect::static_type(),
+    )
 }
