@@ -552,10 +552,11 @@ impl Model {
             }
         }
         .map_err(|e| format!("inference failed: {e}"))?;
-        let get = |i: usize| {
+        // Borrowed views of the outputs: nothing is copied or allocated per frame here.
+        let get = |i: usize| -> Result<(&[i64], &[f32]), String> {
             outputs[i]
                 .try_extract_tensor::<f32>()
-                .map(|(s, d)| (s.to_vec(), d))
+                .map(|(s, d)| (&s[..], d))
                 .map_err(|e| format!("output {i} is not a float tensor: {e}"))
         };
         match &self.decoder {
@@ -593,7 +594,7 @@ impl Model {
             Decoder::Decoded { boxes, scores, order } => {
                 let (bs, bd) = get(*boxes)?;
                 let (ss, sd) = get(*scores)?;
-                let a = check_anchor_dims(&bs, &ss, bd.len(), sd.len())?;
+                let a = check_anchor_dims(bs, ss, bd.len(), sd.len())?;
                 let c = if ss.len() == 2 { 1 } else { sd.len() / a };
                 for i in 0..a {
                     let row = &sd[i * c..(i + 1) * c];
@@ -625,7 +626,7 @@ impl Model {
             } => {
                 let (es, ed) = get(*encodings)?;
                 let (ls, ld) = get(*logits)?;
-                let a = check_anchor_dims(&es, &ls, ed.len(), ld.len())?;
+                let a = check_anchor_dims(es, ls, ed.len(), ld.len())?;
                 if a != anchors.len() {
                     return Err(format!(
                         "the model predicted {a} boxes but {} anchors are loaded",

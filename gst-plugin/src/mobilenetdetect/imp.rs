@@ -381,6 +381,7 @@ impl MobilenetDetect {
             state.pre = Some(pre);
         }
         let pre = state.pre.as_mut().expect("preprocessor was just set");
+        let started = std::time::Instant::now();
         {
             let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the video frame for reading"]);
@@ -391,6 +392,7 @@ impl MobilenetDetect {
                 gst::FlowError::Error
             })?;
         }
+        let preprocessed = std::time::Instant::now();
         state.candidates.clear();
         state
             .model
@@ -409,6 +411,7 @@ impl MobilenetDetect {
                 );
                 gst::FlowError::Error
             })?;
+        let inferred = std::time::Instant::now();
         nms_in_place(
             &mut state.candidates,
             settings.iou_threshold,
@@ -430,6 +433,15 @@ impl MobilenetDetect {
                 rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
             });
         }
+        gst::log!(
+            CAT,
+            imp = self,
+            "preprocess {:?}, inference {:?}, decode {:?}, {} detections",
+            preprocessed - started,
+            inferred - preprocessed,
+            inferred.elapsed(),
+            state.latest.len()
+        );
         Ok(())
     }
 
