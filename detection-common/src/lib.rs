@@ -12,6 +12,7 @@ pub mod labels;
 pub mod metadata;
 pub mod nms;
 pub mod onnx;
+pub mod voc;
 
 pub use boxes::BBox;
 pub use nms::Detection;

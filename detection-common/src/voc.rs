@@ -1,0 +1,405 @@
+//! Pascal VOC datasets as jetson-inference's camera-capture writes them and the `detectioncapture` element will:
+//! `Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/{train,val,trainval,test}.txt`, `labels.txt`.
+//!
+//! Reading is forgiving of real-world datasets and exact about what is wrong: every problem names the file
+//! (and the line, for XML) so `mobilenet-trainer check` can list them all.
+
+use crate::labels::Labels;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One object of an annotation, box in pixels (VOC's 1-based inclusive corners are kept as written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocObject {
+    pub name: String,
+    pub xmin: f32,
+    pub ymin: f32,
+    pub xmax: f32,
+    pub ymax: f32,
+    pub difficult: bool,
+    /// Detector confidence, written by the capture element for review; absent in hand-made labels.
+    pub confidence: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub filename: String,
+    pub width: u32,
+    pub height: u32,
+    pub objects: Vec<VocObject>,
+}
+
+/// A problem in a dataset, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line in `file`, 0 when not applicable.
+    pub line: u32,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+fn problem(file: &Path, line: u32, message: impl Into<String>) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        line,
+        message: message.into(),
+    }
+}
+
+/// Parses one annotation. `file` is only used to locate errors.
+pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| {
+        let pos = e.pos();
+        problem(file, pos.row, format!("bad XML: {e}"))
+    })?;
+    let line_of = |n: roxmltree::Node| doc.text_pos_at(n.range().start).row;
+    let root = doc.root_element();
+    if root.tag_name().name() != "annotation" {
+        return Err(problem(
+            file,
+            line_of(root),
+            format!("root element is <{}>, expected <annotation>", root.tag_name().name()),
+        ));
+    }
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
+        n.children().find(|c| c.has_tag_name(tag))
+    }
+    fn text<'a>(n: roxmltree::Node<'a, '_>, tag: &str) -> Option<&'a str> {
+        child(n, tag).and_then(|c| c.text()).map(str::trim)
+    }
+    let number = |n: roxmltree::Node<'_, '_>, tag: &str| -> Result<f32, Problem> {
+        let c = child(n, tag)
+            .ok_or_else(|| problem(file, line_of(n), format!("<{}> has no <{tag}>", n.tag_name().name())))?;
+        let t = c.text().unwrap_or("").trim();
+        t.parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| problem(file, line_of(c), format!("<{tag}> is '{t}', not a number")))
+    };
+    let filename = text(root, "filename")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| problem(file, line_of(root), "no <filename>"))?
+        .to_string();
+    let size = child(root, "size").ok_or_else(|| problem(file, line_of(root), "no <size>"))?;
+    let (width, height) = (number(size, "width")?, number(size, "height")?);
+    if width < 1.0 || height < 1.0 {
+        return Err(problem(
+            file,
+            line_of(size),
+            format!("image size {width}x{height} is empty"),
+        ));
+    }
+    let mut objects = Vec::new();
+    for obj in root.children().filter(|c| c.has_tag_name("object")) {
+        let name = text(obj, "name")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| problem(file, line_of(obj), "<object> has no <name>"))?
+            .to_string();
+        let bb = child(obj, "bndbox")
+            .ok_or_else(|| problem(file, line_of(obj), format!("object '{name}' has no <bndbox>")))?;
+        let o = VocObject {
+            name,
+            xmin: number(bb, "xmin")?,
+            ymin: number(bb, "ymin")?,
+            xmax: number(bb, "xmax")?,
+            ymax: number(bb, "ymax")?,
+            difficult: text(obj, "difficult") == Some("1"),
+            confidence: text(obj, "confidence").and_then(|t| t.parse().ok()),
+        };
+        let line = line_of(bb);
+        if o.xmax <= o.xmin || o.ymax <= o.ymin {
+            return Err(problem(
+                file,
+                line,
+                format!(
+                    "object '{}' has a degenerate box ({}, {}, {}, {})",
+                    o.name, o.xmin, o.ymin, o.xmax, o.ymax
+                ),
+            ));
+        }
+        if o.xmin < 0.0 || o.ymin < 0.0 || o.xmax > width + 1.0 || o.ymax > height + 1.0 {
+            return Err(problem(
+                file,
+                line,
+                format!(
+                    "object '{}' box ({}, {}, {}, {}) lies outside the {}x{} image",
+                    o.name, o.xmin, o.ymin, o.xmax, o.ymax, width, height
+                ),
+            ));
+        }
+        objects.push(o);
+    }
+    Ok(Annotation {
+        filename,
+        width: width as u32,
+        height: height as u32,
+        objects,
+    })
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Serialises an annotation as VOC XML (what the capture element writes).
+pub fn write_annotation(a: &Annotation) -> String {
+    let mut s = format!(
+        "<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{}</filename>\n  <size>\n    <width>{}</width>\n    <height>{}</height>\n    <depth>3</depth>\n  </size>\n  <segmented>0</segmented>\n",
+        escape(&a.filename),
+        a.width,
+        a.height
+    );
+    for o in &a.objects {
+        s.push_str(&format!(
+            "  <object>\n    <name>{}</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n    <difficult>{}</difficult>\n",
+            escape(&o.name),
+            o.difficult as u8
+        ));
+        if let Some(c) = o.confidence {
+            s.push_str(&format!("    <confidence>{c}</confidence>\n"));
+        }
+        s.push_str(&format!(
+            "    <bndbox>\n      <xmin>{}</xmin>\n      <ymin>{}</ymin>\n      <xmax>{}</xmax>\n      <ymax>{}</ymax>\n    </bndbox>\n  </object>\n",
+            o.xmin, o.ymin, o.xmax, o.ymax
+        ));
+    }
+    s.push_str("</annotation>\n");
+    s
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// Deterministic split by a hash of the image id (FNV-1a): about 10% validation. Adding captures never moves
+/// an existing image from one side to the other.
+pub fn hash_split(id: &str) -> Split {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h % 10 == 0 { Split::Val } else { Split::Train }
+}
+
+/// One usable sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub id: String,
+    pub image: PathBuf,
+    pub annotation: Annotation,
+    pub split: Split,
+}
+
+/// A dataset folder read and validated.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub problems: Vec<Problem>,
+    /// Whether the splits came from ImageSets/Main (else from the hash).
+    pub has_image_sets: bool,
+}
+
+fn read_ids(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+impl Dataset {
+    /// Reads `dir`: labels, every annotation, and the split of each image. Problems are collected, not fatal.
+    pub fn open(dir: &Path) -> Result<Dataset, Problem> {
+        if !dir.is_dir() {
+            return Err(problem(
+                dir,
+                0,
+                "not a dataset folder (expected Annotations/, JPEGImages/, labels.txt)",
+            ));
+        }
+        let labels_path = dir.join("labels.txt");
+        let labels = Labels::read_file(&labels_path).map_err(|e| problem(&labels_path, 0, e))?;
+        let ann_dir = dir.join("Annotations");
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&ann_dir)
+            .map_err(|e| problem(&ann_dir, 0, format!("cannot list annotations: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("xml")))
+            .collect();
+        entries.sort();
+        let sets = dir.join("ImageSets/Main");
+        let mut split_of: BTreeMap<String, Split> = BTreeMap::new();
+        let mut has_image_sets = false;
+        for (file, split) in [
+            ("trainval.txt", Split::Train),
+            ("train.txt", Split::Train),
+            ("val.txt", Split::Val),
+            ("test.txt", Split::Test),
+        ] {
+            if let Some(ids) = read_ids(&sets.join(file)) {
+                has_image_sets = true;
+                for id in ids {
+                    // val/test listed in trainval too: the more specific list wins.
+                    split_of.insert(id, split);
+                }
+            }
+        }
+        let mut ds = Dataset {
+            labels,
+            has_image_sets,
+            ..Default::default()
+        };
+        for xml_path in entries {
+            let id = xml_path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let text = match std::fs::read_to_string(&xml_path) {
+                Ok(t) => t,
+                Err(e) => {
+                    ds.problems.push(problem(&xml_path, 0, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let annotation = match parse_annotation(&text, &xml_path) {
+                Ok(a) => a,
+                Err(p) => {
+                    ds.problems.push(p);
+                    continue;
+                }
+            };
+            if let Some(o) = annotation.objects.iter().find(|o| ds.labels.id_of(&o.name).is_none()) {
+                ds.problems.push(problem(
+                    &xml_path,
+                    0,
+                    format!(
+                        "unknown label '{}' (labels.txt has: {})",
+                        o.name,
+                        ds.labels.foreground().join(", ")
+                    ),
+                ));
+                continue;
+            }
+            let image = dir.join("JPEGImages").join(&annotation.filename);
+            if !image.is_file() {
+                ds.problems
+                    .push(problem(&xml_path, 0, format!("image {} not found", image.display())));
+                continue;
+            }
+            let split = if has_image_sets {
+                match split_of.get(&id) {
+                    Some(s) => *s,
+                    None => {
+                        ds.problems
+                            .push(problem(&xml_path, 0, format!("{id} is in no ImageSets/Main list")));
+                        continue;
+                    }
+                }
+            } else {
+                hash_split(&id)
+            };
+            ds.samples.push(Sample {
+                id,
+                image,
+                annotation,
+                split,
+            });
+        }
+        if ds.samples.is_empty() && ds.problems.is_empty() {
+            ds.problems.push(problem(&ann_dir, 0, "no annotations found"));
+        }
+        Ok(ds)
+    }
+
+    /// Objects per label and split, for `check`.
+    pub fn class_counts(&self) -> BTreeMap<String, [usize; 3]> {
+        let mut counts: BTreeMap<String, [usize; 3]> =
+            self.labels.foreground().iter().map(|l| (l.clone(), [0; 3])).collect();
+        for s in &self.samples {
+            for o in &s.annotation.objects {
+                counts.entry(o.name.clone()).or_default()[s.split as usize] += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann() -> Annotation {
+        Annotation {
+            filename: "a & b.jpg".into(),
+            width: 64,
+            height: 48,
+            objects: vec![VocObject {
+                name: "stop".into(),
+                xmin: 1.0,
+                ymin: 2.0,
+                xmax: 30.0,
+                ymax: 40.0,
+                difficult: false,
+                confidence: Some(0.42),
+            }],
+        }
+    }
+
+    #[test]
+    fn annotations_round_trip() {
+        let a = ann();
+        assert_eq!(parse_annotation(&write_annotation(&a), Path::new("x.xml")).unwrap(), a);
+    }
+
+    #[test]
+    fn bad_annotations_name_file_and_line() {
+        let f = Path::new("Annotations/0001.xml");
+        let e = parse_annotation("<annotation>\n<filename>a.jpg</filename>\n<size><width>10</height>", f).unwrap_err();
+        assert!(e.to_string().starts_with("Annotations/0001.xml:3:"), "{e}");
+        let bad_number = write_annotation(&ann()).replace("<xmin>1</xmin>", "<xmin>one</xmin>");
+        let e = parse_annotation(&bad_number, f).unwrap_err();
+        assert!(e.message.contains("'one'") && e.line > 0, "{e}");
+        let degenerate = write_annotation(&ann()).replace("<xmax>30</xmax>", "<xmax>1</xmax>");
+        assert!(
+            parse_annotation(&degenerate, f)
+                .unwrap_err()
+                .message
+                .contains("degenerate")
+        );
+        let outside = write_annotation(&ann()).replace("<ymax>40</ymax>", "<ymax>400</ymax>");
+        assert!(parse_annotation(&outside, f).unwrap_err().message.contains("outside"));
+    }
+
+    #[test]
+    fn hash_split_is_stable_and_about_a_tenth() {
+        let val = (0..1000)
+            .filter(|i| hash_split(&format!("frame-{i:06}")) == Split::Val)
+            .count();
+        assert!((50..150).contains(&val), "{val}");
+        assert_eq!(hash_split("frame-000001"), hash_split("frame-000001"));
+    }
+}

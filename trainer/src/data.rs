@@ -1,0 +1,105 @@
+//! Datasets for training: one or more Pascal VOC folders (captures) merged under one label set, validated
+//! sample by sample.
+
+use detection_common::labels::Labels;
+use detection_common::voc::{Dataset, Problem, Sample, Split};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Several captures read together. Labels must agree: a later folder may add labels at the end, never
+/// reorder or rename the earlier ones (class ids would change under a trained model).
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub problems: Vec<Problem>,
+    pub folders: Vec<(PathBuf, bool)>,
+}
+
+pub fn open_all(dirs: &[PathBuf]) -> Result<Merged, Problem> {
+    let mut merged = Merged::default();
+    for dir in dirs {
+        let ds = Dataset::open(dir)?;
+        let (old, new) = (merged.labels.foreground(), ds.labels.foreground());
+        let common = old.len().min(new.len());
+        if old[..common] != new[..common] {
+            return Err(Problem {
+                file: dir.join("labels.txt"),
+                line: 0,
+                message: format!(
+                    "labels ({}) disagree with the earlier folders' ({})",
+                    new.join(", "),
+                    old.join(", ")
+                ),
+            });
+        }
+        if new.len() > old.len() {
+            merged.labels = ds.labels.clone();
+        }
+        merged.folders.push((dir.clone(), ds.has_image_sets));
+        merged.samples.extend(ds.samples);
+        merged.problems.extend(ds.problems);
+    }
+    Ok(merged)
+}
+
+impl Merged {
+    /// Objects per label for train / val / test.
+    pub fn class_counts(&self) -> BTreeMap<usize, (String, [usize; 3])> {
+        let mut counts: BTreeMap<usize, (String, [usize; 3])> = self
+            .labels
+            .foreground()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i + 1, (l.clone(), [0; 3])))
+            .collect();
+        for s in &self.samples {
+            for o in &s.annotation.objects {
+                if let Some(id) = self.labels.id_of(&o.name) {
+                    counts.get_mut(&id).expect("every label is counted").1[s.split as usize] += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// The report `check` prints: folders, images per split, objects per class, then every problem.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for (dir, sets) in &self.folders {
+            let how = if *sets {
+                "splits from ImageSets/Main"
+            } else {
+                "no ImageSets: split by a hash of the image name"
+            };
+            let _ = writeln!(out, "{}: {how}", dir.display());
+        }
+        let per_split = |s: Split| self.samples.iter().filter(|x| x.split == s).count();
+        let _ = writeln!(
+            out,
+            "{} images: {} train, {} val, {} test",
+            self.samples.len(),
+            per_split(Split::Train),
+            per_split(Split::Val),
+            per_split(Split::Test)
+        );
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:>7} {:>7} {:>7}",
+            "id", "class", "train", "val", "test"
+        );
+        for (id, (name, [tr, va, te])) in self.class_counts() {
+            let _ = writeln!(out, "{id:<4} {name:<24} {tr:>7} {va:>7} {te:>7}");
+        }
+        if self.problems.is_empty() {
+            let _ = writeln!(out, "no problems found");
+        } else {
+            let _ = writeln!(out, "{} problems:", self.problems.len());
+            for p in &self.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        out
+    }
+}
