@@ -3,16 +3,20 @@
 //! Elements:
 //! - `mobilenetdetect`: runs a detector on every frame (or every Nth) and attaches one
 //!   GstVideoRegionOfInterestMeta per detection.
+//! - `detectionjson`: writes the boxes of each frame as one JSON line (file, stdout, UDP).
 
 use gst::glib;
 
+pub mod detectionjson;
 pub mod mobilenetdetect;
 pub mod model;
 pub mod preprocess;
+pub mod roimeta;
 pub mod runtime;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     mobilenetdetect::register(plugin)?;
+    detectionjson::register(plugin)?;
     Ok(())
 }
 

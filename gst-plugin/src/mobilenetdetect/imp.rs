@@ -448,7 +448,7 @@ impl MobilenetDetect {
     fn post_detections(&self, state: &State, buf: &gst::BufferRef) {
         let info = state.info.as_ref();
         let detections = state.latest.iter().map(|d| {
-            gst::Structure::builder(super::DETECTION_STRUCTURE)
+            gst::Structure::builder(crate::roimeta::DETECTION)
                 .field("label", state.label(d.class_id).as_ref())
                 .field("class-id", d.class_id)
                 .field("confidence", d.score as f64)
@@ -474,7 +474,7 @@ impl MobilenetDetect {
         for d in &state.latest {
             let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, &state.label(d.class_id), d.rect);
             meta.add_param(
-                gst::Structure::builder(super::DETECTION_STRUCTURE)
+                gst::Structure::builder(crate::roimeta::DETECTION)
                     .field("label", state.label(d.class_id).as_ref())
                     .field("class-id", d.class_id)
                     .field("confidence", d.score as f64)

@@ -11,8 +11,7 @@ pub use imp::{
     ScoreActivationChoice,
 };
 
-/// Name of the ROI param structure and of the element messages.
-pub const DETECTION_STRUCTURE: &str = "detection";
+/// Name of the element messages with the detections of a frame.
 pub const MESSAGE_STRUCTURE: &str = "mobilenetdetect";
 
 glib::wrapper! {

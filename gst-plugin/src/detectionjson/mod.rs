@@ -1,0 +1,21 @@
+//! The `detectionjson` element: a passthrough that writes one JSON object per frame with the boxes it sees, to
+//! a file, stdout or a UDP destination, for dashcam logs and robotics bridges.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct DetectionJson(ObjectSubclass<imp::DetectionJson>)
+        @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "detectionjson",
+        gst::Rank::NONE,
+        DetectionJson::static_type(),
+    )
+}
