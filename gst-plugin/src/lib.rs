@@ -4,10 +4,12 @@
 //! - `mobilenetdetect`: runs a detector on every frame (or every Nth) and attaches one
 //!   GstVideoRegionOfInterestMeta per detection.
 //! - `detectionjson`: writes the boxes of each frame as one JSON line (file, stdout, UDP).
+//! - `detecttestsrc`: moving labelled objects with ground-truth boxes, for demos and tests.
 
 use gst::glib;
 
 pub mod detectionjson;
+pub mod detecttestsrc;
 pub mod mobilenetdetect;
 pub mod model;
 pub mod preprocess;
@@ -17,6 +19,7 @@ pub mod runtime;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     mobilenetdetect::register(plugin)?;
     detectionjson::register(plugin)?;
+    detecttestsrc::register(plugin)?;
     Ok(())
 }
 
