@@ -4,11 +4,13 @@
 //! - `mobilenetdetect`: runs a detector on every frame (or every Nth) and attaches one
 //!   GstVideoRegionOfInterestMeta per detection.
 //! - `detectionjson`: writes the boxes of each frame as one JSON line (file, stdout, UDP).
+//! - `detectionoverlay`: draws boxes, labels and confidences on the frames.
 //! - `detecttestsrc`: moving labelled objects with ground-truth boxes, for demos and tests.
 
 use gst::glib;
 
 pub mod detectionjson;
+pub mod detectionoverlay;
 pub mod detecttestsrc;
 pub mod mobilenetdetect;
 pub mod model;
@@ -19,6 +21,7 @@ pub mod runtime;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     mobilenetdetect::register(plugin)?;
     detectionjson::register(plugin)?;
+    detectionoverlay::register(plugin)?;
     detecttestsrc::register(plugin)?;
     Ok(())
 }
