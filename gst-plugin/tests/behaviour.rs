@@ -269,3 +269,60 @@ fn errors_name_the_file_and_the_fault_and_fail_the_state_change() {
     let e = error_for(&format!("model={good} execution-provider=tpu"));
     assert!(e.contains("tpu"), "{e}");
 }
+
+#[test]
+fn watch_model_reloads_a_replaced_file_without_losing_frames() {
+    let dir = temp_dir("watch");
+    let path = dir.join("current.onnx");
+    std::fs::copy(labelled_model("watch-a", "car", 2), &path).unwrap();
+    let p = pipeline(&format!(
+        "detecttestsrc is-live=true ! video/x-raw,width=64,height=64,framerate=50/1 ! \
+         mobilenetdetect model={} watch-model=true ! fakesink name=sink sync=false",
+        path.display()
+    ));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(u64, Vec<String>)>::new()));
+    let s = seen.clone();
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer() {
+                s.lock()
+                    .unwrap()
+                    .push((buf.offset(), rois(buf).into_iter().map(|r| r.label).collect()));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Replace the file the way the trainer's export does: write elsewhere, then rename over it.
+    let staged = dir.join(".current.onnx.tmp");
+    std::fs::copy(labelled_model("watch-b", "sign", 1), &staged).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, l)| l.first().map(String::as_str) == Some("sign"))
+    {
+        assert!(Instant::now() < deadline, "the replaced model was never picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    p.set_state(gst::State::Null).unwrap();
+    let seen = seen.lock().unwrap();
+    for (i, (offset, labels)) in seen.iter().enumerate() {
+        assert_eq!(*offset, i as u64, "no frame lost");
+        assert!(
+            labels == &["car", "car"] || labels == &["sign"],
+            "frame {i} ran on one whole model: {labels:?}"
+        );
+    }
+    let first_new = seen.iter().position(|(_, l)| l == &["sign"]).unwrap();
+    assert!(
+        seen[first_new..].iter().all(|(_, l)| l == &["sign"]),
+        "later frames use the new model"
+    );
+}

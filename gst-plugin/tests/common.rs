@@ -46,20 +46,21 @@ pub struct Roi {
     pub norm: [f64; 4],
 }
 
+/// The detector's ROI metas on a buffer (ground-truth metas from a labelled source are skipped).
 pub fn rois(buf: &gst::BufferRef) -> Vec<Roi> {
     buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .map(|m| {
-            let p = m.param("detection").expect("detection params");
+        .filter_map(|m| {
+            let p = m.param("detection")?;
             let f = |k: &str| p.get::<f64>(k).unwrap();
             let label: String = p.get("label").unwrap();
             assert_eq!(m.roi_type(), label, "roi type is the label");
-            Roi {
+            Some(Roi {
                 label,
                 class_id: p.get("class-id").unwrap(),
                 confidence: f("confidence"),
                 rect: m.rect(),
                 norm: [f("x-min"), f("y-min"), f("x-max"), f("y-max")],
-            }
+            })
         })
         .collect()
 }

@@ -112,6 +112,7 @@ struct Settings {
     class_thresholds: String,
     interval: u32,
     post_messages: bool,
+    watch_model: bool,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     filter_version: u64,
 }
@@ -140,6 +141,7 @@ impl Default for Settings {
             class_thresholds: String::new(),
             interval: DEFAULT_INTERVAL,
             post_messages: false,
+            watch_model: false,
             filter_version: 0,
         }
     }
@@ -246,6 +248,23 @@ pub struct MobilenetDetect {
     /// Incremented for each requested (re)load; a finished load whose generation is stale is dropped.
     load_generation: AtomicU64,
     active_provider: Mutex<String>,
+    watcher: Mutex<Option<ModelWatcher>>,
+}
+
+/// Polls the model file while `watch-model` is on; a replaced file (new inode, size or mtime, stable over two
+/// polls so a file still being written is not loaded) triggers the same background reload as setting `model`.
+struct ModelWatcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What identifies one version of the model file.
+fn file_signature(path: &str) -> Option<(String, u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((path.to_string(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
 }
 
 fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
@@ -323,6 +342,44 @@ impl MobilenetDetect {
                 gst::CoreError::Thread,
                 ("cannot start the model loader thread: {}", e)
             );
+        }
+    }
+
+    fn start_watcher(&self, initial_path: String) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let weak = self.obj().downgrade();
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mobilenetdetect-watch".into())
+            .spawn(move || {
+                let mut seen = file_signature(&initial_path);
+                let mut candidate = None;
+                while !flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(WATCH_POLL);
+                    let Some(element) = weak.upgrade() else { break };
+                    let imp = element.imp();
+                    let path = imp.settings.lock().unwrap().model.clone().unwrap_or_default();
+                    let current = file_signature(&path);
+                    let same_path = current.as_ref().map(|c| &c.0) == seen.as_ref().map(|s| &s.0);
+                    if current.is_some() && !same_path {
+                        // The model property changed: that already reloaded.
+                        seen = current;
+                        candidate = None;
+                    } else if current.is_none() || current == seen {
+                        candidate = None;
+                    } else if current == candidate {
+                        gst::info!(CAT, obj = element, "{path} was replaced, reloading");
+                        seen = current;
+                        candidate = None;
+                        imp.reload_if_running();
+                    } else {
+                        candidate = current;
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => *self.watcher.lock().unwrap() = Some(ModelWatcher { stop, thread }),
+            Err(e) => gst::element_imp_warning!(self, gst::CoreError::Thread, ("cannot watch the model file: {}", e)),
         }
     }
 
@@ -647,6 +704,12 @@ impl ObjectImpl for MobilenetDetect {
                     .default_value(DEFAULT_INTERVAL)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("watch-model")
+                    .nick("Watch model")
+                    .blurb("Reload the model, without stopping, when its file is replaced (write the new model elsewhere and rename it over the old one)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
                     .nick("Post messages")
                     .blurb("Post an element message 'mobilenetdetect' with the detections of every inferred frame")
@@ -701,6 +764,7 @@ impl ObjectImpl for MobilenetDetect {
                     }
                     "interval" => settings.interval = value.get().expect("type checked upstream"),
                     "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
+                    "watch-model" => settings.watch_model = value.get().expect("type checked upstream"),
                     _ => unimplemented!("property {other}"),
                 }
                 settings.filter_version += 1;
@@ -741,6 +805,7 @@ impl ObjectImpl for MobilenetDetect {
             "class-thresholds" => s.class_thresholds.to_value(),
             "interval" => s.interval.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "watch-model" => s.watch_model.to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -802,10 +867,18 @@ impl BaseTransformImpl for MobilenetDetect {
             candidates: Vec::with_capacity(1024),
             latest: Vec::with_capacity(DEFAULT_MAX_DETECTIONS as usize),
         });
+        if settings.watch_model {
+            self.start_watcher(settings.model.clone().unwrap_or_default());
+        }
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let watcher = self.watcher.lock().unwrap().take();
+        if let Some(w) = watcher {
+            w.stop.store(true, Ordering::SeqCst);
+            let _ = w.thread.join();
+        }
         self.load_generation.fetch_add(1, Ordering::SeqCst);
         self.pending.lock().unwrap().take();
         *self.state.lock().unwrap() = None;
