@@ -246,7 +246,10 @@ impl Dataset {
             ));
         }
         let labels_path = dir.join("labels.txt");
-        let labels = Labels::read_file(&labels_path).map_err(|e| problem(&labels_path, 0, e))?;
+        // A capture of negatives only may list no label yet; that is not an error here.
+        let labels = std::fs::read_to_string(&labels_path)
+            .map(|t| Labels::parse(&t))
+            .map_err(|e| problem(&labels_path, 0, format!("cannot read: {e}")))?;
         let ann_dir = dir.join("Annotations");
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&ann_dir)
             .map_err(|e| problem(&ann_dir, 0, format!("cannot list annotations: {e}")))?

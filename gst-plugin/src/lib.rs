@@ -3,12 +3,14 @@
 //! Elements:
 //! - `mobilenetdetect`: runs a detector on every frame (or every Nth) and attaches one
 //!   GstVideoRegionOfInterestMeta per detection.
+//! - `detectioncapture`: saves chosen frames and boxes as a Pascal VOC dataset for retraining.
 //! - `detectionjson`: writes the boxes of each frame as one JSON line (file, stdout, UDP).
 //! - `detectionoverlay`: draws boxes, labels and confidences on the frames.
 //! - `detecttestsrc`: moving labelled objects with ground-truth boxes, for demos and tests.
 
 use gst::glib;
 
+pub mod detectioncapture;
 pub mod detectionjson;
 pub mod detectionoverlay;
 pub mod detecttestsrc;
@@ -20,6 +22,7 @@ pub mod runtime;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     mobilenetdetect::register(plugin)?;
+    detectioncapture::register(plugin)?;
     detectionjson::register(plugin)?;
     detectionoverlay::register(plugin)?;
     detecttestsrc::register(plugin)?;

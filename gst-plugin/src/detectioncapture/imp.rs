@@ -1,0 +1,495 @@
+use super::writer::{DatasetWriter, Sample};
+use crate::roimeta::{BoxSource, boxes};
+use detection_common::labels::{ClassRef, parse_class_list};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "detectioncapture",
+        gst::DebugColorFlags::empty(),
+        Some("Captures a VOC dataset"),
+    )
+});
+
+const FORMATS: &[gst_video::VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    location: Option<String>,
+    source: BoxSource,
+    every_n_frames: u32,
+    min_interval: u64,
+    uncertain_low: f32,
+    uncertain_high: f32,
+    classes: String,
+    negative_rate: f32,
+    max_frames: u32,
+    max_bytes: u64,
+    queue_size: u32,
+    quality: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            location: None,
+            source: BoxSource::Detections,
+            every_n_frames: 1,
+            min_interval: 0,
+            uncertain_low: 0.0,
+            uncertain_high: 1.0,
+            classes: String::new(),
+            negative_rate: 0.0,
+            max_frames: 0,
+            max_bytes: 0,
+            queue_size: 16,
+            quality: 90,
+        }
+    }
+}
+
+enum Job {
+    Sample(Sample),
+    /// EOS: acknowledge once everything queued before it is on disk.
+    Drain(crossbeam_channel::Sender<()>),
+}
+
+struct State {
+    sender: crossbeam_channel::Sender<Job>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    frame: u64,
+    last_capture: Option<gst::ClockTime>,
+    negative_credit: f32,
+    queued: u64,
+    limit_announced: bool,
+    classes: Vec<ClassRef>,
+}
+
+#[derive(Default)]
+pub struct DetectionCapture {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    captured: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    dropped: AtomicU64,
+}
+
+fn worker_loop(element: super::DetectionCapture, mut writer: DatasetWriter, jobs: crossbeam_channel::Receiver<Job>) {
+    let imp = element.imp();
+    let mut failed = false;
+    for job in jobs {
+        match job {
+            Job::Sample(sample) if !failed => match writer.write(&sample) {
+                Ok(_) => {
+                    imp.captured.fetch_add(1, Ordering::SeqCst);
+                    imp.bytes.store(writer.bytes, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    // Earlier samples stay intact; this one left no partial files.
+                    failed = true;
+                    gst::element_error!(element, gst::ResourceError::Write, ("{}", e));
+                }
+            },
+            Job::Sample(_) => {}
+            Job::Drain(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+impl DetectionCapture {
+    /// Whether this frame is kept, by the policies; the boxes to save go to `out`.
+    fn select(
+        &self,
+        s: &Settings,
+        state: &mut State,
+        buf: &gst::BufferRef,
+        out: &mut Vec<(String, u32, Option<f32>, (u32, u32, u32, u32))>,
+    ) -> bool {
+        let frame = state.frame;
+        state.frame += 1;
+        if s.every_n_frames > 1 && frame % s.every_n_frames as u64 != 0 {
+            return false;
+        }
+        out.clear();
+        let wanted = |label: &str, id: u32| {
+            state.classes.is_empty()
+                || state.classes.iter().any(|c| match c {
+                    ClassRef::Id(i) => *i == id as usize,
+                    ClassRef::Name(n) => n.eq_ignore_ascii_case(label),
+                })
+        };
+        let ground_truth = s.source == BoxSource::GroundTruth;
+        for b in boxes(buf, s.source) {
+            let confidence = (!ground_truth).then_some(b.confidence as f32);
+            out.push((b.label.to_string(), b.class_id, confidence, b.rect));
+        }
+        let keep = if out.is_empty() {
+            // Negatives at a set rate, spread evenly.
+            state.negative_credit += s.negative_rate;
+            if state.negative_credit >= 1.0 {
+                state.negative_credit -= 1.0;
+                true
+            } else {
+                false
+            }
+        } else {
+            // A hard example: some box of a wanted class with a confidence in the uncertain band.
+            out.iter()
+                .any(|(l, id, c, _)| wanted(l, *id) && c.is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high))
+        };
+        if !keep {
+            return false;
+        }
+        if s.min_interval > 0 {
+            let segment = self.obj().segment();
+            let now = segment
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|seg| seg.to_running_time(buf.pts()))
+                .or(buf.pts());
+            if let (Some(now), Some(last)) = (now, state.last_capture) {
+                if now < last + gst::ClockTime::from_nseconds(s.min_interval) {
+                    return false;
+                }
+            }
+            state.last_capture = now;
+        }
+        true
+    }
+
+    fn drain(&self) {
+        let sender = self.state.lock().unwrap().as_ref().map(|s| s.sender.clone());
+        if let Some(sender) = sender {
+            let (ack, done) = crossbeam_channel::bounded(1);
+            if sender.send(Job::Drain(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for DetectionCapture {
+    const NAME: &'static str = "GstDetectionCapture";
+    type Type = super::DetectionCapture;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for DetectionCapture {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("location")
+                    .nick("Location")
+                    .blurb("Dataset folder (Pascal VOC: Annotations/, JPEGImages/, ImageSets/Main/, labels.txt); an existing one is continued")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("source", BoxSource::Detections)
+                    .nick("Source")
+                    .blurb("Which boxes to save: the detector's (detections, with their confidence) or a labelled source's (ground-truth)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("every-n-frames")
+                    .nick("Every N frames")
+                    .blurb("Only consider every Nth frame")
+                    .minimum(1)
+                    .maximum(1_000_000)
+                    .default_value(1)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("min-interval")
+                    .nick("Minimum interval")
+                    .blurb("Minimum running time between two captures, in nanoseconds (0: none)")
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("uncertain-low")
+                    .nick("Uncertain band low")
+                    .blurb("Keep frames with a detection whose confidence is in [uncertain-low, uncertain-high]: hard examples worth labelling")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("uncertain-high")
+                    .nick("Uncertain band high")
+                    .blurb("Upper end of the uncertain band (the default band 0..1 keeps every frame with a detection)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(1.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("classes")
+                    .nick("Classes")
+                    .blurb("Only frames with a box of these classes (names or ids, comma-separated; empty: all)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("negative-rate")
+                    .nick("Negative rate")
+                    .blurb("Share of frames without any box to keep as negatives (0: none, 1: all)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-frames")
+                    .nick("Maximum frames")
+                    .blurb("Stop capturing after this many samples in the dataset (0: no limit)")
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-bytes")
+                    .nick("Maximum bytes")
+                    .blurb("Stop capturing once the dataset holds this many bytes (0: no limit)")
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("queue-size")
+                    .nick("Queue size")
+                    .blurb("Frames waiting for the writer thread; when full, frames are skipped and counted, never waited for")
+                    .minimum(1)
+                    .maximum(1024)
+                    .default_value(16)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("quality")
+                    .nick("JPEG quality")
+                    .blurb("JPEG quality of the saved images")
+                    .minimum(1)
+                    .maximum(100)
+                    .default_value(90)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("captured")
+                    .nick("Captured")
+                    .blurb("Samples written since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("dropped")
+                    .nick("Dropped")
+                    .blurb("Selected frames skipped because the writer queue was full")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let v = value;
+        match pspec.name() {
+            "location" => s.location = v.get().expect("type checked upstream"),
+            "source" => s.source = v.get().expect("type checked upstream"),
+            "every-n-frames" => s.every_n_frames = v.get().expect("type checked upstream"),
+            "min-interval" => s.min_interval = v.get().expect("type checked upstream"),
+            "uncertain-low" => s.uncertain_low = v.get().expect("type checked upstream"),
+            "uncertain-high" => s.uncertain_high = v.get().expect("type checked upstream"),
+            "classes" => {
+                s.classes = v
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+                let classes = parse_class_list(&s.classes);
+                drop(s);
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.classes = classes;
+                }
+            }
+            "negative-rate" => s.negative_rate = v.get().expect("type checked upstream"),
+            "max-frames" => s.max_frames = v.get().expect("type checked upstream"),
+            "max-bytes" => s.max_bytes = v.get().expect("type checked upstream"),
+            "queue-size" => s.queue_size = v.get().expect("type checked upstream"),
+            "quality" => s.quality = v.get().expect("type checked upstream"),
+            other => unimplemented!("property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "location" => s.location.to_value(),
+            "source" => s.source.to_value(),
+            "every-n-frames" => s.every_n_frames.to_value(),
+            "min-interval" => s.min_interval.to_value(),
+            "uncertain-low" => s.uncertain_low.to_value(),
+            "uncertain-high" => s.uncertain_high.to_value(),
+            "classes" => s.classes.to_value(),
+            "negative-rate" => s.negative_rate.to_value(),
+            "max-frames" => s.max_frames.to_value(),
+            "max-bytes" => s.max_bytes.to_value(),
+            "queue-size" => s.queue_size.to_value(),
+            "quality" => s.quality.to_value(),
+            "captured" => self.captured.load(Ordering::SeqCst).to_value(),
+            "dropped" => self.dropped.load(Ordering::SeqCst).to_value(),
+            other => unimplemented!("property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for DetectionCapture {}
+
+impl ElementImpl for DetectionCapture {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Detection capture",
+                "Sink/Analyzer/Video",
+                "Saves chosen frames and their boxes as a Pascal VOC dataset for retraining, without stalling the stream",
+                "mobilenetdetect developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS.iter().copied())
+                .build();
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for DetectionCapture {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = true;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = self.settings.lock().unwrap().clone();
+        let location = s
+            .location
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    ["no location set: set 'location' to the dataset folder"]
+                )
+            })?;
+        let writer = DatasetWriter::open(&location, s.quality as u8)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "capturing into {} from sample {}",
+            location.display(),
+            writer.next_index()
+        );
+        self.captured.store(0, Ordering::SeqCst);
+        self.bytes.store(writer.bytes, Ordering::SeqCst);
+        self.dropped.store(0, Ordering::SeqCst);
+        let existing = writer.next_index();
+        let (sender, jobs) = crossbeam_channel::bounded(s.queue_size as usize);
+        let element = self.obj().clone();
+        let worker = std::thread::Builder::new()
+            .name("detectioncapture-writer".into())
+            .spawn(move || worker_loop(element, writer, jobs))
+            .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
+        *self.state.lock().unwrap() = Some(State {
+            sender,
+            worker: Some(worker),
+            frame: 0,
+            last_capture: None,
+            negative_credit: 0.0,
+            queued: existing,
+            limit_announced: false,
+            classes: parse_class_list(&s.classes),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(mut state) = self.state.lock().unwrap().take() {
+            let worker = state.worker.take();
+            drop(state);
+            if let Some(w) = worker {
+                let _ = w.join();
+            }
+        }
+        Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            // EOS goes on only once every queued sample is on disk.
+            self.drain();
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn transform_ip_passthrough(&self, buf: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let s = self.settings.lock().unwrap().clone();
+        let info = self
+            .obj()
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
+            .ok_or(gst::FlowError::NotNegotiated)?;
+        let mut guard = self.state.lock().unwrap();
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let at_limit = (s.max_frames > 0 && state.queued >= s.max_frames as u64)
+            || (s.max_bytes > 0 && self.bytes.load(Ordering::SeqCst) >= s.max_bytes);
+        if at_limit {
+            if !state.limit_announced {
+                state.limit_announced = true;
+                gst::info!(CAT, imp = self, "capture limit reached ({} samples)", state.queued);
+                let _ = self.obj().post_message(
+                    gst::message::Element::builder(
+                        gst::Structure::builder("detectioncapture-limit")
+                            .field("samples", state.queued)
+                            .build(),
+                    )
+                    .src(&*self.obj())
+                    .build(),
+                );
+            }
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let mut chosen = Vec::new();
+        if !self.select(&s, state, buf.as_ref(), &mut chosen) {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let job = Job::Sample(Sample {
+            buffer: buf.clone(),
+            info,
+            boxes: chosen,
+        });
+        match state.sender.try_send(job) {
+            Ok(()) => state.queued += 1,
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
+                gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
+                if n == 1 || n % 100 == 0 {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("the disk is not keeping up: {} frames skipped so far", n)
+                    );
+                }
+                drop(guard);
+                self.obj().notify("dropped");
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
+                return Err(gst::FlowError::Error);
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

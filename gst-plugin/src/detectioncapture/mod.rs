@@ -1,0 +1,23 @@
+//! The `detectioncapture` element: a passthrough that saves chosen frames and their boxes as a Pascal VOC
+//! dataset (the layout `mobilenet-trainer` reads), encoding and writing on a worker thread so the streaming
+//! thread never waits on the disk.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+mod writer;
+
+glib::wrapper! {
+    pub struct DetectionCapture(ObjectSubclass<imp::DetectionCapture>)
+        @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "detectioncapture",
+        gst::Rank::NONE,
+        DetectionCapture::static_type(),
+    )
+}
