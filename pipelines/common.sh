@@ -1,0 +1,36 @@
+# Sourced by the pipeline scripts: sets up (first run), builds the plugin once, and points GStreamer at it.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup"
+source "$root/scripts/env.sh"
+# scripts/test builds the plugin before running the tests that call these scripts (no nested cargo there).
+if [[ -z ${MOBILENETDETECT_PREBUILT:-} || ! -f $CARGO_TARGET_DIR/release/libgstmobilenetdetect.so ]]; then
+  (cd "$root" && cargo build --release -q -p gst-plugin-mobilenetdetect)
+fi
+export GST_PLUGIN_PATH="$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+
+# The first H.264 encoder GStreamer has: x264enc (plugins-ugly) or openh264enc (plugins-bad).
+h264_encoder() {
+  for e in x264enc openh264enc; do
+    if gst-inspect-1.0 "$e" >/dev/null 2>&1; then
+      case $e in
+        x264enc) echo "x264enc tune=zerolatency speed-preset=veryfast" ;;
+        *) echo "$e" ;;
+      esac
+      return 0
+    fi
+  done
+  echo "no H.264 encoder: install gstreamer1.0-plugins-ugly (x264enc) or gstreamer1.0-plugins-bad (openh264enc)" >&2
+  return 1
+}
+
+# The source part of a pipeline: a file, a V4L2 camera, or the synthetic test source.
+source_part() {
+  local kind=$1 arg=$2 frames=$3
+  local n=""
+  [[ -n $frames ]] && n="num-buffers=$frames"
+  case $kind in
+    file) echo "filesrc location=\"$arg\" ! decodebin ! videoconvert" ;;
+    camera) echo "v4l2src device=\"$arg\" $n ! videoconvert" ;;
+    test) echo "detecttestsrc is-live=true $n ${arg:+seed=$arg} ! video/x-raw,width=640,height=480,framerate=30/1" ;;
+  esac
+}

@@ -1,0 +1,171 @@
+//! The ready-to-run pipelines in pipelines/, each run the way a user would, on short synthetic input (the
+//! camera replaced by detecttestsrc).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mobilenetdetect-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn script(name: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(repo().join("pipelines").join(name))
+        .args(args)
+        .output()
+        .expect("script runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ball_model(dir: &Path) -> String {
+    let p = dir.join("ball.onnx");
+    std::fs::write(
+        &p,
+        mobilenetdetect_testkit::models::blob_detector_model(320, 240, "ball"),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn every_script_has_help_and_rejects_missing_arguments() {
+    for s in ["demo", "dashcam", "robot", "capture"] {
+        let (code, out) = script(s, &["--help"]);
+        assert_eq!(code, 0, "{s} --help: {out}");
+        assert!(out.contains("Usage: pipelines/"), "{s}: {out}");
+    }
+    for s in ["dashcam", "robot", "capture"] {
+        let (code, _) = script(s, &[]);
+        assert_eq!(code, 2, "{s} without arguments");
+    }
+}
+
+#[test]
+fn dashcam_writes_an_mp4_and_a_json_log_that_plays_back() {
+    let d = tmp("dashcam");
+    let model = ball_model(&d);
+    let (mp4, json) = (d.join("out.mp4"), d.join("out.jsonl"));
+    let (code, out) = script(
+        "dashcam",
+        &[
+            "--model",
+            &model,
+            "--test-source",
+            "--frames",
+            "12",
+            "--output",
+            mp4.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&json).unwrap().lines().count(), 12);
+    // The MP4 is a real video: run it through the dashcam again, as a file input.
+    let json2 = d.join("replay.jsonl");
+    let (code, out) = script(
+        "dashcam",
+        &[
+            "--model",
+            &model,
+            "--input",
+            mp4.to_str().unwrap(),
+            "--output",
+            d.join("replay.mp4").to_str().unwrap(),
+            "--json",
+            json2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&json2).unwrap().lines().count(),
+        12,
+        "12 frames decoded back"
+    );
+}
+
+#[test]
+fn robot_streams_json_per_frame() {
+    let d = tmp("robot");
+    let model = ball_model(&d);
+    let log = d.join("robot.jsonl");
+    let (code, out) = script(
+        "robot",
+        &[
+            "--model",
+            &model,
+            "--test-source",
+            "--frames",
+            "8",
+            "--to",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 8);
+    assert!(text.lines().all(|l| l.starts_with("{\"frame\":")));
+}
+
+#[test]
+fn capture_builds_a_dataset() {
+    let d = tmp("capture");
+    let dataset = d.join("ds");
+    let (code, out) = script(
+        "capture",
+        &[
+            "--test-source",
+            "--ground-truth",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--frames",
+            "20",
+            "--every",
+            "4",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let ds = detection_common::voc::Dataset::open(&dataset).unwrap();
+    assert_eq!(ds.samples.len(), 5);
+    assert!(ds.problems.is_empty(), "{:?}", ds.problems);
+    // Detections with an uncertain band: the ball detector's confidences are about 0.8-0.9.
+    let model = ball_model(&d);
+    let hard = d.join("hard");
+    let (code, out) = script(
+        "capture",
+        &[
+            "--model",
+            &model,
+            "--test-source",
+            "--dataset",
+            hard.to_str().unwrap(),
+            "--frames",
+            "10",
+            "--every",
+            "1",
+            "--band",
+            "0.0,0.01",
+            "--negatives",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        detection_common::voc::Dataset::open(&hard).unwrap().samples.len(),
+        0,
+        "nothing in an empty band"
+    );
+}
