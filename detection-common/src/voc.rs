@@ -203,7 +203,7 @@ pub fn hash_split(id: &str) -> Split {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    if h % 10 == 0 { Split::Val } else { Split::Train }
+    if h.is_multiple_of(10) { Split::Val } else { Split::Train }
 }
 
 /// One usable sample.

@@ -39,6 +39,26 @@ pub struct MetaBox<'a> {
     pub rect: (u32, u32, u32, u32),
 }
 
+impl MetaBox<'_> {
+    /// A copy that does not borrow the buffer (to draw on the frame while holding the boxes).
+    pub fn to_owned_box(&self) -> OwnedBox {
+        OwnedBox {
+            label: self.label.to_string(),
+            class_id: self.class_id,
+            confidence: self.confidence,
+            rect: self.rect,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedBox {
+    pub label: String,
+    pub class_id: u32,
+    pub confidence: f64,
+    pub rect: (u32, u32, u32, u32),
+}
+
 /// The boxes of `source` on `buf`, in meta order.
 pub fn boxes(buf: &gst::BufferRef, source: BoxSource) -> impl Iterator<Item = MetaBox<'_>> {
     let name = source.structure_name();

@@ -1,4 +1,8 @@
-//! The trainer for mobilenetdetect's detector. This first part reads and validates datasets (`check`); the
-//! model, training, evaluation and export follow in the trainer issue.
+//! The trainer for mobilenetdetect's detector: datasets (`check`), the MobileNetV2-SSDLite model in burn, SSD
+//! matching and the MultiBox loss, and the optimisation step. Training from the CLI, evaluation and export
+//! follow in the trainer issue.
 
 pub mod data;
+pub mod loss;
+pub mod model;
+pub mod train;

@@ -1,4 +1,4 @@
-use super::writer::{DatasetWriter, Sample};
+use super::writer::{DatasetWriter, Sample, SavedBox};
 use crate::roimeta::{BoxSource, boxes};
 use detection_common::labels::{ClassRef, parse_class_list};
 use gst::glib;
@@ -107,16 +107,10 @@ fn worker_loop(element: super::DetectionCapture, mut writer: DatasetWriter, jobs
 
 impl DetectionCapture {
     /// Whether this frame is kept, by the policies; the boxes to save go to `out`.
-    fn select(
-        &self,
-        s: &Settings,
-        state: &mut State,
-        buf: &gst::BufferRef,
-        out: &mut Vec<(String, u32, Option<f32>, (u32, u32, u32, u32))>,
-    ) -> bool {
+    fn select(&self, s: &Settings, state: &mut State, buf: &gst::BufferRef, out: &mut Vec<SavedBox>) -> bool {
         let frame = state.frame;
         state.frame += 1;
-        if s.every_n_frames > 1 && frame % s.every_n_frames as u64 != 0 {
+        if s.every_n_frames > 1 && !frame.is_multiple_of(s.every_n_frames as u64) {
             return false;
         }
         out.clear();
@@ -130,7 +124,12 @@ impl DetectionCapture {
         let ground_truth = s.source == BoxSource::GroundTruth;
         for b in boxes(buf, s.source) {
             let confidence = (!ground_truth).then_some(b.confidence as f32);
-            out.push((b.label.to_string(), b.class_id, confidence, b.rect));
+            out.push(SavedBox {
+                label: b.label.to_string(),
+                class_id: b.class_id,
+                confidence,
+                rect: b.rect,
+            });
         }
         let keep = if out.is_empty() {
             // Negatives at a set rate, spread evenly.
@@ -143,8 +142,11 @@ impl DetectionCapture {
             }
         } else {
             // A hard example: some box of a wanted class with a confidence in the uncertain band.
-            out.iter()
-                .any(|(l, id, c, _)| wanted(l, *id) && c.is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high))
+            out.iter().any(|b| {
+                wanted(&b.label, b.class_id)
+                    && b.confidence
+                        .is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high)
+            })
         };
         if !keep {
             return false;
@@ -155,10 +157,10 @@ impl DetectionCapture {
                 .downcast_ref::<gst::ClockTime>()
                 .and_then(|seg| seg.to_running_time(buf.pts()))
                 .or(buf.pts());
-            if let (Some(now), Some(last)) = (now, state.last_capture) {
-                if now < last + gst::ClockTime::from_nseconds(s.min_interval) {
-                    return false;
-                }
+            if let (Some(now), Some(last)) = (now, state.last_capture)
+                && now < last + gst::ClockTime::from_nseconds(s.min_interval)
+            {
+                return false;
             }
             state.last_capture = now;
         }
@@ -475,7 +477,7 @@ impl BaseTransformImpl for DetectionCapture {
             Err(crossbeam_channel::TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
                 gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
-                if n == 1 || n % 100 == 0 {
+                if n == 1 || n.is_multiple_of(100) {
                     gst::element_imp_warning!(
                         self,
                         gst::ResourceError::Write,

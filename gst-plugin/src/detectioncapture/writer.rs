@@ -8,12 +8,22 @@ use std::path::{Path, PathBuf};
 
 pub const PREFIX: &str = "frame-";
 
+/// One box to save with a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedBox {
+    pub label: String,
+    pub class_id: u32,
+    /// The detector's confidence; None for ground truth.
+    pub confidence: Option<f32>,
+    /// x, y, width, height in pixels.
+    pub rect: (u32, u32, u32, u32),
+}
+
 /// One frame to save: the buffer is only referenced (no copy) until the worker encodes it.
 pub struct Sample {
     pub buffer: gst::Buffer,
     pub info: gst_video::VideoInfo,
-    /// (label, class id, confidence or None for ground truth, x, y, w, h)
-    pub boxes: Vec<(String, u32, Option<f32>, (u32, u32, u32, u32))>,
+    pub boxes: Vec<SavedBox>,
 }
 
 pub struct DatasetWriter {
@@ -89,10 +99,10 @@ impl DatasetWriter {
 
     /// Adds labels seen on a frame; rewrites labels.txt when one is new. A class id whose label differs from
     /// the recorded one is an error (the dataset's ids would stop meaning anything).
-    fn update_labels(&mut self, boxes: &[(String, u32, Option<f32>, (u32, u32, u32, u32))]) -> Result<(), String> {
+    fn update_labels(&mut self, boxes: &[SavedBox]) -> Result<(), String> {
         let mut changed = false;
-        for (label, id, _, _) in boxes {
-            let id = *id as usize;
+        for SavedBox { label, class_id, .. } in boxes {
+            let id = *class_id as usize;
             if id == 0 {
                 continue;
             }
@@ -138,15 +148,22 @@ impl DatasetWriter {
             objects: sample
                 .boxes
                 .iter()
-                .map(|(label, _, confidence, (x, y, bw, bh))| VocObject {
-                    name: label.clone(),
-                    xmin: *x as f32,
-                    ymin: *y as f32,
-                    xmax: (*x + *bw) as f32,
-                    ymax: (*y + *bh) as f32,
-                    difficult: false,
-                    confidence: *confidence,
-                })
+                .map(
+                    |SavedBox {
+                         label,
+                         confidence,
+                         rect: (x, y, bw, bh),
+                         ..
+                     }| VocObject {
+                        name: label.clone(),
+                        xmin: *x as f32,
+                        ymin: *y as f32,
+                        xmax: (*x + *bw) as f32,
+                        ymax: (*y + *bh) as f32,
+                        difficult: false,
+                        confidence: *confidence,
+                    },
+                )
                 .collect(),
         };
         let xml = write_annotation(&annotation);

@@ -1,5 +1,5 @@
 use super::canvas::{Canvas, Colour, FORMATS};
-use crate::roimeta::{BoxSource, boxes};
+use crate::roimeta::{BoxSource, OwnedBox, boxes};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -257,15 +257,19 @@ impl VideoFilterImpl for DetectionOverlay {
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         // Copy the boxes out first: the frame's buffer is borrowed for drawing.
-        let found: Vec<(String, u32, f64, (u32, u32, u32, u32))> = boxes(frame.buffer(), s.source)
-            .map(|b| (b.label.to_string(), b.class_id, b.confidence, b.rect))
-            .collect();
+        let found: Vec<OwnedBox> = boxes(frame.buffer(), s.source).map(|b| b.to_owned_box()).collect();
         if found.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
         let mut canvas = Canvas::new(frame).ok_or(gst::FlowError::NotNegotiated)?;
         let t = s.line_thickness as i32;
-        for (label, class_id, confidence, (x, y, w, h)) in &found {
+        for OwnedBox {
+            label,
+            class_id,
+            confidence,
+            rect: (x, y, w, h),
+        } in &found
+        {
             let colour = Colour::new(PALETTE[*class_id as usize % PALETTE.len()]);
             let (x0, y0, x1, y1) = (*x as i32, *y as i32, (*x + *w) as i32, (*y + *h) as i32);
             canvas.rect_outline(x0, y0, x1, y1, t, colour);

@@ -208,7 +208,7 @@ fn sign_pixel(class_id: u32, u: f32, v: f32) -> Option<[u8; 3]> {
     match CLASSES.get(class_id as usize - 1).copied() {
         Some("stop") => {
             // Octagon with a white bar.
-            (au <= 1.0 && av <= 1.0 && au + av <= 1.42).then(|| if av < 0.16 && au < 0.62 { WHITE } else { RED })
+            (au <= 1.0 && av <= 1.0 && au + av <= 1.42).then_some(if av < 0.16 && au < 0.62 { WHITE } else { RED })
         }
         Some("yield") => {
             // Point-down triangle, red border, white inside.

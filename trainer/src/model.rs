@@ -1,0 +1,323 @@
+//! MobileNetV2-SSDLite in burn: the MobileNetV2 backbone (torchvision's layout: stem, 17 inverted residual
+//! blocks, 1x1 head conv; width multiplier), SSDLite heads on the stride-16 expansion layer and the stride-32
+//! map, and four extra layers (torchvision's ssdlite320 / pytorch-ssd mb2-ssd-lite).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+use detection_common::boxes::Anchor;
+
+/// Channel counts rounded the way MobileNetV2 does (multiples of 8, never 10% below the target).
+pub fn make_divisible(v: f32, divisor: usize) -> usize {
+    let d = divisor as f32;
+    let new = ((v + d / 2.0) / d).floor().max(1.0) as usize * divisor;
+    if (new as f32) < 0.9 * v { new + divisor } else { new }
+}
+
+fn relu6(x: Tensor<4>) -> Tensor<4> {
+    x.clamp(0.0, 6.0)
+}
+
+/// Conv2d (no bias) + BatchNorm (+ ReLU6).
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+    pub act: bool,
+}
+
+impl ConvBn {
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, groups: usize, act: bool, device: &Device) -> Self {
+        let p = k / 2;
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(false)
+            .init(device);
+        Self {
+            conv,
+            bn: BatchNormConfig::new(cout).init(device),
+            act,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.bn.forward(self.conv.forward(x));
+        if self.act { relu6(y) } else { y }
+    }
+}
+
+/// MobileNetV2 inverted residual: optional 1x1 expansion, 3x3 depthwise, 1x1 linear projection.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    pub expand: Option<ConvBn>,
+    pub depthwise: ConvBn,
+    pub project: ConvBn,
+    pub residual: bool,
+}
+
+impl InvertedResidual {
+    pub fn new(cin: usize, cout: usize, stride: usize, t: usize, device: &Device) -> Self {
+        let hidden = cin * t;
+        Self {
+            expand: (t != 1).then(|| ConvBn::new(cin, hidden, 1, 1, 1, true, device)),
+            depthwise: ConvBn::new(hidden, hidden, 3, stride, hidden, true, device),
+            project: ConvBn::new(hidden, cout, 1, 1, 1, false, device),
+            residual: stride == 1 && cin == cout,
+        }
+    }
+
+    /// Output, and the expansion layer's output (what the first SSDLite head reads on one block).
+    pub fn forward_with_expansion(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
+        let expanded = self.expand.as_ref().map(|e| e.forward(x.clone()));
+        let h = expanded.clone().unwrap_or_else(|| x.clone());
+        let y = self.project.forward(self.depthwise.forward(h));
+        (if self.residual { y + x } else { y }, expanded)
+    }
+}
+
+/// SSDLite head for one feature map: depthwise 3x3 + BN + ReLU6, then a 1x1 conv to `per_location * width`.
+#[derive(Module, Debug)]
+pub struct SeparableHead {
+    pub depthwise: ConvBn,
+    pub pointwise: Conv2d,
+    pub width: usize,
+}
+
+impl SeparableHead {
+    pub fn new(cin: usize, per_location: usize, width: usize, device: &Device) -> Self {
+        Self {
+            depthwise: ConvBn::new(cin, cin, 3, 1, cin, true, device),
+            pointwise: Conv2dConfig::new([cin, per_location * width], [1, 1]).init(device),
+            width,
+        }
+    }
+
+    /// [B, C, H, W] -> [B, H*W*per_location, width], anchors ordered by row, column, then shape.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
+        let y = self.pointwise.forward(self.depthwise.forward(x));
+        let [b, _, _, _] = y.dims();
+        y.permute([0, 2, 3, 1]).reshape([b as i32, -1, self.width as i32])
+    }
+}
+
+/// An extra SSD layer: 1x1 down to half the channels, 3x3 depthwise stride 2, 1x1 up.
+#[derive(Module, Debug)]
+pub struct ExtraBlock {
+    pub reduce: ConvBn,
+    pub depthwise: ConvBn,
+    pub expand: ConvBn,
+}
+
+impl ExtraBlock {
+    pub fn new(cin: usize, cout: usize, device: &Device) -> Self {
+        let mid = cout / 2;
+        Self {
+            reduce: ConvBn::new(cin, mid, 1, 1, 1, true, device),
+            depthwise: ConvBn::new(mid, mid, 3, 2, mid, true, device),
+            expand: ConvBn::new(mid, cout, 1, 1, 1, true, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.expand.forward(self.depthwise.forward(self.reduce.forward(x)))
+    }
+}
+
+/// Anchors per location on each of the six maps.
+pub const ANCHORS_PER_LOCATION: [usize; 6] = [3, 6, 6, 6, 6, 6];
+/// MobileNetV2 blocks: (expansion t, channels c, repeats n, first stride s).
+const BLOCKS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+/// Index of the first stride-32 block (its expansion layer feeds the first head).
+const STRIDE32_BLOCK: usize = 13;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsdLiteConfig {
+    pub num_classes: usize,
+    pub width: f32,
+    pub input_size: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct SsdLite {
+    pub stem: ConvBn,
+    pub blocks: Vec<InvertedResidual>,
+    pub last: ConvBn,
+    pub extras: Vec<ExtraBlock>,
+    pub loc_heads: Vec<SeparableHead>,
+    pub cls_heads: Vec<SeparableHead>,
+}
+
+impl SsdLiteConfig {
+    /// Channels of the six feature maps.
+    pub fn feature_channels(&self) -> [usize; 6] {
+        let c96 = make_divisible(96.0 * self.width, 8);
+        let last = if self.width > 1.0 {
+            make_divisible(1280.0 * self.width, 8)
+        } else {
+            1280
+        };
+        // Extras keep torchvision's widths scaled by the multiplier (at least 16 channels).
+        let e = |c: f32| make_divisible((c * self.width).max(16.0), 8);
+        [c96 * 6, last, e(512.0), e(256.0), e(256.0), e(64.0)]
+    }
+
+    /// Sizes of the six maps for the input size (strides 16, 32, then halving with "same" padding).
+    pub fn feature_sizes(&self) -> [usize; 6] {
+        let s16 = self.input_size.div_ceil(16);
+        let mut s = [s16, s16.div_ceil(2), 0, 0, 0, 0];
+        for i in 2..6 {
+            s[i] = s[i - 1].div_ceil(2);
+        }
+        s
+    }
+
+    pub fn init(&self, device: &Device) -> SsdLite {
+        let w = self.width;
+        let mut cin = make_divisible(32.0 * w, 8);
+        let stem = ConvBn::new(3, cin, 3, 2, 1, true, device);
+        let mut blocks = Vec::new();
+        for (t, c, n, s) in BLOCKS {
+            let cout = make_divisible(c as f32 * w, 8);
+            for i in 0..n {
+                blocks.push(InvertedResidual::new(cin, cout, if i == 0 { s } else { 1 }, t, device));
+                cin = cout;
+            }
+        }
+        let ch = self.feature_channels();
+        let last = ConvBn::new(cin, ch[1], 1, 1, 1, true, device);
+        let extras = (2..6).map(|i| ExtraBlock::new(ch[i - 1], ch[i], device)).collect();
+        let loc_heads = (0..6)
+            .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], 4, device))
+            .collect();
+        let cls_heads = (0..6)
+            .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], self.num_classes, device))
+            .collect();
+        SsdLite {
+            stem,
+            blocks,
+            last,
+            extras,
+            loc_heads,
+            cls_heads,
+        }
+    }
+
+    /// SSD default boxes in the heads' output order (normalised `cy cx h w`): 3 on the first map (a small
+    /// square and two 2:1 boxes), 6 elsewhere (two squares, 2:1, 1:2, 3:1, 1:3), scales 0.2 to 0.95.
+    pub fn anchors(&self) -> Vec<Anchor> {
+        ssd_anchors(&self.feature_sizes(), &ANCHORS_PER_LOCATION)
+    }
+}
+
+pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
+    let n = sizes.len();
+    let scale = |k: usize| 0.2 + (0.95 - 0.2) * k as f32 / (n - 1) as f32;
+    let mut anchors = Vec::new();
+    for (k, (&size, &m)) in sizes.iter().zip(per_location).enumerate() {
+        let s = scale(k);
+        let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
+        let r2 = 2f32.sqrt();
+        let shapes: Vec<(f32, f32)> = if m == 3 {
+            vec![(0.1, 0.1), (s * r2, s / r2), (s / r2, s * r2)]
+        } else {
+            let mut v = vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())];
+            for ar in [2f32, 3.0] {
+                v.push((s * ar.sqrt(), s / ar.sqrt()));
+                v.push((s / ar.sqrt(), s * ar.sqrt()));
+            }
+            v
+        };
+        for y in 0..size {
+            for x in 0..size {
+                for &(w, h) in &shapes {
+                    let cy = (y as f32 + 0.5) / size as f32;
+                    let cx = (x as f32 + 0.5) / size as f32;
+                    anchors.push(Anchor {
+                        cy,
+                        cx,
+                        h: h.min(1.0),
+                        w: w.min(1.0),
+                    });
+                }
+            }
+        }
+    }
+    anchors
+}
+
+impl SsdLite {
+    /// Images [B, 3, S, S] normalised -> (box encodings [B, A, 4] in the TF order ty,tx,th,tw, logits [B, A, C]).
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
+        let mut h = self.stem.forward(x);
+        let mut features = Vec::with_capacity(6);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, expansion) = block.forward_with_expansion(h);
+            if i == STRIDE32_BLOCK {
+                features.push(expansion.expect("the stride-32 block expands"));
+            }
+            h = out;
+        }
+        let mut f = self.last.forward(h);
+        features.push(f.clone());
+        for extra in &self.extras {
+            f = extra.forward(f);
+            features.push(f.clone());
+        }
+        let locs: Vec<Tensor<3>> = features
+            .iter()
+            .zip(&self.loc_heads)
+            .map(|(f, head)| head.forward(f.clone()))
+            .collect();
+        let logits: Vec<Tensor<3>> = features
+            .iter()
+            .zip(&self.cls_heads)
+            .map(|(f, head)| head.forward(f.clone()))
+            .collect();
+        (Tensor::cat(locs, 1), Tensor::cat(logits, 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_anchor_count_agree() {
+        let device = Device::flex();
+        for (size, width) in [(300, 1.0), (160, 0.35)] {
+            let cfg = SsdLiteConfig {
+                num_classes: 4,
+                width,
+                input_size: size,
+            };
+            let model = cfg.init(&device);
+            let x = Tensor::<4>::zeros([2, 3, size, size], &device);
+            let (loc, cls) = model.forward(x);
+            let a = cfg.anchors().len();
+            assert_eq!(loc.dims(), [2, a, 4]);
+            assert_eq!(cls.dims(), [2, a, 4]);
+            if size == 300 {
+                assert_eq!(a, 1917);
+            }
+        }
+    }
+
+    #[test]
+    fn channel_rounding_matches_mobilenet_v2() {
+        assert_eq!(make_divisible(32.0, 8), 32);
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16);
+        assert_eq!(make_divisible(96.0 * 0.5, 8), 48);
+        assert_eq!(make_divisible(160.0 * 0.75, 8), 120);
+    }
+}
