@@ -2,47 +2,11 @@
 
 use burn::optim::AdamWConfig;
 use burn::tensor::{Device, Tensor, TensorData};
-use detection_common::BBox;
-use mobilenet_trainer::loss::{Target, anchor_corners, batch_targets};
+mod common;
+use common::sample;
+use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
 use mobilenet_trainer::train::train_step;
-
-/// A normalised image of `size` with one square of class 1 (red) or 2 (blue), and its target.
-fn sample(i: usize, size: usize) -> (Vec<f32>, Vec<Target>) {
-    let mut seed = 0x1234_5678_u64 ^ (i as u64 * 0x9E37_79B9);
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let class_id = 1 + i % 2;
-    let side = (0.3 + 0.3 * rnd()) * size as f32;
-    let (x0, y0) = (rnd() * (size as f32 - side), rnd() * (size as f32 - side));
-    let colour = if class_id == 1 {
-        [230.0, 30.0, 30.0]
-    } else {
-        [30.0, 30.0, 230.0]
-    };
-    let mut img = vec![0f32; 3 * size * size];
-    for y in 0..size {
-        for x in 0..size {
-            let inside = (x as f32) >= x0 && (x as f32) < x0 + side && (y as f32) >= y0 && (y as f32) < y0 + side;
-            for c in 0..3 {
-                let v = if inside { colour[c] } else { 60.0 + 80.0 * rnd() };
-                img[c * size * size + y * size + x] = (v - 127.5) / 127.5;
-            }
-        }
-    }
-    let s = size as f32;
-    (
-        img,
-        vec![Target {
-            bbox: BBox::new(x0 / s, y0 / s, (x0 + side) / s, (y0 + side) / s),
-            class_id,
-        }],
-    )
-}
 
 #[test]
 fn loss_falls_on_synthetic_squares() {
