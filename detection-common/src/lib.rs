@@ -9,6 +9,7 @@
 
 pub mod boxes;
 pub mod labels;
+pub mod map;
 pub mod metadata;
 pub mod nms;
 pub mod onnx;
