@@ -53,7 +53,9 @@ pub fn average_precision(curve: &[(f32, f32)]) -> f32 {
     for i in (0..precision.len() - 1).rev() {
         precision[i] = precision[i].max(precision[i + 1]);
     }
-    (1..recall.len()).map(|i| (recall[i] - recall[i - 1]) * precision[i]).sum()
+    (1..recall.len())
+        .map(|i| (recall[i] - recall[i - 1]) * precision[i])
+        .sum()
 }
 
 /// Evaluates at one IoU threshold.
@@ -93,16 +95,35 @@ pub fn evaluate(ground_truth: &[GroundTruth], predictions: &[Prediction], iou_th
             curve.push((recall, tp as f32 / (tp + fp) as f32));
         }
         let ap = if counted == 0 { 0.0 } else { average_precision(&curve) };
-        classes.insert(class_id, ClassResult { ap, ground_truths: counted, predictions: preds.len(), curve });
+        classes.insert(
+            class_id,
+            ClassResult {
+                ap,
+                ground_truths: counted,
+                predictions: preds.len(),
+                curve,
+            },
+        );
     }
     let with_gt: Vec<f32> = classes.values().filter(|c| c.ground_truths > 0).map(|c| c.ap).collect();
-    let map = if with_gt.is_empty() { 0.0 } else { with_gt.iter().sum::<f32>() / with_gt.len() as f32 };
-    Evaluation { iou_threshold, map, classes }
+    let map = if with_gt.is_empty() {
+        0.0
+    } else {
+        with_gt.iter().sum::<f32>() / with_gt.len() as f32
+    };
+    Evaluation {
+        iou_threshold,
+        map,
+        classes,
+    }
 }
 
 /// COCO-style mAP: the mean of mAP at IoU 0.50, 0.55, ..., 0.95.
 pub fn coco_map(ground_truth: &[GroundTruth], predictions: &[Prediction]) -> f32 {
-    (0..10).map(|i| evaluate(ground_truth, predictions, 0.5 + 0.05 * i as f32).map).sum::<f32>() / 10.0
+    (0..10)
+        .map(|i| evaluate(ground_truth, predictions, 0.5 + 0.05 * i as f32).map)
+        .sum::<f32>()
+        / 10.0
 }
 
 #[cfg(test)]
@@ -110,11 +131,21 @@ mod tests {
     use super::*;
 
     fn gt(image: usize, class_id: u32, x: f32) -> GroundTruth {
-        GroundTruth { image, class_id, bbox: BBox::new(x, 0.0, x + 1.0, 1.0), difficult: false }
+        GroundTruth {
+            image,
+            class_id,
+            bbox: BBox::new(x, 0.0, x + 1.0, 1.0),
+            difficult: false,
+        }
     }
 
     fn pred(image: usize, class_id: u32, score: f32, x: f32) -> Prediction {
-        Prediction { image, class_id, score, bbox: BBox::new(x, 0.0, x + 1.0, 1.0) }
+        Prediction {
+            image,
+            class_id,
+            score,
+            bbox: BBox::new(x, 0.0, x + 1.0, 1.0),
+        }
     }
 
     #[test]
@@ -129,7 +160,12 @@ mod tests {
     fn hand_computed_average_precision() {
         // Two objects; ranked: hit, miss (wrong place), hit, duplicate of the first.
         let g = [gt(0, 1, 0.0), gt(1, 1, 0.0)];
-        let p = [pred(0, 1, 0.9, 0.0), pred(0, 1, 0.8, 10.0), pred(1, 1, 0.7, 0.0), pred(0, 1, 0.6, 0.0)];
+        let p = [
+            pred(0, 1, 0.9, 0.0),
+            pred(0, 1, 0.8, 10.0),
+            pred(1, 1, 0.7, 0.0),
+            pred(0, 1, 0.6, 0.0),
+        ];
         let e = evaluate(&g, &p, 0.5);
         let c = &e.classes[&1];
         assert_eq!(c.curve, vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0), (1.0, 0.5)]);

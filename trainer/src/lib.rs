@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod export;
+pub mod fit;
 pub mod loss;
 pub mod model;
 pub mod train;

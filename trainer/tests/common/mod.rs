@@ -40,3 +40,42 @@ pub fn sample(i: usize, size: usize) -> (Vec<f32>, Vec<Target>) {
         }],
     )
 }
+
+/// Writes a small Pascal VOC dataset of `n` images (one square each, labels red and blue) into `dir`.
+pub fn write_voc(dir: &std::path::Path, n: usize, size: usize) {
+    use detection_common::voc::{Annotation, VocObject, write_annotation};
+    for sub in ["Annotations", "JPEGImages"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("labels.txt"), "BACKGROUND\nred\nblue\n").unwrap();
+    for i in 0..n {
+        let (pixels, targets) = sample(i, size);
+        let img = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+            let at = |c: usize| {
+                ((pixels[c * size * size + y as usize * size + x as usize] * 127.5) + 127.5)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            };
+            image::Rgb([at(0), at(1), at(2)])
+        });
+        let id = format!("img-{i:04}");
+        img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
+        let t = targets[0];
+        let s = size as f32;
+        let a = Annotation {
+            filename: format!("{id}.jpg"),
+            width: size as u32,
+            height: size as u32,
+            objects: vec![VocObject {
+                name: if t.class_id == 1 { "red".into() } else { "blue".into() },
+                xmin: t.bbox.x0 * s,
+                ymin: t.bbox.y0 * s,
+                xmax: t.bbox.x1 * s,
+                ymax: t.bbox.y1 * s,
+                difficult: false,
+                confidence: None,
+            }],
+        };
+        std::fs::write(dir.join("Annotations").join(format!("{id}.xml")), write_annotation(&a)).unwrap();
+    }
+}
