@@ -7,4 +7,5 @@ pub mod export;
 pub mod fit;
 pub mod loss;
 pub mod model;
+pub mod score;
 pub mod train;

@@ -17,6 +17,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Accuracy of a pipeline run: mAP@0.5 (VOC, all-point) and mAP@[.5:.95] from two detectionjson logs of the
+    /// same frames (source=ground-truth and source=detections).
+    Score {
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long)]
+        detections: PathBuf,
+        /// Print the numbers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train (or fine-tune) on captures; writes OUT/model.onnx (best validation mAP), OUT/checkpoint.bpk and
     /// OUT/metrics.csv after every epoch.
     Train {
@@ -64,6 +75,45 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Score {
+            truth,
+            detections,
+            json,
+        } => match mobilenet_trainer::score::score(&truth, &detections) {
+            Ok((eval, names, coco)) => {
+                if json {
+                    let per_class: Vec<String> = eval
+                        .classes
+                        .iter()
+                        .map(|(id, c)| {
+                            format!(
+                                "{{\"label\":{:?},\"ap50\":{:.4},\"objects\":{}}}",
+                                names[id], c.ap, c.ground_truths
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "{{\"map50\":{:.4},\"map50_95\":{:.4},\"classes\":[{}]}}",
+                        eval.map,
+                        coco,
+                        per_class.join(",")
+                    );
+                } else {
+                    for (id, c) in &eval.classes {
+                        println!(
+                            "{:<20} AP@0.5 {:.3}  ({} objects, {} detections)",
+                            names[id], c.ap, c.ground_truths, c.predictions
+                        );
+                    }
+                    println!("mAP@0.5 {:.3}   mAP@[.5:.95] {:.3}", eval.map, coco);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Train {
             data,
             out,
