@@ -42,12 +42,12 @@ fn ball_model(dir: &Path) -> String {
 
 #[test]
 fn every_script_has_help_and_rejects_missing_arguments() {
-    for s in ["demo", "dashcam", "robot", "capture"] {
+    for s in ["demo", "dashcam", "robot", "capture", "retrain"] {
         let (code, out) = script(s, &["--help"]);
         assert_eq!(code, 0, "{s} --help: {out}");
         assert!(out.contains("Usage: pipelines/"), "{s}: {out}");
     }
-    for s in ["dashcam", "robot", "capture"] {
+    for s in ["dashcam", "robot", "capture", "retrain"] {
         let (code, _) = script(s, &[]);
         assert_eq!(code, 2, "{s} without arguments");
     }
@@ -168,4 +168,56 @@ fn capture_builds_a_dataset() {
         0,
         "nothing in an empty band"
     );
+}
+
+#[test]
+fn retrain_replaces_the_model_a_pipeline_watches() {
+    let d = tmp("retrain");
+    let dataset = d.join("ds");
+    let (code, out) = script(
+        "capture",
+        &[
+            "--test-source",
+            "--ground-truth",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--frames",
+            "48",
+            "--every",
+            "2",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let model = d.join("live/model.onnx");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(&model, b"the previous model").unwrap();
+    let (code, out) = script(
+        "retrain",
+        &[
+            "--data",
+            dataset.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--input-size",
+            "96",
+            "--width",
+            "0.35",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("new model in place"), "{out}");
+    let bytes = std::fs::read(&model).unwrap();
+    assert!(
+        bytes.len() > 100_000 && bytes != b"the previous model",
+        "replaced by an ONNX model"
+    );
+    assert!(d.join("live/model.onnx.training/metrics.csv").exists());
+    // Nothing half-written is left beside it.
+    let names: Vec<String> = std::fs::read_dir(model.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
 }

@@ -23,6 +23,7 @@ const FORMATS: &[gst_video::VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
 #[derive(Debug, Clone)]
 struct Settings {
     location: Option<String>,
+    labels: String,
     source: BoxSource,
     every_n_frames: u32,
     min_interval: u64,
@@ -40,6 +41,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             location: None,
+            labels: String::new(),
             source: BoxSource::Detections,
             every_n_frames: 1,
             min_interval: 0,
@@ -194,6 +196,11 @@ impl ObjectImpl for DetectionCapture {
                     .blurb("Dataset folder (Pascal VOC: Annotations/, JPEGImages/, ImageSets/Main/, labels.txt); an existing one is continued")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("labels")
+                    .nick("Labels")
+                    .blurb("Labels of a new dataset's labels.txt, in class-id order: a comma-separated list or a labels file (default: learnt from the boxes seen)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("source", BoxSource::Detections)
                     .nick("Source")
                     .blurb("Which boxes to save: the detector's (detections, with their confidence) or a labelled source's (ground-truth)")
@@ -290,6 +297,12 @@ impl ObjectImpl for DetectionCapture {
         let v = value;
         match pspec.name() {
             "location" => s.location = v.get().expect("type checked upstream"),
+            "labels" => {
+                s.labels = v
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
             "source" => s.source = v.get().expect("type checked upstream"),
             "every-n-frames" => s.every_n_frames = v.get().expect("type checked upstream"),
             "min-interval" => s.min_interval = v.get().expect("type checked upstream"),
@@ -319,6 +332,7 @@ impl ObjectImpl for DetectionCapture {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
             "location" => s.location.to_value(),
+            "labels" => s.labels.to_value(),
             "source" => s.source.to_value(),
             "every-n-frames" => s.every_n_frames.to_value(),
             "min-interval" => s.min_interval.to_value(),
@@ -384,7 +398,19 @@ impl BaseTransformImpl for DetectionCapture {
                     ["no location set: set 'location' to the dataset folder"]
                 )
             })?;
-        let writer = DatasetWriter::open(&location, s.quality as u8)
+        let initial_labels: Vec<String> = if !s.labels.is_empty() && std::path::Path::new(&s.labels).is_file() {
+            let l = detection_common::labels::Labels::read_file(std::path::Path::new(&s.labels))
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+            l.foreground().to_vec()
+        } else {
+            s.labels
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let writer = DatasetWriter::open(&location, s.quality as u8, &initial_labels)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         gst::info!(
             CAT,

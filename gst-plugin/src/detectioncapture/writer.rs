@@ -42,7 +42,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 impl DatasetWriter {
     /// Creates the folders (or opens an existing dataset: numbering continues after its last sample, its labels
     /// are kept).
-    pub fn open(root: &Path, quality: u8) -> Result<Self, String> {
+    pub fn open(root: &Path, quality: u8, initial_labels: &[String]) -> Result<Self, String> {
         for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", root.join(sub).display()))?;
@@ -70,18 +70,24 @@ impl DatasetWriter {
                     .unwrap_or(0);
             }
         }
-        let labels = match std::fs::read_to_string(root.join("labels.txt")) {
+        let labels: Vec<String> = match std::fs::read_to_string(root.join("labels.txt")) {
             Ok(text) => {
                 let l = detection_common::labels::Labels::parse(&text);
                 (0..l.len())
                     .map(|i| l.name(i).unwrap_or_default().to_string())
                     .collect()
             }
-            Err(_) => vec![detection_common::labels::BACKGROUND.to_string()],
+            Err(_) => {
+                let l = detection_common::labels::Labels::from_names(initial_labels.to_vec());
+                (0..l.len())
+                    .map(|i| l.name(i).unwrap_or_default().to_string())
+                    .collect()
+            }
         };
         let labels_path = root.join("labels.txt");
         if !labels_path.exists() {
-            write_atomically(&labels_path, format!("{}\n", labels[0]).as_bytes())
+            let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
+            write_atomically(&labels_path, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", labels_path.display()))?;
         }
         Ok(Self {

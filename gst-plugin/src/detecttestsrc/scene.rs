@@ -67,6 +67,7 @@ pub struct TruthBox {
 
 pub struct Scene {
     config: SceneConfig,
+    classes: Vec<u32>,
     width: u32,
     height: u32,
     background: Vec<u8>,
@@ -103,6 +104,7 @@ impl Scene {
             .collect();
         Scene {
             config,
+            classes,
             width,
             height,
             background,
@@ -142,17 +144,29 @@ impl Scene {
                 *v = (*v as f32 + n).clamp(0.0, 255.0) as u8;
             }
         }
-        // Move, bouncing off the frame edges.
+        // Move, bouncing off the frame edges. A bounce turns the object into another sign of another size,
+        // so long clips show every class at many sizes.
         let (fw, fh) = (self.width as f32, self.height as f32);
+        let (min, max) = (
+            self.config.min_size as f32,
+            self.config.max_size.max(self.config.min_size) as f32,
+        );
         for o in &mut self.objects {
             o.x += o.vx;
             o.y += o.vy;
+            let mut bounced = false;
             if o.x < 0.0 || o.x + o.size > fw {
                 o.vx = -o.vx;
-                o.x = o.x.clamp(0.0, (fw - o.size).max(0.0));
+                bounced = true;
             }
             if o.y < 0.0 || o.y + o.size > fh {
                 o.vy = -o.vy;
+                bounced = true;
+            }
+            if bounced {
+                o.class_id = self.classes[self.rng.next_u64() as usize % self.classes.len()];
+                o.size = self.rng.range(min, max).min(fw.min(fh));
+                o.x = o.x.clamp(0.0, (fw - o.size).max(0.0));
                 o.y = o.y.clamp(0.0, (fh - o.size).max(0.0));
             }
         }
