@@ -112,8 +112,8 @@ pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
     VideoFormat::I420,
 ];
 
-/// Byte offsets of R, G and B inside a packed pixel.
-fn rgb_offsets(format: VideoFormat) -> Option<(usize, [usize; 3])> {
+/// Bytes per pixel and byte offsets of R, G and B inside a packed pixel (None for YUV formats).
+pub fn rgb_offsets(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     Some(match format {
         VideoFormat::Rgb => (3, [0, 1, 2]),
         VideoFormat::Bgr => (3, [2, 1, 0]),
@@ -127,7 +127,7 @@ fn rgb_offsets(format: VideoFormat) -> Option<(usize, [usize; 3])> {
 
 /// YUV -> RGB in 16-bit fixed point for one matrix and range, written so that the compiler vectorises it.
 #[derive(Debug, Clone, Copy)]
-struct YuvMatrix {
+pub(crate) struct YuvMatrix {
     y_offset: i32,
     y_scale: i32,
     r_v: i32,
@@ -137,7 +137,7 @@ struct YuvMatrix {
 }
 
 impl YuvMatrix {
-    fn new(matrix: gst_video::VideoColorMatrix, full_range: bool) -> Self {
+    pub(crate) fn new(matrix: gst_video::VideoColorMatrix, full_range: bool) -> Self {
         let (kr, kb) = match matrix {
             gst_video::VideoColorMatrix::Bt709 => (0.2126, 0.0722),
             gst_video::VideoColorMatrix::Bt2020 => (0.2627, 0.0593),
@@ -163,7 +163,7 @@ impl YuvMatrix {
     }
 
     #[inline(always)]
-    fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
         let yy = (y as i32 - self.y_offset) * self.y_scale + (1 << 15);
         let (u, v) = (u as i32 - 128, v as i32 - 128);
         let clamp = |x: i32| (x >> 16).clamp(0, 255) as u8;

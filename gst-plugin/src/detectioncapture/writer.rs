@@ -214,8 +214,8 @@ fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> Result<Vec<u8>, 
     let mut rgb = vec![0u8; w * h * 3];
     let stride = |i: usize| info.stride()[i] as usize;
     let plane = |i: u32| frame.plane_data(i).map_err(|e| format!("cannot read plane {i}: {e}"));
-    match info.format() {
-        VideoFormat::Nv12 | VideoFormat::I420 => {
+    match crate::preprocess::rgb_offsets(info.format()) {
+        None => {
             let nv12 = info.format() == VideoFormat::Nv12;
             let luma = plane(0)?;
             let (p1, p2) = if nv12 {
@@ -224,48 +224,22 @@ fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> Result<Vec<u8>, 
                 (plane(1)?, plane(2)?)
             };
             let c = info.colorimetry();
-            let (kr, kb) = if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
-                (0.2126, 0.0722)
-            } else {
-                (0.299, 0.114)
-            };
-            let full = c.range() == gst_video::VideoColorRange::Range0_255;
-            let (yo, ys, cs) = if full {
-                (0.0, 1.0, 1.0)
-            } else {
-                (16.0, 255.0 / 219.0, 255.0 / 224.0)
-            };
-            let kg = 1.0 - kr - kb;
+            let matrix =
+                crate::preprocess::YuvMatrix::new(c.matrix(), c.range() == gst_video::VideoColorRange::Range0_255);
             for y in 0..h {
                 for x in 0..w {
-                    let yy = (luma[y * stride(0) + x] as f32 - yo) * ys;
                     let (u, v) = if nv12 {
                         let o = (y / 2) * stride(1) + (x / 2) * 2;
                         (p1[o], p1[o + 1])
                     } else {
                         (p1[(y / 2) * stride(1) + x / 2], p2[(y / 2) * stride(2) + x / 2])
                     };
-                    let (u, v) = ((u as f32 - 128.0) * cs, (v as f32 - 128.0) * cs);
-                    let r = yy + 2.0 * (1.0 - kr) * v;
-                    let b = yy + 2.0 * (1.0 - kb) * u;
-                    let g = (yy - kr * r - kb * b) / kg;
                     let o = (y * w + x) * 3;
-                    rgb[o] = r.round().clamp(0.0, 255.0) as u8;
-                    rgb[o + 1] = g.round().clamp(0.0, 255.0) as u8;
-                    rgb[o + 2] = b.round().clamp(0.0, 255.0) as u8;
+                    rgb[o..o + 3].copy_from_slice(&matrix.rgb(luma[y * stride(0) + x], u, v));
                 }
             }
         }
-        f => {
-            let (bpp, offsets) = match f {
-                VideoFormat::Rgb => (3, [0, 1, 2]),
-                VideoFormat::Bgr => (3, [2, 1, 0]),
-                VideoFormat::Rgbx | VideoFormat::Rgba => (4, [0, 1, 2]),
-                VideoFormat::Bgrx | VideoFormat::Bgra => (4, [2, 1, 0]),
-                VideoFormat::Xrgb | VideoFormat::Argb => (4, [1, 2, 3]),
-                VideoFormat::Xbgr | VideoFormat::Abgr => (4, [3, 2, 1]),
-                other => return Err(format!("unsupported format {other:?}")),
-            };
+        Some((bpp, offsets)) => {
             let data = plane(0)?;
             for y in 0..h {
                 let row = &data[y * stride(0)..y * stride(0) + w * bpp];

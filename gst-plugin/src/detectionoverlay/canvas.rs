@@ -38,32 +38,8 @@ pub struct Canvas<'a, 'b> {
     strides: [usize; 3],
 }
 
-fn packed(format: VideoFormat) -> Option<(usize, [usize; 3])> {
-    Some(match format {
-        VideoFormat::Rgb => (3, [0, 1, 2]),
-        VideoFormat::Bgr => (3, [2, 1, 0]),
-        VideoFormat::Rgbx | VideoFormat::Rgba => (4, [0, 1, 2]),
-        VideoFormat::Bgrx | VideoFormat::Bgra => (4, [2, 1, 0]),
-        VideoFormat::Xrgb | VideoFormat::Argb => (4, [1, 2, 3]),
-        VideoFormat::Xbgr | VideoFormat::Abgr => (4, [3, 2, 1]),
-        _ => return None,
-    })
-}
-
-pub const FORMATS: &[VideoFormat] = &[
-    VideoFormat::Rgb,
-    VideoFormat::Bgr,
-    VideoFormat::Rgbx,
-    VideoFormat::Bgrx,
-    VideoFormat::Xrgb,
-    VideoFormat::Xbgr,
-    VideoFormat::Rgba,
-    VideoFormat::Bgra,
-    VideoFormat::Argb,
-    VideoFormat::Abgr,
-    VideoFormat::Nv12,
-    VideoFormat::I420,
-];
+/// The overlay draws on the formats the detector reads.
+pub const FORMATS: &[VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
 
 impl<'a, 'b> Canvas<'a, 'b> {
     pub fn new(frame: &'a mut gst_video::VideoFrameRef<&'b mut gst::BufferRef>) -> Option<Self> {
@@ -72,7 +48,7 @@ impl<'a, 'b> Canvas<'a, 'b> {
             VideoFormat::Nv12 => Layout::Nv12,
             VideoFormat::I420 => Layout::I420,
             f => {
-                let (bpp, offsets) = packed(f)?;
+                let (bpp, offsets) = crate::preprocess::rgb_offsets(f)?;
                 Layout::Packed { bpp, offsets }
             }
         };
