@@ -11,7 +11,7 @@ use ort::ep::ExecutionProvider;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Execution providers the element can ask ONNX Runtime for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -776,12 +776,4 @@ fn try_register<E: ExecutionProvider>(
         Ok(false) => Err("not in this ONNX Runtime build".into()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-pub fn path_or_none(s: &Option<String>) -> Option<PathBuf> {
-    s.as_deref().filter(|s| !s.is_empty()).map(PathBuf::from)
-}
-
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
 }

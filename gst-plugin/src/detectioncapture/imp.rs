@@ -71,6 +71,8 @@ struct State {
     negative_credit: f32,
     queued: u64,
     limit_announced: bool,
+    /// From the negotiated caps; each saved sample keeps a copy.
+    info: Option<gst_video::VideoInfo>,
     classes: Vec<ClassRef>,
 }
 
@@ -437,6 +439,7 @@ impl BaseTransformImpl for DetectionCapture {
             negative_credit: 0.0,
             queued: existing,
             limit_announced: false,
+            info: None,
             classes: parse_class_list(&s.classes),
         });
         Ok(())
@@ -453,6 +456,15 @@ impl BaseTransformImpl for DetectionCapture {
         Ok(())
     }
 
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info =
+            gst_video::VideoInfo::from_caps(incaps).map_err(|_| gst::loggable_error!(CAT, "bad caps {incaps}"))?;
+        if let Some(state) = self.state.lock().unwrap().as_mut() {
+            state.info = Some(info);
+        }
+        self.parent_set_caps(incaps, outcaps)
+    }
+
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
             // EOS goes on only once every queued sample is on disk.
@@ -463,14 +475,9 @@ impl BaseTransformImpl for DetectionCapture {
 
     fn transform_ip_passthrough(&self, buf: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let s = self.settings.lock().unwrap().clone();
-        let info = self
-            .obj()
-            .static_pad("sink")
-            .and_then(|p| p.current_caps())
-            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
-            .ok_or(gst::FlowError::NotNegotiated)?;
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
         let at_limit = (s.max_frames > 0 && state.queued >= s.max_frames as u64)
             || (s.max_bytes > 0 && self.bytes.load(Ordering::SeqCst) >= s.max_bytes);
         if at_limit {

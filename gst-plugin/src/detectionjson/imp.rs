@@ -93,6 +93,8 @@ struct State {
     writer: Option<JoinHandle<()>>,
     frame: u64,
     line: String,
+    /// Frame size from the negotiated caps.
+    size: (u32, u32),
 }
 
 #[derive(Default)]
@@ -149,14 +151,7 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 impl DetectionJson {
-    fn format_frame(&self, line: &mut String, buf: &gst::BufferRef, frame: u64, source: BoxSource) {
-        let (w, h) = self
-            .obj()
-            .static_pad("sink")
-            .and_then(|p| p.current_caps())
-            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
-            .map(|i| (i.width(), i.height()))
-            .unwrap_or((0, 0));
+    fn format_frame(line: &mut String, buf: &gst::BufferRef, frame: u64, (w, h): (u32, u32), source: BoxSource) {
         line.clear();
         let _ = write!(line, "{{\"frame\":{frame},\"timestamp\":");
         match buf.pts() {
@@ -297,6 +292,7 @@ impl BaseTransformImpl for DetectionJson {
             writer: Some(writer),
             frame: 0,
             line: String::with_capacity(1024),
+            size: (0, 0),
         });
         gst::debug!(CAT, imp = self, "started");
         Ok(())
@@ -313,6 +309,15 @@ impl BaseTransformImpl for DetectionJson {
         Ok(())
     }
 
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info =
+            gst_video::VideoInfo::from_caps(incaps).map_err(|_| gst::loggable_error!(CAT, "bad caps {incaps}"))?;
+        if let Some(state) = self.state.lock().unwrap().as_mut() {
+            state.size = (info.width(), info.height());
+        }
+        self.parent_set_caps(incaps, outcaps)
+    }
+
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
             // Every line is written before EOS goes downstream.
@@ -326,7 +331,7 @@ impl BaseTransformImpl for DetectionJson {
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let mut line = std::mem::take(&mut state.line);
-        self.format_frame(&mut line, buf.as_ref(), state.frame, source);
+        Self::format_frame(&mut line, buf.as_ref(), state.frame, state.size, source);
         state.frame += 1;
         let bytes = line.as_bytes().to_vec();
         state.line = line;
