@@ -103,3 +103,61 @@ impl Merged {
         out
     }
 }
+
+/// A decoded image (packed RGB) with its objects as targets in pixels (class ids from `labels`).
+pub struct Decoded {
+    pub rgb: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+    pub targets: Vec<crate::loss::Target>,
+    /// Per target: VOC's "difficult" (neither missed nor matched in evaluation).
+    pub difficult: Vec<bool>,
+}
+
+impl Decoded {
+    pub fn source(&self) -> crate::augment::Source<'_> {
+        crate::augment::Source {
+            rgb: &self.rgb,
+            width: self.width,
+            height: self.height,
+            boxes: &self.targets,
+        }
+    }
+}
+
+/// Reads `sample`'s image. Boxes are scaled from the annotation's declared size to the decoded one, so an image
+/// re-encoded at another resolution keeps its labels.
+pub fn decode(sample: &Sample, labels: &Labels) -> Result<Decoded, String> {
+    let img = image::open(&sample.image)
+        .map_err(|e| format!("{}: cannot decode: {e}", sample.image.display()))?
+        .to_rgb8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let a = &sample.annotation;
+    let sx = if a.width > 0 {
+        width as f32 / a.width as f32
+    } else {
+        1.0
+    };
+    let sy = if a.height > 0 {
+        height as f32 / a.height as f32
+    } else {
+        1.0
+    };
+    let (mut targets, mut difficult) = (Vec::new(), Vec::new());
+    for o in &a.objects {
+        if let Some(class_id) = labels.id_of(&o.name) {
+            targets.push(crate::loss::Target {
+                bbox: detection_common::BBox::new(o.xmin * sx, o.ymin * sy, o.xmax * sx, o.ymax * sy),
+                class_id,
+            });
+            difficult.push(o.difficult);
+        }
+    }
+    Ok(Decoded {
+        rgb: img.into_raw(),
+        width,
+        height,
+        targets,
+        difficult,
+    })
+}

@@ -10,8 +10,7 @@ use detection_common::labels::Labels;
 use detection_common::metadata as meta;
 use detection_common::onnx::{Attr, Dim, GraphBuilder, data_type};
 
-pub const INPUT_MEAN: [f32; 3] = [127.5; 3];
-pub const INPUT_STD: [f32; 3] = [127.5; 3];
+pub use crate::augment::{INPUT_MEAN, INPUT_STD};
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 parameters")
@@ -120,9 +119,9 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     );
     let mut w = Writer { g, relu6 };
 
-    let mut h = w.conv_bn(&x, &model.stem);
+    let mut h = w.conv_bn(&x, &model.backbone.stem);
     let mut features = Vec::new();
-    for (i, block) in model.blocks.iter().enumerate() {
+    for (i, block) in model.backbone.blocks.iter().enumerate() {
         let expanded = block.expand.as_ref().map(|e| w.conv_bn(&h, e));
         if i == 13 {
             features.push(expanded.clone().expect("the stride-32 block expands"));
@@ -135,7 +134,7 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
             p
         };
     }
-    let mut f = w.conv_bn(&h, &model.last);
+    let mut f = w.conv_bn(&h, &model.backbone.last);
     features.push(f.clone());
     for extra in &model.extras {
         let a = w.conv_bn(&f, &extra.reduce);

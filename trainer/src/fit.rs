@@ -1,25 +1,43 @@
-//! `train`: the training driver. Loads the merged datasets, decodes and augments images on a worker thread,
-//! runs AdamW with warmup + cosine decay, evaluates VOC mAP@0.5 on the validation split after every epoch,
-//! and writes (atomically) the last checkpoint, the best model as ONNX and a metrics CSV.
+//! `train`: the training driver. Initialises the model (ImageNet backbone, a checkpoint, or scratch), decodes
+//! and augments images on a worker thread, runs AdamW or SGD with warmup + cosine decay (optionally with the
+//! backbone frozen for the first epochs and a smaller backbone rate), evaluates VOC mAP@0.5 on the validation
+//! split after every epoch, and writes atomically: the last checkpoint and optimizer state (for `--resume`),
+//! the best checkpoint and its ONNX export, the metrics CSV and a PNG chart of loss and mAP.
 
-use crate::data::Merged;
-use crate::export::{INPUT_MEAN, INPUT_STD, export_onnx};
+use crate::augment::{AugmentConfig, Prepared, Rng, prepare};
+use crate::checkpoint::{self, CheckpointInfo};
+use crate::data::{Merged, decode};
+use crate::evaluate::{Detector, evaluate_samples};
+use crate::export::export_onnx;
 use crate::loss::{Target, anchor_corners, batch_targets};
 use crate::model::{SsdLite, SsdLiteConfig};
-use crate::train::{learning_rate, train_step};
+use crate::train::{StepOptions, learning_rate, train_step, train_step_on_features};
 use burn::module::Module;
-use burn::optim::AdamWConfig;
-use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::activation::softmax;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use detection_common::boxes::{BoxEncoding, decode_box};
-use detection_common::map::{GroundTruth, Prediction, evaluate};
-use detection_common::nms::nms_in_place;
 use detection_common::voc::{Sample, Split};
-use detection_common::{BBox, Detection};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Where the weights start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    /// torchvision's ImageNet MobileNetV2 backbone; extras and heads random.
+    ImageNet(PathBuf),
+    /// One of our checkpoints (fine-tuning); its labels must be a prefix of the dataset's.
+    Checkpoint(PathBuf),
+    Scratch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    AdamW,
+    /// With momentum 0.9 (SSD's original recipe).
+    Sgd,
+}
 
 #[derive(Debug, Clone)]
 pub struct FitOptions {
@@ -34,78 +52,75 @@ pub struct FitOptions {
     pub resume: bool,
     /// Stop after this many epochs without a better validation mAP (0: never).
     pub patience: usize,
+    pub init: Init,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    /// Epochs at the start with the backbone frozen (only extras and heads learn, and much faster).
+    pub freeze_backbone_epochs: usize,
+    /// The backbone's learning rate as a fraction of `lr` once it trains.
+    pub backbone_lr_scale: f64,
+    pub augment: AugmentConfig,
+    /// While the backbone is frozen its features are computed once per image for this many augmented versions
+    /// and reused every epoch (burn's CPU backbone pass is most of a frozen step); 0 turns the cache off.
+    pub cached_variants: usize,
+    /// Memory the feature cache may use; fewer versions (or none) are cached to stay within it.
+    pub cache_megabytes: usize,
 }
 
-/// A decoded, resized and normalised image with its targets.
-struct Prepared {
-    pixels: Vec<f32>,
-    targets: Vec<Target>,
-}
-
-fn prepare(sample: &Sample, merged: &Merged, size: usize, flip: bool) -> Result<Prepared, String> {
-    let img = image::open(&sample.image)
-        .map_err(|e| format!("{}: {e}", sample.image.display()))?
-        .to_rgb8();
-    let (w, h) = (img.width() as f32, img.height() as f32);
-    let resized = image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle);
-    let mut pixels = vec![0f32; 3 * size * size];
-    for (x, y, p) in resized.enumerate_pixels() {
-        let x = if flip { size - 1 - x as usize } else { x as usize };
-        for c in 0..3 {
-            pixels[c * size * size + y as usize * size + x] = (p[c] as f32 - INPUT_MEAN[c]) / INPUT_STD[c];
+impl FitOptions {
+    /// Sensible defaults for `out`.
+    pub fn new(out: PathBuf) -> Self {
+        Self {
+            out,
+            epochs: 30,
+            batch_size: 16,
+            input_size: 300,
+            width: 1.0,
+            lr: 1e-3,
+            warmup_steps: 100,
+            seed: 0,
+            resume: false,
+            patience: 0,
+            init: Init::Scratch,
+            optimizer: OptimizerKind::AdamW,
+            weight_decay: 1e-4,
+            freeze_backbone_epochs: 0,
+            backbone_lr_scale: 1.0,
+            augment: AugmentConfig::default(),
+            cached_variants: 4,
+            cache_megabytes: 4096,
         }
     }
-    let targets = sample
-        .annotation
-        .objects
-        .iter()
-        .filter_map(|o| {
-            let class_id = merged.labels.id_of(&o.name)?;
-            let (mut x0, mut x1) = (o.xmin / w, o.xmax / w);
-            if flip {
-                (x0, x1) = (1.0 - x1, 1.0 - x0);
-            }
-            Some(Target {
-                bbox: BBox::new(x0, o.ymin / h, x1, o.ymax / h).clamp(0.0, 1.0, 1.0),
-                class_id,
-            })
-        })
-        .collect();
-    Ok(Prepared { pixels, targets })
 }
 
-/// Decodes batches on a worker thread, so the model never waits on JPEG decoding.
+/// Decodes and augments batches on a worker thread, so the model never waits on JPEG decoding. Each image's
+/// augmentation is seeded from (seed, epoch, index): runs repeat exactly whatever the thread timing.
 fn batches(
     samples: Vec<Sample>,
-    merged: &Merged,
+    labels: detection_common::labels::Labels,
     size: usize,
     batch: usize,
     seed: u64,
-    augment: bool,
+    augment: AugmentConfig,
+    shuffle: bool,
 ) -> std::sync::mpsc::Receiver<Result<Vec<Prepared>, String>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
-    let merged = Merged {
-        labels: merged.labels.clone(),
-        ..Default::default()
-    };
     std::thread::spawn(move || {
-        let mut state = seed | 1;
-        let mut rnd = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng::new(seed);
         let mut order: Vec<usize> = (0..samples.len()).collect();
-        if augment {
+        if shuffle {
             for i in (1..order.len()).rev() {
-                order.swap(i, rnd() as usize % (i + 1));
+                order.swap(i, rng.below(i + 1));
             }
         }
         for chunk in order.chunks(batch) {
             let prepared: Result<Vec<Prepared>, String> = chunk
                 .iter()
-                .map(|&i| prepare(&samples[i], &merged, size, augment && rnd() % 2 == 0))
+                .map(|&i| {
+                    let d = decode(&samples[i], &labels)?;
+                    let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    Ok(prepare(&d.source(), size, &augment, &mut rng))
+                })
                 .collect();
             if tx.send(prepared).is_err() {
                 return;
@@ -120,59 +135,162 @@ fn to_tensor(batch: &[Prepared], size: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(pixels, [batch.len(), 3, size, size]), device)
 }
 
-/// VOC mAP@0.5 of `model` on `samples`.
-pub fn validate(model: &SsdLite, cfg: &SsdLiteConfig, merged: &Merged, samples: &[Sample]) -> Result<f32, String> {
-    let device = Device::flex();
-    let anchors = cfg.anchors();
-    let (mut gts, mut preds) = (Vec::new(), Vec::new());
-    let mut image = 0;
-    for batch in batches(samples.to_vec(), merged, cfg.input_size, 8, 0, false) {
-        let batch = batch?;
-        let (enc, logits) = model.forward(to_tensor(&batch, cfg.input_size, &device));
-        let enc: Vec<f32> = enc.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-        let scores: Vec<f32> = softmax(logits, 2)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
-        let (a, c) = (anchors.len(), cfg.num_classes);
-        for (b, p) in batch.iter().enumerate() {
-            for t in &p.targets {
-                gts.push(GroundTruth {
-                    image,
-                    class_id: t.class_id as u32,
-                    bbox: t.bbox,
-                    difficult: false,
-                });
-            }
-            let mut dets = Vec::new();
-            for (i, anchor) in anchors.iter().enumerate() {
-                let row = &scores[(b * a + i) * c..(b * a + i + 1) * c];
-                for (k, &s) in row.iter().enumerate().skip(1) {
-                    if s >= 0.01 {
-                        let e = &enc[(b * a + i) * 4..(b * a + i) * 4 + 4];
-                        dets.push(Detection {
-                            class_id: k as u32,
-                            score: s,
-                            bbox: decode_box(e, anchor, BoxEncoding::Tf),
-                        });
-                    }
-                }
-            }
-            nms_in_place(&mut dets, 0.45, 100);
-            preds.extend(dets.into_iter().map(|d| Prediction {
-                image,
-                class_id: d.class_id,
-                score: d.score,
-                bbox: d.bbox,
-            }));
-            image += 1;
-        }
-    }
-    Ok(evaluate(&gts, &preds, 0.5).map)
-}
-
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     detection_common::onnx::write_atomically(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn new_optimizer(opts: &FitOptions) -> ModuleOptimizer {
+    match opts.optimizer {
+        OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(opts.weight_decay as f32).init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+            .with_weight_decay(Some(WeightDecayConfig::new(opts.weight_decay as f32)))
+            .init(),
+    }
+}
+
+const METRICS_HEADER: &str = "epoch,train_loss,val_map50,lr,seconds,images_per_second,frozen_backbone";
+
+/// One row of metrics.csv.
+#[derive(Debug, Clone, Copy)]
+struct EpochMetrics {
+    epoch: usize,
+    loss: f32,
+    map: f32,
+}
+
+fn read_metrics(path: &Path, up_to_epoch: usize) -> (Vec<String>, Vec<EpochMetrics>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut lines, mut rows) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let (Some(epoch), Some(loss), Some(map)) = (
+            f.first().and_then(|v| v.parse::<usize>().ok()),
+            f.get(1).and_then(|v| v.parse::<f32>().ok()),
+            f.get(2).and_then(|v| v.parse::<f32>().ok()),
+        ) && epoch <= up_to_epoch
+        {
+            lines.push(line.to_string());
+            rows.push(EpochMetrics { epoch, loss, map });
+        }
+    }
+    (lines, rows)
+}
+
+fn chart(out: &Path, rows: &[EpochMetrics]) {
+    let loss: Vec<(usize, f32)> = rows.iter().map(|r| (r.epoch + 1, r.loss)).collect();
+    let map: Vec<(usize, f32)> = rows.iter().map(|r| (r.epoch + 1, r.map)).collect();
+    // The chart is a convenience: a missing font must not stop training.
+    if let Err(e) = crate::plot::metrics_chart(&out.join("metrics.png"), &loss, &map) {
+        eprintln!("warning: {e}");
+    }
+}
+
+enum StepInput {
+    Pixels(Tensor<4>),
+    /// Cached backbone features (stride 16, stride 32).
+    Features(Tensor<4>, Tensor<4>),
+}
+
+/// Backbone features of one (augmented) training image.
+struct CachedImage {
+    stride16: Vec<f32>,
+    stride32: Vec<f32>,
+    targets: Vec<Target>,
+}
+
+/// Backbone features of every training image in a few augmented versions (the first without augmentation).
+struct FeatureCache {
+    versions: Vec<Vec<CachedImage>>,
+    dims16: [usize; 3],
+    dims32: [usize; 3],
+}
+
+impl FeatureCache {
+    /// How many versions fit in `megabytes` (at most `wanted`).
+    fn versions_within(cfg: &SsdLiteConfig, images: usize, wanted: usize, megabytes: usize) -> usize {
+        let [s16, s32, ..] = cfg.feature_sizes();
+        let [c16, c32, ..] = cfg.feature_channels();
+        let bytes_per_image = 4 * (c16 * s16 * s16 + c32 * s32 * s32);
+        let fit = megabytes.saturating_mul(1 << 20) / (bytes_per_image * images.max(1));
+        wanted.min(fit)
+    }
+
+    fn build(
+        model: &SsdLite,
+        cfg: &SsdLiteConfig,
+        train: &[Sample],
+        merged: &Merged,
+        opts: &FitOptions,
+        versions: usize,
+    ) -> Result<Self, String> {
+        let backbone = model.backbone.valid();
+        let device = Device::flex();
+        let [s16, s32, ..] = cfg.feature_sizes();
+        let [c16, c32, ..] = cfg.feature_channels();
+        let started = Instant::now();
+        let mut all = Vec::with_capacity(versions);
+        for v in 0..versions {
+            let augment = if v == 0 { AugmentConfig::none() } else { opts.augment };
+            let mut images = Vec::with_capacity(train.len());
+            // In dataset order: the version's seed alone decides its augmentation.
+            let stream = batches(
+                train.to_vec(),
+                merged.labels.clone(),
+                cfg.input_size,
+                16,
+                opts.seed.wrapping_mul(7919).wrapping_add(v as u64),
+                augment,
+                false,
+            );
+            for batch in stream {
+                let batch = batch?;
+                let (f16, f32_) = backbone.forward(to_tensor(&batch, cfg.input_size, &device));
+                let f16: Vec<f32> = f16.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                let f32_: Vec<f32> = f32_.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                let (n16, n32) = (c16 * s16 * s16, c32 * s32 * s32);
+                for (b, p) in batch.into_iter().enumerate() {
+                    images.push(CachedImage {
+                        stride16: f16[b * n16..(b + 1) * n16].to_vec(),
+                        stride32: f32_[b * n32..(b + 1) * n32].to_vec(),
+                        targets: p.targets,
+                    });
+                }
+                eprint!(
+                    "\rcaching backbone features: version {}/{versions}, {}/{} images   ",
+                    v + 1,
+                    images.len(),
+                    train.len()
+                );
+            }
+            all.push(images);
+        }
+        eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
+        Ok(Self {
+            versions: all,
+            dims16: [c16, s16, s16],
+            dims32: [c32, s32, s32],
+        })
+    }
+
+    /// A batch as (stride-16 features, stride-32 features, targets) on `device`.
+    fn batch(&self, picks: &[(usize, usize)], device: &Device) -> (Tensor<4>, Tensor<4>, Vec<Vec<Target>>) {
+        let n = picks.len();
+        let (mut a, mut b, mut t) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
+        for &(v, i) in picks {
+            let c = &self.versions[v][i];
+            a.extend_from_slice(&c.stride16);
+            b.extend_from_slice(&c.stride32);
+            t.push(c.targets.clone());
+        }
+        let [c16, h16, w16] = self.dims16;
+        let [c32, h32, w32] = self.dims32;
+        (
+            Tensor::from_data(TensorData::new(a, [n, c16, h16, w16]), device),
+            Tensor::from_data(TensorData::new(b, [n, c32, h32, w32]), device),
+            t,
+        )
+    }
 }
 
 pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
@@ -196,117 +314,250 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
         eprintln!("warning: no validation images; validating on the training split");
         val = train.clone();
     }
-    let cfg = SsdLiteConfig {
-        num_classes: merged.labels.len(),
-        width: opts.width,
-        input_size: opts.input_size,
-    };
     let device = Device::flex().autodiff();
-    let mut model = cfg.init(&device);
-    let checkpoint = opts.out.join("checkpoint.bpk");
+    let checkpoint_path = opts.out.join("checkpoint.bpk");
+    let optimizer_path = opts.out.join("optimizer.bpk");
     let metrics_path = opts.out.join("metrics.csv");
+    let mut optimizer = new_optimizer(opts);
     let mut first_epoch = 0;
-    let mut best = (-1f32, 0usize);
-    if opts.resume && checkpoint.exists() {
-        let mut store = BurnpackStore::from_file(&checkpoint).auto_extension(false);
-        model
-            .load_from(&mut store)
-            .map_err(|e| format!("cannot resume from {}: {e}", checkpoint.display()))?;
-        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            if let (Some(e), Some(m)) = (
-                f.first().and_then(|v| v.parse::<usize>().ok()),
-                f.get(2).and_then(|v| v.parse::<f32>().ok()),
-            ) {
-                first_epoch = e + 1;
-                if m > best.0 {
-                    best = (m, e);
-                }
-            }
+    let mut rows = Vec::new();
+    let resuming = opts.resume && checkpoint_path.exists();
+    let (mut model, cfg) = if resuming {
+        let (model, info) = checkpoint::load(&checkpoint_path, &device)?;
+        if info.labels != merged.labels {
+            return Err(format!(
+                "{}: trained on labels ({}), the data has ({})",
+                checkpoint_path.display(),
+                info.labels.foreground().join(", "),
+                merged.labels.foreground().join(", ")
+            ));
         }
-        eprintln!(
-            "resuming after epoch {first_epoch} (best val mAP {:.3})",
-            best.0.max(0.0)
-        );
+        if let Ok(record) = OptimizerRecord::load(&optimizer_path) {
+            optimizer = optimizer.load_record(record);
+        } else {
+            eprintln!(
+                "warning: {} missing or unreadable: optimizer state starts afresh",
+                optimizer_path.display()
+            );
+        }
+        first_epoch = info.epoch + 1;
+        // Rows after the checkpoint's epoch belong to an epoch whose checkpoint never landed.
+        let (lines, kept) = read_metrics(&metrics_path, info.epoch);
+        write_atomic(
+            &metrics_path,
+            format!("{METRICS_HEADER}\n{}", lines.join("\n") + "\n").as_bytes(),
+        )?;
+        rows = kept;
+        eprintln!("resuming after epoch {first_epoch} from {}", checkpoint_path.display());
+        (model.train(), info.config)
     } else {
-        write_atomic(&metrics_path, b"epoch,train_loss,val_map50,lr,seconds\n")?;
-    }
+        let cfg = SsdLiteConfig {
+            num_classes: merged.labels.len(),
+            width: opts.width,
+            input_size: opts.input_size,
+        };
+        let mut model = cfg.init(&device);
+        match &opts.init {
+            Init::ImageNet(path) => {
+                let n = crate::pretrained::load_imagenet_backbone(&mut model, &cfg, path)?;
+                eprintln!("backbone: ImageNet weights from {} ({n} tensors)", path.display());
+            }
+            Init::Checkpoint(path) => {
+                let info = checkpoint::info(path)?;
+                let (old, new) = (info.labels.foreground(), merged.labels.foreground());
+                if info.config.width != cfg.width || old.len() > new.len() || old != &new[..old.len()] {
+                    return Err(format!(
+                        "{}: cannot fine-tune from it: width {} and labels ({}) vs --width {} and the data's ({})",
+                        path.display(),
+                        info.config.width,
+                        old.join(", "),
+                        cfg.width,
+                        new.join(", ")
+                    ));
+                }
+                if info.config.num_classes == cfg.num_classes {
+                    checkpoint::load_into(&mut model, path)?;
+                } else {
+                    // New classes: everything but the classification heads carries over.
+                    let mut old_model = info.config.init(&device);
+                    checkpoint::load_into(&mut old_model, path)?;
+                    model.backbone = old_model.backbone;
+                    model.extras = old_model.extras;
+                    model.loc_heads = old_model.loc_heads;
+                }
+                eprintln!("initialised from {}", path.display());
+            }
+            Init::Scratch => eprintln!("training from scratch (no pretrained backbone)"),
+        }
+        write_atomic(&metrics_path, format!("{METRICS_HEADER}\n").as_bytes())?;
+        (model, cfg)
+    };
+    let mut best = rows
+        .iter()
+        .fold((-1f32, 0usize), |b, r| if r.map > b.0 { (r.map, r.epoch) } else { b });
+    eprintln!(
+        "{} training / {} validation images, {} classes, input {}x{}, width {}, {} parameters",
+        train.len(),
+        val.len(),
+        cfg.num_classes - 1,
+        cfg.input_size,
+        cfg.input_size,
+        cfg.width,
+        checkpoint::parameters(&model)
+    );
     let anchors = cfg.anchors();
     let corners = anchor_corners(&anchors);
     let steps_per_epoch = train.len().div_ceil(opts.batch_size);
     let total_steps = steps_per_epoch * opts.epochs;
-    let mut optimizer = AdamWConfig::new().with_weight_decay(1e-4).init();
+    // Small datasets have few steps: never spend more than a tenth of the run warming up.
+    let warmup = opts.warmup_steps.min(total_steps / 10);
+    let mut cache: Option<FeatureCache> = None;
     for epoch in first_epoch..opts.epochs {
         let started = Instant::now();
+        let frozen = epoch < opts.freeze_backbone_epochs;
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut lr = opts.lr;
-        for (i, batch) in batches(
-            train.clone(),
-            merged,
-            cfg.input_size,
-            opts.batch_size,
-            opts.seed ^ epoch as u64,
-            true,
-        )
-        .into_iter()
-        .enumerate()
-        {
-            let batch = batch?;
+        if frozen && cache.is_none() && opts.cached_variants > 0 {
+            let versions = FeatureCache::versions_within(&cfg, train.len(), opts.cached_variants, opts.cache_megabytes);
+            if versions == 0 {
+                eprintln!("note: the backbone features do not fit in --cache-megabytes; computing them every step");
+            } else {
+                cache = Some(FeatureCache::build(&model, &cfg, &train, merged, opts, versions)?);
+            }
+        }
+        if !frozen {
+            // The backbone trains from here on: cached features would be stale.
+            cache = None;
+        }
+        let inputs: Box<dyn Iterator<Item = Result<(StepInput, Vec<Vec<Target>>), String>>> = match &cache {
+            Some(cache) if frozen => {
+                let mut rng = Rng::new(opts.seed.wrapping_mul(1000).wrapping_add(epoch as u64));
+                let mut order: Vec<usize> = (0..train.len()).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i + 1));
+                }
+                let picks: Vec<(usize, usize)> = order
+                    .into_iter()
+                    .map(|i| (rng.below(cache.versions.len()), i))
+                    .collect();
+                let device = device.clone();
+                Box::new(
+                    picks
+                        .chunks(opts.batch_size)
+                        .map(|c| c.to_vec())
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .map(move |chunk| {
+                            let (a, b, t) = cache.batch(&chunk, &device);
+                            Ok((StepInput::Features(a, b), t))
+                        }),
+                )
+            }
+            _ => {
+                let stream = batches(
+                    train.clone(),
+                    merged.labels.clone(),
+                    cfg.input_size,
+                    opts.batch_size,
+                    opts.seed.wrapping_mul(1000).wrapping_add(epoch as u64),
+                    opts.augment,
+                    true,
+                );
+                let (size, device) = (cfg.input_size, device.clone());
+                Box::new(stream.into_iter().map(move |batch| {
+                    let batch = batch?;
+                    let targets = batch.iter().map(|p| p.targets.clone()).collect();
+                    Ok((StepInput::Pixels(to_tensor(&batch, size, &device)), targets))
+                }))
+            }
+        };
+        for (i, input) in inputs.enumerate() {
+            let (input, targets) = input?;
+            let batch_len = targets.len();
             let step = epoch * steps_per_epoch + i;
-            lr = learning_rate(step, total_steps, opts.warmup_steps, opts.lr, 0.02);
-            let targets: Vec<Vec<Target>> = batch.iter().map(|p| p.targets.clone()).collect();
+            lr = learning_rate(step, total_steps, warmup, opts.lr, 0.02);
             let bt = batch_targets(&anchors, &corners, &targets, &device);
-            let (m, loss) = train_step(
-                model,
-                &mut optimizer,
-                lr,
-                to_tensor(&batch, cfg.input_size, &device),
-                &bt,
-            );
+            let (m, loss) = match input {
+                StepInput::Pixels(images) => {
+                    let step_opts = StepOptions {
+                        lr,
+                        backbone_lr: lr * opts.backbone_lr_scale,
+                        frozen_backbone: frozen,
+                    };
+                    train_step(model, &mut optimizer, step_opts, images, &bt)
+                }
+                StepInput::Features(a, b) => train_step_on_features(model, &mut optimizer, lr, a, b, &bt),
+            };
             model = m;
-            loss_sum += loss.total as f64 * batch.len() as f64;
-            seen += batch.len();
+            if !loss.total.is_finite() {
+                return Err(format!(
+                    "the loss became {} at epoch {} step {i}: lower --lr",
+                    loss.total,
+                    epoch + 1
+                ));
+            }
+            loss_sum += loss.total as f64 * batch_len as f64;
+            seen += batch_len;
             let elapsed = started.elapsed().as_secs_f64();
             let rate = seen as f64 / elapsed.max(1e-9);
             let eta = (train.len() - seen.min(train.len())) as f64 / rate.max(1e-9);
+            let done = (seen * 20 / train.len()).min(20);
             eprint!(
-                "\repoch {}/{} [{:>5}/{:<5}] loss {:.4} | {:.1} images/s | ETA {:.0}s   ",
+                "\repoch {}/{} [{}{}] {seen}/{} loss {:.4} | {rate:.1} images/s | ETA {eta:.0}s{}   ",
                 epoch + 1,
                 opts.epochs,
-                seen,
+                "#".repeat(done),
+                ".".repeat(20 - done),
                 train.len(),
                 loss_sum / seen as f64,
-                rate,
-                eta
+                if frozen { " (backbone frozen)" } else { "" }
             );
         }
         eprintln!();
+        let train_secs = started.elapsed().as_secs_f64();
         let valid = model.valid();
-        let map = validate(&valid, &cfg, merged, &val)?;
+        let mut detector = Detector::from_model(valid.clone(), cfg.clone(), merged.labels.clone());
+        let map = evaluate_samples(&mut detector, &val, &merged.labels)?.map50;
         let secs = started.elapsed().as_secs_f64();
+        let mean_loss = (loss_sum / seen as f64) as f32;
         eprintln!(
-            "epoch {}: train loss {:.4}, val mAP@0.5 {:.3} ({secs:.0}s)",
-            epoch + 1,
-            loss_sum / seen as f64,
-            map
+            "epoch {}: train loss {mean_loss:.4}, val mAP@0.5 {map:.3} ({secs:.0}s)",
+            epoch + 1
         );
-        // The checkpoint goes to a temporary name first: a crash mid-write keeps the previous one.
-        let staged = opts.out.join(".checkpoint.bpk.tmp");
-        let mut store = BurnpackStore::from_file(&staged).overwrite(true).auto_extension(false);
-        valid
-            .save_into(&mut store)
-            .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
-        std::fs::rename(&staged, &checkpoint).map_err(|e| format!("cannot write {}: {e}", checkpoint.display()))?;
+        let info = CheckpointInfo {
+            config: cfg.clone(),
+            labels: merged.labels.clone(),
+            epoch,
+        };
         if map > best.0 {
             best = (map, epoch);
+            checkpoint::save(&valid, &info, &opts.out.join("best.bpk"))?;
             write_atomic(&opts.out.join("model.onnx"), &export_onnx(&valid, &cfg, &merged.labels))?;
         }
+        // Optimizer state first, then the checkpoint that names the epoch: a crash between the two resumes
+        // from the previous epoch with at worst slightly newer moments.
+        let record = optimizer
+            .to_record()
+            .into_bytes()
+            .map_err(|e| format!("cannot serialise the optimizer state: {e:?}"))?;
+        write_atomic(&optimizer_path, &record)?;
+        checkpoint::save(&valid, &info, &checkpoint_path)?;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&metrics_path)
             .map_err(|e| format!("cannot append to {}: {e}", metrics_path.display()))?;
-        writeln!(f, "{epoch},{:.5},{map:.5},{lr:.6},{secs:.1}", loss_sum / seen as f64).map_err(|e| e.to_string())?;
+        writeln!(
+            f,
+            "{epoch},{mean_loss:.5},{map:.5},{lr:.6},{secs:.1},{:.2},{frozen}",
+            seen as f64 / train_secs
+        )
+        .map_err(|e| format!("cannot append to {}: {e}", metrics_path.display()))?;
+        rows.push(EpochMetrics {
+            epoch,
+            loss: mean_loss,
+            map,
+        });
+        chart(&opts.out, &rows);
         if opts.patience > 0 && epoch >= best.1 + opts.patience {
             eprintln!("early stop: no better validation mAP for {} epochs", opts.patience);
             break;

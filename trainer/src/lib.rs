@@ -1,11 +1,16 @@
-//! The trainer for mobilenetdetect's detector: datasets (`check`), the MobileNetV2-SSDLite model in burn, SSD
-//! matching and the MultiBox loss, the optimisation step, and ONNX export. Training from the CLI and evaluation
-//! follow in the trainer issue.
+//! The trainer for mobilenetdetect's detector: datasets (`check`), augmentation, the MobileNetV2-SSDLite model
+//! in burn with ImageNet initialisation, SSD matching and the MultiBox loss, the training driver, evaluation
+//! (`eval`, VOC and COCO mAP) and ONNX export.
 
+pub mod augment;
+pub mod checkpoint;
 pub mod data;
+pub mod evaluate;
 pub mod export;
 pub mod fit;
 pub mod loss;
 pub mod model;
+pub mod plot;
+pub mod pretrained;
 pub mod score;
 pub mod train;

@@ -148,11 +148,33 @@ pub struct SsdLiteConfig {
     pub input_size: usize,
 }
 
+/// The MobileNetV2 feature extractor, named so torchvision's `features.N` weights map onto it one to one.
 #[derive(Module, Debug)]
-pub struct SsdLite {
+pub struct MobileNetV2 {
     pub stem: ConvBn,
     pub blocks: Vec<InvertedResidual>,
     pub last: ConvBn,
+}
+
+impl MobileNetV2 {
+    /// (the stride-16 expansion layer of block 13, the stride-32 output of the 1x1 head conv).
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let mut h = self.stem.forward(x);
+        let mut stride16 = None;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, expansion) = block.forward_with_expansion(h);
+            if i == STRIDE32_BLOCK {
+                stride16 = expansion;
+            }
+            h = out;
+        }
+        (stride16.expect("the stride-32 block expands"), self.last.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct SsdLite {
+    pub backbone: MobileNetV2,
     pub extras: Vec<ExtraBlock>,
     pub loc_heads: Vec<SeparableHead>,
     pub cls_heads: Vec<SeparableHead>,
@@ -204,9 +226,7 @@ impl SsdLiteConfig {
             .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], self.num_classes, device))
             .collect();
         SsdLite {
-            stem,
-            blocks,
-            last,
+            backbone: MobileNetV2 { stem, blocks, last },
             extras,
             loc_heads,
             cls_heads,
@@ -259,16 +279,22 @@ pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
 impl SsdLite {
     /// Images [B, 3, S, S] normalised -> (box encodings [B, A, 4] in the TF order ty,tx,th,tw, logits [B, A, C]).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
-        let mut h = self.stem.forward(x);
+        let (stride16, stride32) = self.backbone.forward(x);
+        self.forward_heads(stride16, stride32)
+    }
+
+    /// Training with a frozen backbone: its forward pass runs without autodiff and with BatchNorm on its
+    /// running statistics, so the backward pass (burn's slow part on CPU) only covers extras and heads.
+    pub fn forward_frozen_backbone(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
+        let (stride16, stride32) = self.backbone.valid().forward(x.inner());
+        self.forward_heads(stride16.autodiff(), stride32.autodiff())
+    }
+
+    /// Extras and heads on the backbone's two maps (what training on cached backbone features runs).
+    pub fn forward_heads(&self, stride16: Tensor<4>, stride32: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let mut features = Vec::with_capacity(6);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let (out, expansion) = block.forward_with_expansion(h);
-            if i == STRIDE32_BLOCK {
-                features.push(expansion.expect("the stride-32 block expands"));
-            }
-            h = out;
-        }
-        let mut f = self.last.forward(h);
+        features.push(stride16);
+        let mut f = stride32;
         features.push(f.clone());
         for extra in &self.extras {
             f = extra.forward(f);

@@ -13,19 +13,62 @@ pub struct StepLoss {
     pub cls: f32,
 }
 
-/// Forward, MultiBox loss, backward and an optimiser step.
+/// Learning rates of one step and whether the backbone trains at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOptions {
+    /// For the extra layers and the heads.
+    pub lr: f64,
+    /// For the MobileNetV2 backbone (pretrained features usually want a smaller one).
+    pub backbone_lr: f64,
+    /// Backbone forward without autodiff and with BatchNorm on running statistics; no backbone update.
+    pub frozen_backbone: bool,
+}
+
+/// Forward, MultiBox loss, backward and an optimiser step (the backbone's parameters with their own rate).
 pub fn train_step(
     model: SsdLite,
     optimizer: &mut ModuleOptimizer,
-    lr: f64,
+    opts: StepOptions,
     images: Tensor<4>,
     targets: &BatchTargets,
 ) -> (SsdLite, StepLoss) {
-    let (loc, logits) = model.forward(images);
+    let (loc, logits) = if opts.frozen_backbone {
+        model.forward_frozen_backbone(images)
+    } else {
+        model.forward(images)
+    };
     let (loss, l, c) = multibox_loss(loc, logits, targets);
     let total = l + c;
+    let mut grads = loss.backward();
+    let mut model = model;
+    if !opts.frozen_backbone {
+        let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+        model = optimizer.step(opts.backbone_lr, model, backbone);
+    }
+    let rest = GradientsParams::from_grads(grads, &model);
+    (optimizer.step(opts.lr, model, rest), StepLoss { total, loc: l, cls: c })
+}
+
+/// A step on cached backbone features (frozen backbone): only the extras and heads run forward and backward.
+pub fn train_step_on_features(
+    model: SsdLite,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    stride16: Tensor<4>,
+    stride32: Tensor<4>,
+    targets: &BatchTargets,
+) -> (SsdLite, StepLoss) {
+    let (loc, logits) = model.forward_heads(stride16, stride32);
+    let (loss, l, c) = multibox_loss(loc, logits, targets);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    (optimizer.step(lr, model, grads), StepLoss { total, loc: l, cls: c })
+    (
+        optimizer.step(lr, model, grads),
+        StepLoss {
+            total: l + c,
+            loc: l,
+            cls: c,
+        },
+    )
 }
 
 /// Linear warmup over `warmup` steps to `base`, then cosine decay to `base * floor` at `total` steps.

@@ -12,7 +12,15 @@ use detection_common::metadata::ModelFormat;
 use mobilenet_trainer::export::export_onnx;
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::train_step;
+use mobilenet_trainer::train::{StepOptions, train_step};
+
+fn step(lr: f64) -> StepOptions {
+    StepOptions {
+        lr,
+        backbone_lr: lr,
+        frozen_backbone: false,
+    }
+}
 
 #[test]
 fn onnx_export_matches_burn_and_loads_in_the_element() {
@@ -36,7 +44,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     let bt = batch_targets(&anchors, &corners, &targets, &device);
     let mut optimizer = AdamWConfig::new().init();
     for _ in 0..3 {
-        model = train_step(model, &mut optimizer, 1e-3, images.clone(), &bt).0;
+        model = train_step(model, &mut optimizer, step(1e-3), images.clone(), &bt).0;
     }
     let model = model.valid();
 
@@ -83,7 +91,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     .unwrap();
     assert_eq!(m.format, ModelFormat::SsdDecoded);
     assert_eq!(m.input.size, Some((96, 96)));
-    assert_eq!(m.input.mean, [127.5; 3]);
+    assert_eq!(m.input.mean, mobilenet_trainer::export::INPUT_MEAN);
     assert_eq!(m.labels.name(2), Some("blue"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

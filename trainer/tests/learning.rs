@@ -6,7 +6,15 @@ mod common;
 use common::sample;
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::train_step;
+use mobilenet_trainer::train::{StepOptions, train_step};
+
+fn step(lr: f64) -> StepOptions {
+    StepOptions {
+        lr,
+        backbone_lr: lr,
+        frozen_backbone: false,
+    }
+}
 
 #[test]
 fn loss_falls_on_synthetic_squares() {
@@ -31,7 +39,7 @@ fn loss_falls_on_synthetic_squares() {
     let mut optimizer = AdamWConfig::new().init();
     let mut losses = Vec::new();
     for _ in 0..25 {
-        let (m, loss) = train_step(model, &mut optimizer, 3e-3, images.clone(), &batch_targets);
+        let (m, loss) = train_step(model, &mut optimizer, step(3e-3), images.clone(), &batch_targets);
         model = m;
         losses.push(loss.total);
     }

@@ -17,6 +17,8 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         "8",
         "--warmup-steps",
         "5",
+        "--init",
+        "scratch",
     ]);
     c.args(extra);
     let o = c.output().unwrap();

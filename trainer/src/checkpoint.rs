@@ -1,0 +1,97 @@
+//! Checkpoints: the model's weights in burn's burnpack format, with what is needed to rebuild it (labels, width,
+//! input size, epoch) in the file's metadata, so `eval`, `export` and `train --init` need only the file.
+//! The optimizer's state sits beside it (`optimizer.bpk`) so `--resume` continues with the same moments.
+
+use crate::model::{SsdLite, SsdLiteConfig};
+use burn::module::Module;
+use burn::store::burn_pack::Reader;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use detection_common::labels::Labels;
+use std::path::Path;
+
+const KEY_LABELS: &str = "mobilenetdetect.labels";
+const KEY_WIDTH: &str = "mobilenetdetect.width";
+const KEY_INPUT_SIZE: &str = "mobilenetdetect.input_size";
+const KEY_EPOCH: &str = "mobilenetdetect.epoch";
+
+/// What a checkpoint says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    pub config: SsdLiteConfig,
+    pub labels: Labels,
+    /// The last epoch trained (0-based).
+    pub epoch: usize,
+}
+
+/// Writes `model` to `path` atomically (a temporary name, then a rename): a crash mid-write keeps the old file.
+pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), String> {
+    let staged = path.with_extension("bpk.tmp");
+    let mut store = BurnpackStore::from_file(&staged)
+        .overwrite(true)
+        .auto_extension(false)
+        .metadata(KEY_LABELS, info.labels.foreground().join("\n"))
+        .metadata(KEY_WIDTH, info.config.width.to_string())
+        .metadata(KEY_INPUT_SIZE, info.config.input_size.to_string())
+        .metadata(KEY_EPOCH, info.epoch.to_string());
+    model
+        .save_into(&mut store)
+        .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+    std::fs::rename(&staged, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads a checkpoint's metadata without loading its weights.
+pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
+    let reader = Reader::from_file(path).map_err(|e| format!("{}: not a burnpack checkpoint: {e}", path.display()))?;
+    let meta = reader.metadata();
+    let get = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| format!("{}: not a mobilenet-trainer checkpoint (no {key})", path.display()))
+    };
+    let number = |key: &str| -> Result<f64, String> {
+        get(key)?
+            .parse::<f64>()
+            .map_err(|_| format!("{}: metadata {key} is not a number", path.display()))
+    };
+    let labels = Labels::parse(get(KEY_LABELS)?);
+    if labels.len() < 2 {
+        return Err(format!("{}: the checkpoint names no classes", path.display()));
+    }
+    Ok(CheckpointInfo {
+        config: SsdLiteConfig {
+            num_classes: labels.len(),
+            width: number(KEY_WIDTH)? as f32,
+            input_size: number(KEY_INPUT_SIZE)? as usize,
+        },
+        labels,
+        epoch: number(KEY_EPOCH)? as usize,
+    })
+}
+
+/// Loads a checkpoint into a fresh model on `device`.
+pub fn load(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+    let info = info(path)?;
+    let mut model = info.config.init(device);
+    load_into(&mut model, path)?;
+    Ok((model, info))
+}
+
+/// Loads a checkpoint's weights into `model` (same architecture); every tensor must be there.
+pub fn load_into(model: &mut SsdLite, path: &Path) -> Result<(), String> {
+    let mut store = BurnpackStore::from_file(path).auto_extension(false);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| format!("{}: cannot load the checkpoint: {e}", path.display()))?;
+    if let Some(e) = result.errors.first() {
+        return Err(format!("{}: {e}", path.display()));
+    }
+    if let Some((p, _)) = result.missing.first() {
+        return Err(format!("{}: tensor {p} is missing", path.display()));
+    }
+    Ok(())
+}
+
+/// Parameter count, for the training banner.
+pub fn parameters(model: &SsdLite) -> usize {
+    model.num_params()
+}
