@@ -119,44 +119,45 @@ pub fn prepare(src: &Source, size: usize, cfg: &AugmentConfig, rng: &mut Rng) ->
     }
     let mut window = canvas;
     let mut boxes: Vec<Target> = src.boxes.to_vec();
-    if cfg.crop && !boxes.is_empty() {
-        if let Some(min_iou) = CROP_MIN_IOU[rng.below(CROP_MIN_IOU.len())] {
-            for _ in 0..50 {
-                let (cw, ch) = (canvas.width(), canvas.height());
-                let (ww, wh) = (rng.range(0.3, 1.0) * cw, rng.range(0.3, 1.0) * ch);
-                if ww / wh < 0.5 || ww / wh > 2.0 {
-                    continue;
-                }
-                let x0 = canvas.x0 + rng.range(0.0, cw - ww);
-                let y0 = canvas.y0 + rng.range(0.0, ch - wh);
-                let candidate = BBox::new(x0, y0, x0 + ww, y0 + wh);
-                if boxes.iter().all(|t| t.bbox.iou(&candidate) < min_iou) {
-                    continue;
-                }
-                // Keep the objects whose centre lies in the crop, clipped to it.
-                let kept: Vec<Target> = boxes
-                    .iter()
-                    .filter(|t| {
-                        let (cx, cy) = ((t.bbox.x0 + t.bbox.x1) * 0.5, (t.bbox.y0 + t.bbox.y1) * 0.5);
-                        cx > candidate.x0 && cx < candidate.x1 && cy > candidate.y0 && cy < candidate.y1
-                    })
-                    .map(|t| Target {
-                        bbox: BBox::new(
-                            t.bbox.x0.max(candidate.x0),
-                            t.bbox.y0.max(candidate.y0),
-                            t.bbox.x1.min(candidate.x1),
-                            t.bbox.y1.min(candidate.y1),
-                        ),
-                        class_id: t.class_id,
-                    })
-                    .collect();
-                if kept.is_empty() {
-                    continue;
-                }
-                window = candidate;
-                boxes = kept;
-                break;
+    if cfg.crop
+        && !boxes.is_empty()
+        && let Some(min_iou) = CROP_MIN_IOU[rng.below(CROP_MIN_IOU.len())]
+    {
+        for _ in 0..50 {
+            let (cw, ch) = (canvas.width(), canvas.height());
+            let (ww, wh) = (rng.range(0.3, 1.0) * cw, rng.range(0.3, 1.0) * ch);
+            if ww / wh < 0.5 || ww / wh > 2.0 {
+                continue;
             }
+            let x0 = canvas.x0 + rng.range(0.0, cw - ww);
+            let y0 = canvas.y0 + rng.range(0.0, ch - wh);
+            let candidate = BBox::new(x0, y0, x0 + ww, y0 + wh);
+            if boxes.iter().all(|t| t.bbox.iou(&candidate) < min_iou) {
+                continue;
+            }
+            // Keep the objects whose centre lies in the crop, clipped to it.
+            let kept: Vec<Target> = boxes
+                .iter()
+                .filter(|t| {
+                    let (cx, cy) = ((t.bbox.x0 + t.bbox.x1) * 0.5, (t.bbox.y0 + t.bbox.y1) * 0.5);
+                    cx > candidate.x0 && cx < candidate.x1 && cy > candidate.y0 && cy < candidate.y1
+                })
+                .map(|t| Target {
+                    bbox: BBox::new(
+                        t.bbox.x0.max(candidate.x0),
+                        t.bbox.y0.max(candidate.y0),
+                        t.bbox.x1.min(candidate.x1),
+                        t.bbox.y1.min(candidate.y1),
+                    ),
+                    class_id: t.class_id,
+                })
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            window = candidate;
+            boxes = kept;
+            break;
         }
     }
     let flip = cfg.flip && rng.chance(0.5);

@@ -26,6 +26,7 @@ pub const NMS_IOU: f32 = 0.45;
 pub const MAX_DETECTIONS: usize = 100;
 
 /// A model to evaluate.
+#[allow(clippy::large_enum_variant)] // one per evaluation: size does not matter
 pub enum Detector {
     Checkpoint {
         model: SsdLite,

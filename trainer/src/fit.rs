@@ -186,11 +186,15 @@ fn chart(out: &Path, rows: &[EpochMetrics]) {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per step
 enum StepInput {
     Pixels(Tensor<4>),
     /// Cached backbone features (stride 16, stride 32).
     Features(Tensor<4>, Tensor<4>),
 }
+
+/// One step's input and its targets, or why it could not be read.
+type StepBatch = Result<(StepInput, Vec<Vec<Target>>), String>;
 
 /// Backbone features of one (augmented) training image.
 struct CachedImage {
@@ -429,7 +433,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             // The backbone trains from here on: cached features would be stale.
             cache = None;
         }
-        let inputs: Box<dyn Iterator<Item = Result<(StepInput, Vec<Vec<Target>>), String>>> = match &cache {
+        let inputs: Box<dyn Iterator<Item = StepBatch>> = match &cache {
             Some(cache) if frozen => {
                 let mut rng = Rng::new(opts.seed.wrapping_mul(1000).wrapping_add(epoch as u64));
                 let mut order: Vec<usize> = (0..train.len()).collect();

@@ -95,8 +95,11 @@ pub fn metrics_chart(path: &Path, loss: &[(usize, f32)], map: &[(usize, f32)]) -
     })
 }
 
+/// A class's label, its AP and its (recall, precision) points.
+pub type ClassCurve = (String, f32, Vec<(f32, f32)>);
+
 /// Precision against recall, one line per class, AP in the legend.
-pub fn pr_chart(path: &Path, classes: &[(String, f32, Vec<(f32, f32)>)]) -> Result<(), String> {
+pub fn pr_chart(path: &Path, classes: &[ClassCurve]) -> Result<(), String> {
     font().map_err(err(path))?;
     draw_atomically(path, |file| {
         let root = BitMapBackend::new(file, (700, 600)).into_drawing_area();

@@ -79,3 +79,81 @@ pub fn write_voc(dir: &std::path::Path, n: usize, size: usize) {
         std::fs::write(dir.join("Annotations").join(format!("{id}.xml")), write_annotation(&a)).unwrap();
     }
 }
+
+/// Writes a Pascal VOC set of `n` images (`w` x `h`) with 1 to 3 objects each, drawn from `seed`: red discs,
+/// blue squares and green triangles of varied sizes on textured backgrounds (gradients, stripes, noise), with
+/// exact boxes. Different seeds give held-out sets.
+pub fn write_shapes_voc(dir: &std::path::Path, n: usize, seed: u64, w: u32, h: u32) {
+    use detection_common::voc::{Annotation, VocObject, write_annotation};
+    for sub in ["Annotations", "JPEGImages"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("labels.txt"), "disc\nsquare\ntriangle\n").unwrap();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let names = ["disc", "square", "triangle"];
+    for i in 0..n {
+        let base = [rnd() * 200.0, rnd() * 200.0, rnd() * 200.0];
+        let (gx, gy, stripes) = (rnd() * 2.0 - 1.0, rnd() * 2.0 - 1.0, 4.0 + rnd() * 20.0);
+        let mut img = image::RgbImage::from_fn(w, h, |x, y| {
+            let t = (x as f32 * gx + y as f32 * gy) / w as f32;
+            let s = if ((x as f32 + y as f32 * 0.5) / stripes) as i32 % 2 == 0 {
+                25.0
+            } else {
+                0.0
+            };
+            image::Rgb(std::array::from_fn(|c| {
+                (base[c] + 40.0 * t + s).clamp(0.0, 255.0) as u8
+            }))
+        });
+        for p in img.pixels_mut() {
+            let noise = (rnd() - 0.5) * 30.0;
+            *p = image::Rgb(p.0.map(|v| (v as f32 + noise).clamp(0.0, 255.0) as u8));
+        }
+        let mut objects = Vec::new();
+        for _ in 0..1 + (rnd() * 3.0) as usize {
+            let class = (rnd() * 3.0) as usize % 3;
+            let side = (0.18 + 0.3 * rnd()) * h as f32;
+            let (x0, y0) = (rnd() * (w as f32 - side), rnd() * (h as f32 - side));
+            let colour = [[220u8, 30, 30], [30, 60, 220], [30, 190, 40]][class];
+            let (cx, cy, r) = (x0 + side / 2.0, y0 + side / 2.0, side / 2.0);
+            for y in y0 as u32..(y0 + side) as u32 {
+                for x in x0 as u32..(x0 + side) as u32 {
+                    let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                    let inside = match class {
+                        0 => (px - cx).powi(2) + (py - cy).powi(2) <= r * r,
+                        1 => true,
+                        // Apex at the top centre, base along the bottom edge.
+                        _ => (px - cx).abs() <= (py - y0) / side * r,
+                    };
+                    if inside {
+                        img.put_pixel(x, y, image::Rgb(colour));
+                    }
+                }
+            }
+            objects.push(VocObject {
+                name: names[class].into(),
+                xmin: x0.floor(),
+                ymin: y0.floor(),
+                xmax: (x0 + side).floor(),
+                ymax: (y0 + side).floor(),
+                difficult: false,
+                confidence: None,
+            });
+        }
+        let id = format!("shapes-{seed}-{i:04}");
+        img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
+        let a = Annotation {
+            filename: format!("{id}.jpg"),
+            width: w,
+            height: h,
+            objects,
+        };
+        std::fs::write(dir.join("Annotations").join(format!("{id}.xml")), write_annotation(&a)).unwrap();
+    }
+}
