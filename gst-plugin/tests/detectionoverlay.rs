@@ -1,5 +1,5 @@
 //! `detectionoverlay`: boxes in the class colour on RGB and YUV frames, labels in a tag, untouched frames
-//! without boxes, a clear error for a missing font.
+//! without boxes, a confidence floor, a clear error for a missing font.
 
 mod common;
 use common::*;
@@ -91,6 +91,20 @@ fn frames_without_boxes_pass_unchanged() {
     let expected = input.map_readable().unwrap().to_vec();
     let out = h.push_and_pull(input).unwrap();
     assert_eq!(out.map_readable().unwrap().as_slice(), expected.as_slice());
+}
+
+#[test]
+fn detections_below_min_confidence_are_not_drawn() {
+    // The box's confidence is 0.5.
+    for (min, drawn) in [("0.6", false), ("0.5", true)] {
+        let e = overlay(&[("min-confidence", min), ("show-labels", "false")]);
+        let mut h = harness(&e, &caps(VideoFormat::Rgbx, 64, 48));
+        let input = frame_with_box(VideoFormat::Rgbx, 64, 48, (10, 10, 20, 20), 1);
+        let before = input.map_readable().unwrap().to_vec();
+        let out = h.push_and_pull(input).unwrap();
+        let changed = out.map_readable().unwrap().as_slice() != before.as_slice();
+        assert_eq!(changed, drawn, "min-confidence={min}");
+    }
 }
 
 #[test]

@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    // The run-time value first: clones at other paths share one persistent target dir, and a test binary
+    // built in one of them must not reach into the other.
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().unwrap().to_path_buf()
 }
 
 /// The newest build of the plugin in this target folder (scripts/test builds the workspace first).

@@ -51,6 +51,7 @@ struct Settings {
     font: Option<String>,
     show_labels: bool,
     show_confidence: bool,
+    min_confidence: f64,
 }
 
 impl Default for Settings {
@@ -62,6 +63,7 @@ impl Default for Settings {
             font: None,
             show_labels: true,
             show_confidence: true,
+            min_confidence: 0.0,
         }
     }
 }
@@ -162,6 +164,17 @@ impl ObjectImpl for DetectionOverlay {
                     .default_value(true)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecDouble::builder("min-confidence")
+                    .nick("Minimum confidence")
+                    .blurb(
+                        "Draw only detections at least this confident (the detector may report more, e.g. for a \
+                         JSON log scored for mAP)",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -176,6 +189,7 @@ impl ObjectImpl for DetectionOverlay {
             "font" => s.font = value.get().expect("type checked upstream"),
             "show-labels" => s.show_labels = value.get().expect("type checked upstream"),
             "show-confidence" => s.show_confidence = value.get().expect("type checked upstream"),
+            "min-confidence" => s.min_confidence = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -189,6 +203,7 @@ impl ObjectImpl for DetectionOverlay {
             "font" => s.font.to_value(),
             "show-labels" => s.show_labels.to_value(),
             "show-confidence" => s.show_confidence.to_value(),
+            "min-confidence" => s.min_confidence.to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -257,7 +272,10 @@ impl VideoFilterImpl for DetectionOverlay {
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         // Copy the boxes out first: the frame's buffer is borrowed for drawing.
-        let found: Vec<OwnedBox> = boxes(frame.buffer(), s.source).map(|b| b.to_owned_box()).collect();
+        let found: Vec<OwnedBox> = boxes(frame.buffer(), s.source)
+            .map(|b| b.to_owned_box())
+            .filter(|b| s.source != BoxSource::Detections || b.confidence >= s.min_confidence)
+            .collect();
         if found.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
