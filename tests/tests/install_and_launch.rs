@@ -1,7 +1,7 @@
 //! The installed plugin, as a user meets it: `scripts/install` into a fresh per-user GStreamer folder, then
 //! `gst-launch-1.0` with no GST_PLUGIN_PATH and no ORT_DYLIB_PATH runs a detection pipeline.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn repo_root() -> PathBuf {
