@@ -217,5 +217,6 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     g.metadata(meta::KEY_INPUT_STD, &meta::format_triplet(INPUT_STD));
     g.metadata(meta::KEY_INPUT_SIZE, &format!("{s}x{s}"));
     g.metadata(meta::KEY_BOX_ORDER, "xyxy");
+    g.metadata(crate::import::KEY_WIDTH, &cfg.width.to_string());
     g.to_bytes()
 }

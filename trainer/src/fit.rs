@@ -297,6 +297,15 @@ impl FeatureCache {
     }
 }
 
+/// A checkpoint (.bpk) or one of our exported models (.onnx) as a trainable model.
+fn load_any(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        crate::import::load_exported(path, device)
+    } else {
+        checkpoint::load(path, device)
+    }
+}
+
 pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
     let train: Vec<Sample> = merged
@@ -367,7 +376,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
                 eprintln!("backbone: ImageNet weights from {} ({n} tensors)", path.display());
             }
             Init::Checkpoint(path) => {
-                let info = checkpoint::info(path)?;
+                let (old_model, info) = load_any(path, &device)?;
                 let (old, new) = (info.labels.foreground(), merged.labels.foreground());
                 if info.config.width != cfg.width || old.len() > new.len() || old != &new[..old.len()] {
                     return Err(format!(
@@ -379,12 +388,20 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
                         new.join(", ")
                     ));
                 }
+                if info.config.input_size != cfg.input_size {
+                    eprintln!(
+                        "note: {} was trained at {}x{}; training continues at {}x{}",
+                        path.display(),
+                        info.config.input_size,
+                        info.config.input_size,
+                        cfg.input_size,
+                        cfg.input_size
+                    );
+                }
                 if info.config.num_classes == cfg.num_classes {
-                    checkpoint::load_into(&mut model, path)?;
+                    model = old_model;
                 } else {
                     // New classes: everything but the classification heads carries over.
-                    let mut old_model = info.config.init(&device);
-                    checkpoint::load_into(&mut old_model, path)?;
                     model.backbone = old_model.backbone;
                     model.extras = old_model.extras;
                     model.loc_heads = old_model.loc_heads;

@@ -8,6 +8,7 @@ pub mod data;
 pub mod evaluate;
 pub mod export;
 pub mod fit;
+pub mod import;
 pub mod loss;
 pub mod model;
 pub mod plot;

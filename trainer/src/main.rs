@@ -52,8 +52,9 @@ enum Command {
         /// MobileNetV2 width multiplier (ImageNet weights exist for 1.0 only).
         #[arg(long, default_value_t = 1.0)]
         width: f32,
-        /// Initial weights: `imagenet` (torchvision's MobileNetV2 backbone), `scratch`, or a checkpoint
-        /// (.bpk) of ours to fine-tune (new classes added at the end of labels.txt are allowed).
+        /// Initial weights: `imagenet` (torchvision's MobileNetV2 backbone), `scratch`, or a checkpoint (.bpk)
+        /// or exported model (.onnx) of ours to fine-tune — e.g. the model a pipeline runs now (new classes
+        /// added at the end of labels.txt are allowed).
         #[arg(long, default_value = "imagenet")]
         init: String,
         /// The ImageNet weights file (default: what scripts/setup recorded, or $MOBILENETDETECT_PRETRAINED).

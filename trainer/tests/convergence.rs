@@ -1,6 +1,6 @@
 //! A short training run from the ImageNet backbone reaches mAP@0.5 >= 0.5 on held-out synthetic images in a
 //! few minutes on 2 cores, and `eval` gives the same mAP for the best checkpoint and its ONNX export (the ONNX
-//! side runs through ONNX Runtime and the element's decoder).
+//! side runs through ONNX Runtime and the element's decoder); `export` reproduces the trained model.
 
 mod common;
 use std::path::Path;
@@ -89,5 +89,25 @@ fn pretrained_training_generalises_and_checkpoint_and_onnx_agree() {
     assert!(ckpt >= 0.5, "held-out mAP@0.5 {ckpt} < 0.5");
     assert!((ckpt - onnx).abs() < 1e-3, "checkpoint {ckpt} vs ONNX {onnx}");
     assert!(std::fs::metadata(&pr).unwrap().len() > 1000);
+
+    // `export` of the best checkpoint is the model training wrote, byte for byte.
+    let exported = root.join("exported.onnx");
+    let (ok, _, log) = trainer(
+        &["export"],
+        &[("--checkpoint", &out.join("best.bpk")), ("--output", &exported)],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(out.join("model.onnx")).unwrap()
+    );
+    // A model that does not know the data's classes is refused with the image and class named.
+    let other = root.join("other");
+    common::write_voc(&other, 4, 64);
+    let (ok, _, log) = trainer(
+        &["eval", "--split", "all"],
+        &[("--data", &other), ("--model", &exported)],
+    );
+    assert!(!ok && log.contains("is not one of the model's"), "{log}");
     std::fs::remove_dir_all(&root).unwrap();
 }

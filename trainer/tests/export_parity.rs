@@ -1,5 +1,5 @@
 //! Export parity: ONNX Runtime on the exported model against burn's forward pass (decoded on the host), and
-//! the exported model loads in mobilenetdetect with nothing else set.
+//! the exported model loads in mobilenetdetect with nothing else set, and imports back into burn unchanged.
 
 mod common;
 use burn::module::Module;
@@ -93,5 +93,23 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     assert_eq!(m.input.size, Some((96, 96)));
     assert_eq!(m.input.mean, mobilenet_trainer::export::INPUT_MEAN);
     assert_eq!(m.labels.name(2), Some("blue"));
+
+    // Read back for fine-tuning (`train --init model.onnx`): the same function, labels and sizes.
+    let (imported, info) = mobilenet_trainer::import::load_exported(&path, &cpu).unwrap();
+    assert_eq!(info.config, cfg);
+    assert_eq!(info.labels, labels);
+    let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [1, 3, 96, 96]), &cpu);
+    let (enc2, logits2) = imported.valid().forward(x);
+    let enc2: Vec<f32> = enc2.into_data().try_to_vec::<f32>().unwrap();
+    let scores2: Vec<f32> = softmax(logits2, 2).into_data().try_to_vec::<f32>().unwrap();
+    let (de, ds) = (max_diff(&enc2, &enc), max_diff(&scores2, &scores));
+    assert!(
+        de <= 1e-4 && ds <= 1e-4,
+        "imported model differs: encodings {de}, scores {ds}"
+    );
+    let junk = dir.join("junk.onnx");
+    std::fs::write(&junk, b"not onnx").unwrap();
+    let err = mobilenet_trainer::import::load_exported(&junk, &cpu).unwrap_err();
+    assert!(err.contains("junk.onnx"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,9 +17,10 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         "8",
         "--warmup-steps",
         "5",
-        "--init",
-        "scratch",
     ]);
+    if !extra.contains(&"--init") {
+        c.args(["--init", "scratch"]);
+    }
     c.args(extra);
     let o = c.output().unwrap();
     (
@@ -63,6 +64,16 @@ fn trains_exports_and_resumes() {
             .count(),
         4
     );
+
+    // Fine-tuning the exported model (what a pipeline runs) instead of starting over.
+    let model_path = out.join("model.onnx");
+    let (code, log) = train(
+        &data,
+        &root.join("finetuned"),
+        &["--epochs", "1", "--init", model_path.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("initialised from") && log.contains("model.onnx"), "{log}");
 
     // A broken sample: refused with the report, accepted with --skip-bad.
     let bad = data.join("Annotations/img-0000.xml");

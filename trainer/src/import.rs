@@ -1,0 +1,175 @@
+//! Reading one of our exported ONNX models back into burn, so training can fine-tune the model a pipeline runs
+//! now (`train --init model.onnx`). The export folds each BatchNorm into its convolution; the import puts the
+//! folded weight and bias back into the convolution and an identity BatchNorm (gamma 1, beta = bias, mean 0,
+//! variance 1 - eps), which computes exactly the same function and trains from there.
+
+use crate::checkpoint::CheckpointInfo;
+use crate::model::{ConvBn, SsdLite, SsdLiteConfig};
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor, TensorData};
+use detection_common::labels::Labels;
+use detection_common::metadata as meta;
+use detection_common::onnx::{ModelProto, TensorProto};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The metadata key the exporter writes with the width multiplier (the architecture cannot be read off the
+/// channel counts alone: several widths round to the same stem).
+pub const KEY_WIDTH: &str = "mobilenet-trainer.width";
+
+struct Convs<'a> {
+    path: &'a Path,
+    /// (weight, bias) of every Conv node, in graph order — the order the exporter walks the model in.
+    list: Vec<(&'a TensorProto, &'a TensorProto)>,
+    next: usize,
+    device: Device,
+}
+
+fn floats(t: &TensorProto) -> Vec<f32> {
+    if !t.float_data.is_empty() {
+        return t.float_data.clone();
+    }
+    t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+impl Convs<'_> {
+    fn take(&mut self, conv: &Conv2d) -> Result<(Tensor<4>, Vec<f32>), String> {
+        let (w, b) = self.list.get(self.next).ok_or_else(|| {
+            format!(
+                "{}: fewer convolutions than the architecture has ({})",
+                self.path.display(),
+                self.next
+            )
+        })?;
+        self.next += 1;
+        let dims = conv.weight.val().dims();
+        let got: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        if got != dims {
+            return Err(format!(
+                "{}: convolution {} has shape {got:?}, the architecture needs {dims:?}",
+                self.path.display(),
+                self.next - 1
+            ));
+        }
+        let weight = Tensor::from_data(TensorData::new(floats(w), dims), &self.device);
+        Ok((weight, floats(b)))
+    }
+
+    fn conv_bn(&mut self, m: &mut ConvBn) -> Result<(), String> {
+        let (weight, bias) = self.take(&m.conv)?;
+        let n = bias.len();
+        m.conv.weight = Param::from_tensor(weight);
+        let eps = m.bn.epsilon as f32;
+        m.bn.gamma = Param::from_tensor(Tensor::ones([n], &self.device));
+        m.bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(bias, [n]), &self.device));
+        m.bn.running_mean = RunningState::new(Tensor::zeros([n], &self.device));
+        m.bn.running_var = RunningState::new(Tensor::full([n], 1.0 - eps, &self.device));
+        Ok(())
+    }
+
+    fn conv(&mut self, c: &mut Conv2d) -> Result<(), String> {
+        let (weight, bias) = self.take(c)?;
+        let n = bias.len();
+        c.weight = Param::from_tensor(weight);
+        c.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [n]),
+            &self.device,
+        )));
+        Ok(())
+    }
+}
+
+/// Loads `path`, an ONNX model `mobilenet-trainer` exported, as a trainable model with its labels and sizes.
+pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|e| format!("{}: not an ONNX model: {e}", path.display()))?;
+    let props: HashMap<&str, &str> = model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    let get = |key: &str| {
+        props.get(key).copied().ok_or_else(|| {
+            format!(
+                "{}: not a model exported by mobilenet-trainer (no {key} metadata); fine-tune from a checkpoint instead",
+                path.display()
+            )
+        })
+    };
+    let width: f32 = get(KEY_WIDTH)?
+        .parse()
+        .map_err(|_| format!("{}: bad {KEY_WIDTH}", path.display()))?;
+    let (w, h) = meta::parse_size(get(meta::KEY_INPUT_SIZE)?)
+        .ok_or_else(|| format!("{}: bad {}", path.display(), meta::KEY_INPUT_SIZE))?;
+    if w != h {
+        return Err(format!("{}: input {w}x{h} is not square", path.display()));
+    }
+    let labels = Labels::parse(get(meta::KEY_LABELS)?);
+    let config = SsdLiteConfig {
+        num_classes: labels.len(),
+        width,
+        input_size: w as usize,
+    };
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| format!("{}: the model has no graph", path.display()))?;
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut list = Vec::new();
+    for node in graph.node.iter().filter(|n| n.op_type == "Conv") {
+        let find = |i: usize| {
+            node.input
+                .get(i)
+                .and_then(|name| inits.get(name.as_str()).copied())
+                .ok_or_else(|| format!("{}: a Conv node without constant weights", path.display()))
+        };
+        list.push((find(1)?, find(2)?));
+    }
+    let mut convs = Convs {
+        path,
+        list,
+        next: 0,
+        device: device.clone(),
+    };
+    let mut m = config.init(device);
+    convs.conv_bn(&mut m.backbone.stem)?;
+    for block in &mut m.backbone.blocks {
+        if let Some(e) = &mut block.expand {
+            convs.conv_bn(e)?;
+        }
+        convs.conv_bn(&mut block.depthwise)?;
+        convs.conv_bn(&mut block.project)?;
+    }
+    convs.conv_bn(&mut m.backbone.last)?;
+    for extra in &mut m.extras {
+        convs.conv_bn(&mut extra.reduce)?;
+        convs.conv_bn(&mut extra.depthwise)?;
+        convs.conv_bn(&mut extra.expand)?;
+    }
+    for head in m.loc_heads.iter_mut().chain(m.cls_heads.iter_mut()) {
+        convs.conv_bn(&mut head.depthwise)?;
+        convs.conv(&mut head.pointwise)?;
+    }
+    if convs.next != convs.list.len() {
+        return Err(format!(
+            "{}: {} convolutions, the architecture has {}",
+            path.display(),
+            convs.list.len(),
+            convs.next
+        ));
+    }
+    Ok((
+        m,
+        CheckpointInfo {
+            config,
+            labels,
+            epoch: 0,
+        },
+    ))
+}
