@@ -8,7 +8,7 @@ use crate::data::{Decoded, decode};
 use crate::model::{SsdLite, SsdLiteConfig};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use detection_common::Detection;
 use detection_common::boxes::{Anchor, BoxEncoding, decode_box};
 use detection_common::labels::Labels;
@@ -49,7 +49,7 @@ impl Detector {
             .map_err(|e| e.to_string())?;
             return Ok(Detector::Onnx(Box::new(model)));
         }
-        let (model, info) = checkpoint::load(path, &Device::flex())?;
+        let (model, info) = checkpoint::load(path, &crate::device::compute())?;
         Ok(Self::from_model(model.valid(), info.config, info.labels))
     }
 
@@ -80,7 +80,10 @@ impl Detector {
                 for d in images {
                     pixels.extend(prepare(&d.source(), size, &AugmentConfig::none(), &mut Rng::new(0)).pixels);
                 }
-                let x = Tensor::<4>::from_data(TensorData::new(pixels, [images.len(), 3, size, size]), &Device::flex());
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(pixels, [images.len(), 3, size, size]),
+                    &crate::device::compute(),
+                );
                 let (enc, logits) = model.forward(x);
                 let enc: Vec<f32> = enc.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
                 let scores: Vec<f32> = softmax(logits, 2)

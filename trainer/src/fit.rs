@@ -229,7 +229,7 @@ impl FeatureCache {
         versions: usize,
     ) -> Result<Self, String> {
         let backbone = model.backbone.valid();
-        let device = Device::flex();
+        let device = crate::device::compute();
         let [s16, s32, ..] = cfg.feature_sizes();
         let [c16, c32, ..] = cfg.feature_channels();
         let started = Instant::now();
@@ -327,7 +327,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
         eprintln!("warning: no validation images; validating on the training split");
         val = train.clone();
     }
-    let device = Device::flex().autodiff();
+    let device = crate::device::compute().autodiff();
     let checkpoint_path = opts.out.join("checkpoint.bpk");
     let optimizer_path = opts.out.join("optimizer.bpk");
     let metrics_path = opts.out.join("metrics.csv");

@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod evaluate;
 pub mod export;
 pub mod fit;

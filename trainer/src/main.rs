@@ -98,6 +98,9 @@ enum Command {
         no_flip: bool,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// cpu (burn's flex backend) or wgpu (a GPU; needs a trainer built with --features wgpu).
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Continue from OUT/checkpoint.bpk after the epoch it was written at.
         #[arg(long)]
         resume: bool,
@@ -126,6 +129,9 @@ enum Command {
         /// Print the numbers as JSON.
         #[arg(long)]
         json: bool,
+        /// Where a checkpoint runs: cpu or wgpu (ONNX models run on ONNX Runtime's CPU provider).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Export a checkpoint as the ONNX model mobilenetdetect runs with no extra properties (written atomically).
     Export {
@@ -206,10 +212,14 @@ fn main() -> ExitCode {
             no_photometric,
             no_flip,
             seed,
+            device,
             resume,
             patience,
             skip_bad,
         } => {
+            if let Err(code) = choose_device(&device) {
+                return code;
+            }
             let merged = match open_data(&data, skip_bad) {
                 Ok(m) => m,
                 Err(code) => return code,
@@ -282,7 +292,11 @@ fn main() -> ExitCode {
             split,
             pr_curve,
             json,
+            device,
         } => {
+            if let Err(code) = choose_device(&device) {
+                return code;
+            }
             let merged = match open_data(&data, false) {
                 Ok(m) => m,
                 Err(code) => return code,
@@ -334,13 +348,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Export { checkpoint, output } => {
-            let result = mobilenet_trainer::checkpoint::load(&checkpoint, &burn::tensor::Device::flex()).and_then(
-                |(model, info)| {
+            let result = mobilenet_trainer::checkpoint::load(&checkpoint, &mobilenet_trainer::device::compute())
+                .and_then(|(model, info)| {
                     let bytes = mobilenet_trainer::export::export_onnx(&model, &info.config, &info.labels);
                     detection_common::onnx::write_atomically(&output, &bytes)
                         .map_err(|e| format!("cannot write {}: {e}", output.display()))
-                },
-            );
+                });
             match result {
                 Ok(()) => {
                     eprintln!("wrote {}", output.display());
@@ -384,4 +397,13 @@ fn open_data(data: &[PathBuf], skip_bad: bool) -> Result<Merged, ExitCode> {
         eprintln!("skipping {} bad samples", merged.problems.len());
     }
     Ok(merged)
+}
+
+fn choose_device(name: &str) -> Result<(), ExitCode> {
+    let kind = mobilenet_trainer::device::parse(name).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    mobilenet_trainer::device::select(kind);
+    Ok(())
 }
