@@ -26,27 +26,21 @@ fn imagenet_weights_fill_the_whole_backbone() {
     let device = Device::flex();
     let cfg = cfg(1.0);
     let mut model = cfg.init(&device);
-    let before: Vec<f32> = model
-        .backbone
-        .stem
-        .conv
-        .weight
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let stem = |m: &mobilenet_trainer::model::SsdLite| -> Vec<f32> {
+        m.backbone
+            .stem
+            .conv
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let before = stem(&model);
     let applied = load_imagenet_backbone(&mut model, &cfg, &path).unwrap();
     // 52 convolutions and 52 BatchNorms (weight, bias, running mean, running variance).
     assert_eq!(applied, 52 + 52 * 4);
-    let after: Vec<f32> = model
-        .backbone
-        .stem
-        .conv
-        .weight
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let after = stem(&model);
     assert_ne!(before, after);
     let var: Vec<f32> = model
         .backbone
