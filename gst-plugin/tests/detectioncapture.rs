@@ -26,6 +26,37 @@ fn run(launch: &str) -> gst::Pipeline {
 }
 
 #[test]
+fn a_full_queue_skips_live_frames_and_holds_non_live_ones() {
+    // Big frames at quality 100 through a one-slot queue: the writer cannot keep up with every frame.
+    let launch = |live: bool, dir: &std::path::Path| {
+        format!(
+            "detecttestsrc is-live={live} num-buffers=40 num-objects=3 seed=5 ! \
+             video/x-raw,format=RGBx,width=1920,height=1080,framerate=300/1 ! \
+             detectioncapture name=c location={} source=ground-truth queue-size=1 quality=100 ! fakesink",
+            dir.display()
+        )
+    };
+    let dir = temp_dir("capture-nonlive").join("dataset");
+    let p = run(&launch(false, &dir));
+    let c = p.by_name("c").unwrap();
+    assert_eq!(c.property::<u64>("dropped"), 0, "a non-live source waits");
+    assert_eq!(c.property::<u64>("captured"), 40);
+    p.set_state(gst::State::Null).unwrap();
+
+    let dir = temp_dir("capture-live").join("dataset");
+    let p = run(&launch(true, &dir));
+    let c = p.by_name("c").unwrap();
+    let (captured, dropped) = (c.property::<u64>("captured"), c.property::<u64>("dropped"));
+    p.set_state(gst::State::Null).unwrap();
+    assert!(
+        dropped > 0,
+        "a live source's frames are skipped when the disk falls behind"
+    );
+    assert_eq!(captured + dropped, 40, "every frame is either saved or counted");
+    assert_eq!(Dataset::open(&dir).unwrap().samples.len() as u64, captured);
+}
+
+#[test]
 fn ground_truth_capture_is_a_dataset_the_trainer_reads() {
     let dir = temp_dir("capture-gt").join("dataset");
     let launch = format!(

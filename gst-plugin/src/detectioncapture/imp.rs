@@ -74,6 +74,8 @@ struct State {
     /// From the negotiated caps; each saved sample keeps a copy.
     info: Option<gst_video::VideoInfo>,
     classes: Vec<ClassRef>,
+    /// Whether upstream is live, asked the first time the queue is full.
+    live: Option<bool>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,13 @@ fn worker_loop(element: super::DetectionCapture, mut writer: DatasetWriter, jobs
 }
 
 impl DetectionCapture {
+    /// Asks upstream whether it is live (a camera) or not (a file): only a live source's frames are skipped
+    /// when the writer falls behind.
+    fn upstream_is_live(&self) -> bool {
+        let mut q = gst::query::Latency::new();
+        self.obj().sink_pad().peer_query(&mut q) && q.result().0
+    }
+
     /// Whether this frame is kept, by the policies; the boxes to save go to `out`.
     fn select(&self, s: &Settings, state: &mut State, buf: &gst::BufferRef, out: &mut Vec<SavedBox>) -> bool {
         let frame = state.frame;
@@ -265,7 +274,10 @@ impl ObjectImpl for DetectionCapture {
                     .build(),
                 glib::ParamSpecUInt::builder("queue-size")
                     .nick("Queue size")
-                    .blurb("Frames waiting for the writer thread; when full, frames are skipped and counted, never waited for")
+                    .blurb(
+                        "Frames waiting for the writer thread; when full, a live source's frames are skipped and \
+                         counted (never waited for), a non-live source waits (nothing lost)",
+                    )
                     .minimum(1)
                     .maximum(1024)
                     .default_value(16)
@@ -441,6 +453,7 @@ impl BaseTransformImpl for DetectionCapture {
             limit_announced: false,
             info: None,
             classes: parse_class_list(&s.classes),
+            live: None,
         });
         Ok(())
     }
@@ -507,7 +520,22 @@ impl BaseTransformImpl for DetectionCapture {
         });
         match state.sender.try_send(job) {
             Ok(()) => state.queued += 1,
+            Err(crossbeam_channel::TrySendError::Full(job))
+                if !*state.live.get_or_insert_with(|| self.upstream_is_live()) =>
+            {
+                // A non-live source (a file, a test clip) can wait for the disk: back-pressure, nothing lost.
+                let sender = state.sender.clone();
+                drop(guard);
+                if sender.send(job).is_err() {
+                    gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
+                    return Err(gst::FlowError::Error);
+                }
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.queued += 1;
+                }
+            }
             Err(crossbeam_channel::TrySendError::Full(_)) => {
+                // A live source must never stall: skip the frame and count it.
                 let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
                 gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
                 if n == 1 || n.is_multiple_of(100) {
