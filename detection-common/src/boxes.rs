@@ -210,6 +210,46 @@ pub fn encode_box(b: &BBox, anchor: &Anchor, encoding: BoxEncoding) -> [f32; 4] 
     }
 }
 
+/// SSD default boxes (normalised `cy cx h w`) for feature maps of `sizes` x `sizes` cells, ordered by map, row,
+/// column, then shape — the order SSD heads emit them in. `per_location` is 3 (a small square and two 2:1
+/// boxes, MobileNet-SSD's first map) or 6 (two squares, 2:1, 1:2, 3:1, 1:3); scales run from 0.2 to 0.95.
+/// The trainer builds its models with these and the test kit its benchmark graph.
+pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
+    let n = sizes.len();
+    let scale = |k: usize| 0.2 + (0.95 - 0.2) * k as f32 / (n - 1) as f32;
+    let mut anchors = Vec::new();
+    for (k, (&size, &m)) in sizes.iter().zip(per_location).enumerate() {
+        let s = scale(k);
+        let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
+        let r2 = 2f32.sqrt();
+        let shapes: Vec<(f32, f32)> = if m == 3 {
+            vec![(0.1, 0.1), (s * r2, s / r2), (s / r2, s * r2)]
+        } else {
+            let mut v = vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())];
+            for ar in [2f32, 3.0] {
+                v.push((s * ar.sqrt(), s / ar.sqrt()));
+                v.push((s / ar.sqrt(), s * ar.sqrt()));
+            }
+            v
+        };
+        for y in 0..size {
+            for x in 0..size {
+                for &(w, h) in &shapes {
+                    let cy = (y as f32 + 0.5) / size as f32;
+                    let cx = (x as f32 + 0.5) / size as f32;
+                    anchors.push(Anchor {
+                        cy,
+                        cx,
+                        h: h.min(1.0),
+                        w: w.min(1.0),
+                    });
+                }
+            }
+        }
+    }
+    anchors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! stride-32 maps plus four extra layers, 1917 anchors) as an ONNX graph with seeded random weights, BatchNorm
 //! folded into the convolutions. Same architecture and cost as a trained model: what the benchmark runs.
 
-use detection_common::boxes::{Anchor, format_anchors};
+use detection_common::boxes::format_anchors;
 use detection_common::metadata as meta;
 use detection_common::onnx::{Attr, Dim, GraphBuilder, data_type};
 
@@ -88,45 +88,6 @@ impl Net {
     }
 }
 
-/// SSD default boxes for the six maps (3 anchors on the first, 6 elsewhere), in the heads' output order.
-pub fn ssdlite_anchors(sizes: &[i64], per_loc: &[i64]) -> Vec<Anchor> {
-    let n = sizes.len();
-    let scale = |k: usize| 0.2 + (0.95 - 0.2) * k as f32 / (n - 1) as f32;
-    let mut anchors = Vec::new();
-    for (k, (&size, &m)) in sizes.iter().zip(per_loc).enumerate() {
-        let s = scale(k);
-        let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
-        let mut shapes: Vec<(f32, f32)> = if m == 3 {
-            vec![
-                (0.1, 0.1),
-                (s * 2f32.sqrt(), s / 2f32.sqrt()),
-                (s / 2f32.sqrt(), s * 2f32.sqrt()),
-            ]
-        } else {
-            vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())]
-        };
-        if m == 6 {
-            for ar in [2f32, 3.0] {
-                shapes.push((s * ar.sqrt(), s / ar.sqrt()));
-                shapes.push((s / ar.sqrt(), s * ar.sqrt()));
-            }
-        }
-        for y in 0..size {
-            for x in 0..size {
-                for &(w, h) in &shapes {
-                    anchors.push(Anchor {
-                        cy: (y as f32 + 0.5) / size as f32,
-                        cx: (x as f32 + 0.5) / size as f32,
-                        h,
-                        w,
-                    });
-                }
-            }
-        }
-    }
-    anchors
-}
-
 /// Builds the model; `labels` are the foreground classes (background is prepended). Returns the ONNX bytes.
 pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
     let num_classes = labels.len() as i64 + 1;
@@ -179,18 +140,18 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
         ec = cout;
         features.push((e.clone(), cout));
     }
-    let per_loc = [3, 6, 6, 6, 6, 6];
+    let per_loc: [usize; 6] = [3, 6, 6, 6, 6, 6];
     let (mut box_parts, mut cls_parts) = (Vec::new(), Vec::new());
     for ((f, c), &k) in features.iter().zip(&per_loc) {
-        box_parts.push(net.head(f, *c, k, 4));
-        cls_parts.push(net.head(f, *c, k, num_classes));
+        box_parts.push(net.head(f, *c, k as i64, 4));
+        cls_parts.push(net.head(f, *c, k as i64, num_classes));
     }
     let mut g = net.g;
     let box_refs: Vec<&str> = box_parts.iter().map(String::as_str).collect();
     let cls_refs: Vec<&str> = cls_parts.iter().map(String::as_str).collect();
     g.node("Concat", &box_refs, "box_encodings", vec![("axis", Attr::Int(1))]);
     g.node("Concat", &cls_refs, "class_predictions", vec![("axis", Attr::Int(1))]);
-    let anchors = ssdlite_anchors(&[19, 10, 5, 3, 2, 1], &per_loc);
+    let anchors = detection_common::boxes::ssd_anchors(&[19, 10, 5, 3, 2, 1], &per_loc);
     let a = anchors.len() as i64;
     g.output(
         "box_encodings",
@@ -224,7 +185,7 @@ mod tests {
     #[test]
     fn has_the_standard_anchor_count() {
         assert_eq!(
-            super::ssdlite_anchors(&[19, 10, 5, 3, 2, 1], &[3, 6, 6, 6, 6, 6]).len(),
+            detection_common::boxes::ssd_anchors(&[19, 10, 5, 3, 2, 1], &[3, 6, 6, 6, 6, 6]).len(),
             1917
         );
     }

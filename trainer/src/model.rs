@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use detection_common::boxes::Anchor;
+use detection_common::boxes::{Anchor, ssd_anchors};
 
 /// Channel counts rounded the way MobileNetV2 does (multiples of 8, never 10% below the target).
 pub fn make_divisible(v: f32, divisor: usize) -> usize {
@@ -238,42 +238,6 @@ impl SsdLiteConfig {
     pub fn anchors(&self) -> Vec<Anchor> {
         ssd_anchors(&self.feature_sizes(), &ANCHORS_PER_LOCATION)
     }
-}
-
-pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
-    let n = sizes.len();
-    let scale = |k: usize| 0.2 + (0.95 - 0.2) * k as f32 / (n - 1) as f32;
-    let mut anchors = Vec::new();
-    for (k, (&size, &m)) in sizes.iter().zip(per_location).enumerate() {
-        let s = scale(k);
-        let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
-        let r2 = 2f32.sqrt();
-        let shapes: Vec<(f32, f32)> = if m == 3 {
-            vec![(0.1, 0.1), (s * r2, s / r2), (s / r2, s * r2)]
-        } else {
-            let mut v = vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())];
-            for ar in [2f32, 3.0] {
-                v.push((s * ar.sqrt(), s / ar.sqrt()));
-                v.push((s / ar.sqrt(), s * ar.sqrt()));
-            }
-            v
-        };
-        for y in 0..size {
-            for x in 0..size {
-                for &(w, h) in &shapes {
-                    let cy = (y as f32 + 0.5) / size as f32;
-                    let cx = (x as f32 + 0.5) / size as f32;
-                    anchors.push(Anchor {
-                        cy,
-                        cx,
-                        h: h.min(1.0),
-                        w: w.min(1.0),
-                    });
-                }
-            }
-        }
-    }
-    anchors
 }
 
 impl SsdLite {
