@@ -12,15 +12,7 @@ use detection_common::metadata::ModelFormat;
 use mobilenet_trainer::export::export_onnx;
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::{StepOptions, train_step};
-
-fn step(lr: f64) -> StepOptions {
-    StepOptions {
-        lr,
-        backbone_lr: lr,
-        frozen_backbone: false,
-    }
-}
+use mobilenet_trainer::train::train_step;
 
 #[test]
 fn onnx_export_matches_burn_and_loads_in_the_element() {
@@ -34,17 +26,11 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     // A few steps so BatchNorm statistics and weights are not at their initial values.
     let anchors = cfg.anchors();
     let corners = anchor_corners(&anchors);
-    let (mut pixels, mut targets) = (Vec::new(), Vec::new());
-    for i in 0..4 {
-        let (img, t) = common::sample(i, 96);
-        pixels.extend(img);
-        targets.push(t);
-    }
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [4, 3, 96, 96]), &device);
+    let (images, targets) = common::sample_batch(4, 96, &device);
     let bt = batch_targets(&anchors, &corners, &targets, &device);
     let mut optimizer = AdamWConfig::new().init();
     for _ in 0..3 {
-        model = train_step(model, &mut optimizer, step(1e-3), images.clone(), &bt).0;
+        model = train_step(model, &mut optimizer, common::full_step(1e-3), images.clone(), &bt).0;
     }
     let model = model.valid();
 

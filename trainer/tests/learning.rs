@@ -1,20 +1,12 @@
 //! The detector learns: on a small synthetic set (coloured squares on noise) the MultiBox loss falls quickly.
 
 use burn::optim::AdamWConfig;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 mod common;
-use common::sample;
+use common::{full_step, sample_batch};
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::{StepOptions, train_step};
-
-fn step(lr: f64) -> StepOptions {
-    StepOptions {
-        lr,
-        backbone_lr: lr,
-        frozen_backbone: false,
-    }
-}
+use mobilenet_trainer::train::train_step;
 
 #[test]
 fn loss_falls_on_synthetic_squares() {
@@ -27,19 +19,12 @@ fn loss_falls_on_synthetic_squares() {
     let mut model = cfg.init(&device);
     let anchors = cfg.anchors();
     let corners = anchor_corners(&anchors);
-    let batch = 8;
-    let (mut pixels, mut targets) = (Vec::new(), Vec::new());
-    for i in 0..batch {
-        let (img, t) = sample(i, cfg.input_size);
-        pixels.extend(img);
-        targets.push(t);
-    }
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 96, 96]), &device);
+    let (images, targets) = sample_batch(8, cfg.input_size, &device);
     let batch_targets = batch_targets(&anchors, &corners, &targets, &device);
     let mut optimizer = AdamWConfig::new().init();
     let mut losses = Vec::new();
     for _ in 0..25 {
-        let (m, loss) = train_step(model, &mut optimizer, step(3e-3), images.clone(), &batch_targets);
+        let (m, loss) = train_step(model, &mut optimizer, full_step(3e-3), images.clone(), &batch_targets);
         model = m;
         losses.push(loss.total);
     }

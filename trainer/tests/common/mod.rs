@@ -41,6 +41,31 @@ pub fn sample(i: usize, size: usize) -> (Vec<f32>, Vec<Target>) {
     )
 }
 
+/// The first `n` samples as one batch on `device`: images [n, 3, size, size] and their targets.
+pub fn sample_batch(
+    n: usize,
+    size: usize,
+    device: &burn::tensor::Device,
+) -> (burn::tensor::Tensor<4>, Vec<Vec<Target>>) {
+    let (mut pixels, mut targets) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (img, t) = sample(i, size);
+        pixels.extend(img);
+        targets.push(t);
+    }
+    let data = burn::tensor::TensorData::new(pixels, [n, 3, size, size]);
+    (burn::tensor::Tensor::from_data(data, device), targets)
+}
+
+/// A step that trains the whole network at `lr`.
+pub fn full_step(lr: f64) -> mobilenet_trainer::train::StepOptions {
+    mobilenet_trainer::train::StepOptions {
+        lr,
+        backbone_lr: lr,
+        frozen_backbone: false,
+    }
+}
+
 /// Writes a small Pascal VOC dataset of `n` images (one square each, labels red and blue) into `dir`.
 pub fn write_voc(dir: &std::path::Path, n: usize, size: usize) {
     use detection_common::voc::{Annotation, VocObject, write_annotation};
