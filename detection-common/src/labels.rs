@@ -20,13 +20,14 @@ fn is_background(name: &str) -> bool {
 }
 
 impl Labels {
-    /// Parses one label per line (blank lines and `#` comments skipped).
+    /// Parses one label per line (blank lines and `#` comments skipped; control characters become spaces).
     pub fn parse(text: &str) -> Self {
         let lines: Vec<String> = text
             .lines()
             .map(|l| l.trim())
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
+            .map(|l| clean_label(l, 0))
+            .filter(|l| !l.is_empty())
             .collect();
         Self::from_names(lines)
     }
@@ -94,6 +95,25 @@ impl Labels {
     }
 }
 
+/// A label fit for one line of labels.txt, XML text and JSON: control characters (newlines included) become
+/// spaces and the ends are trimmed; an empty result becomes `class-ID` (nothing when `class_id` is 0).
+pub fn clean_label(label: &str, class_id: usize) -> String {
+    let cleaned: String = label
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string();
+    if cleaned.is_empty() && class_id > 0 {
+        format!("class-{class_id}")
+    } else {
+        cleaned
+    }
+}
+
+/// The largest class id accepted from a user when the model names no labels (ids index per-class tables).
+pub const MAX_CLASS_ID: usize = 65_535;
+
 /// A class given by the user either by name or by numeric id (`classes=person,3`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClassRef {
@@ -110,9 +130,18 @@ impl ClassRef {
         }
     }
 
-    /// Resolves against labels; a name that is not a label is an error naming the known labels.
+    /// Resolves against labels; a name that is not a label, or an id beyond them (beyond `MAX_CLASS_ID` for a
+    /// model without labels), is an error naming what is known.
     pub fn resolve(&self, labels: &Labels) -> Result<usize, String> {
         match self {
+            Self::Id(id) if labels.is_empty() && *id > MAX_CLASS_ID => Err(format!(
+                "class id {id} is beyond the largest supported id {MAX_CLASS_ID}"
+            )),
+            Self::Id(id) if !labels.is_empty() && *id >= labels.len() => Err(format!(
+                "class id {id} is beyond the model's labels (ids 1..={}: {})",
+                labels.num_foreground(),
+                labels.foreground().join(", ")
+            )),
             Self::Id(id) => Ok(*id),
             Self::Name(name) => labels.id_of(name).ok_or_else(|| {
                 if labels.is_empty() {
@@ -179,6 +208,13 @@ mod tests {
         assert_eq!(l, vec![ClassRef::Name("person".into()), ClassRef::Id(2)]);
         assert_eq!(l[0].resolve(&labels), Ok(1));
         let err = ClassRef::Name("dog".into()).resolve(&labels).unwrap_err();
+        assert!(ClassRef::Id(3).resolve(&labels).unwrap_err().contains("beyond"));
+        assert!(
+            ClassRef::parse("18446744073709551615")
+                .resolve(&Labels::default())
+                .is_err()
+        );
+        assert_eq!(ClassRef::Id(70).resolve(&Labels::default()), Ok(70));
         assert!(err.contains("person, car"), "{err}");
         let t = parse_class_thresholds("person=0.6,2=0.3").unwrap();
         assert_eq!(t[1], (ClassRef::Id(2), 0.3));

@@ -134,7 +134,16 @@ pub fn format_triplet(v: [f32; 3]) -> String {
 pub fn parse_size(s: &str) -> Option<(u32, u32)> {
     let (w, h) = s.trim().split_once(['x', 'X'])?;
     let (w, h) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
-    (w > 0 && h > 0).then_some((w, h))
+    input_size_ok(w, h).then_some((w, h))
+}
+
+/// The largest model input side accepted (a tensor of 16384x16384x3 floats is already 3 GiB): a model or its
+/// metadata claiming more is refused rather than allocated.
+pub const MAX_INPUT_SIDE: u32 = 16_384;
+
+/// Whether a model input of `width` x `height` is usable: neither side 0 nor above `MAX_INPUT_SIDE`.
+pub fn input_size_ok(width: u32, height: u32) -> bool {
+    (1..=MAX_INPUT_SIDE).contains(&width) && (1..=MAX_INPUT_SIDE).contains(&height)
 }
 
 #[cfg(test)]

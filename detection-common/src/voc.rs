@@ -91,6 +91,18 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| problem(file, line_of(root), "no <filename>"))?
         .to_string();
+    // The image must lie inside JPEGImages/: a path that leaves it could make training read any file.
+    let escapes = Path::new(&filename)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if escapes || filename.contains('\\') {
+        let at = child(root, "filename").map(line_of).unwrap_or(1);
+        return Err(problem(
+            file,
+            at,
+            format!("<filename> '{filename}' must be a file name inside JPEGImages/ (no absolute path, no '..')"),
+        ));
+    }
     let size = child(root, "size").ok_or_else(|| problem(file, line_of(root), "no <size>"))?;
     let (width, height) = (number(size, "width")?, number(size, "height")?);
     if width < 1.0 || height < 1.0 {
@@ -115,7 +127,9 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
             xmax: number(bb, "xmax")?,
             ymax: number(bb, "ymax")?,
             difficult: text(obj, "difficult") == Some("1"),
-            confidence: text(obj, "confidence").and_then(|t| t.parse().ok()),
+            confidence: text(obj, "confidence")
+                .and_then(|t| t.parse::<f32>().ok())
+                .filter(|c| c.is_finite()),
         };
         let line = line_of(bb);
         if o.xmax <= o.xmin || o.ymax <= o.ymin {
@@ -148,8 +162,20 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
     })
 }
 
+/// XML text: markup escaped, and characters XML 1.0 does not allow (control characters) replaced by U+FFFD.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Serialises an annotation as VOC XML (what the capture element writes).
@@ -166,7 +192,7 @@ pub fn write_annotation(a: &Annotation) -> String {
             escape(&o.name),
             o.difficult as u8
         ));
-        if let Some(c) = o.confidence {
+        if let Some(c) = o.confidence.filter(|c| c.is_finite()) {
             s.push_str(&format!("    <confidence>{c}</confidence>\n"));
         }
         s.push_str(&format!(
@@ -395,6 +421,35 @@ mod tests {
         );
         let outside = write_annotation(&ann()).replace("<ymax>40</ymax>", "<ymax>400</ymax>");
         assert!(parse_annotation(&outside, f).unwrap_err().message.contains("outside"));
+    }
+
+    #[test]
+    fn filenames_that_leave_the_image_folder_are_rejected() {
+        let f = Path::new("Annotations/0001.xml");
+        for bad in ["/etc/passwd", "../secret.jpg", "sub/../../x.jpg", "..", "a\\..\\b.jpg"] {
+            let mut a = ann();
+            a.filename = bad.into();
+            let e = parse_annotation(&write_annotation(&a), f).unwrap_err();
+            assert!(e.message.contains("inside JPEGImages"), "{bad}: {e}");
+        }
+        let mut a = ann();
+        a.filename = "day1/frame.jpg".into();
+        assert!(parse_annotation(&write_annotation(&a), f).is_ok());
+    }
+
+    #[test]
+    fn control_characters_and_non_finite_numbers_never_make_invalid_xml() {
+        let mut a = ann();
+        a.objects[0].name = "st\u{1}op\u{7f}".into();
+        a.objects[0].confidence = Some(f32::INFINITY);
+        let xml = write_annotation(&a);
+        let back = parse_annotation(&xml, Path::new("x.xml")).expect("valid XML");
+        assert_eq!(back.objects[0].confidence, None);
+        assert!(
+            !back.objects[0].name.chars().any(char::is_control),
+            "{:?}",
+            back.objects[0].name
+        );
     }
 
     #[test]
