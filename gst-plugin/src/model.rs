@@ -131,8 +131,9 @@ impl InputDesc {
     }
 }
 
-#[derive(Debug)]
-enum Decoder {
+/// How a model's outputs become detections; the output indices point into the session's outputs.
+#[derive(Debug, Clone)]
+pub enum Decoder {
     TfOd {
         boxes: usize,
         scores: usize,
@@ -397,7 +398,21 @@ impl Model {
             )));
         }
         let size = if h_dim > 0 && w_dim > 0 {
-            Some((w_dim as u32, h_dim as u32))
+            match (u32::try_from(w_dim), u32::try_from(h_dim)) {
+                (Ok(w), Ok(h)) if meta::input_size_ok(w, h) => Some((w, h)),
+                _ => {
+                    return Err(unsupported(format!(
+                        "input '{}' is {w_dim}x{h_dim} pixels; each side must be 1..={}",
+                        inp.name(),
+                        meta::MAX_INPUT_SIDE
+                    )));
+                }
+            }
+        } else if h_dim == 0 || w_dim == 0 {
+            return Err(unsupported(format!(
+                "input '{}' has a zero-size side {ishape:?}",
+                inp.name()
+            )));
         } else {
             meta_parse(m_size.as_ref(), meta::KEY_INPUT_SIZE, meta::parse_size)?
         };
@@ -554,12 +569,48 @@ impl Model {
         .map_err(|e| format!("inference failed: {e}"))?;
         // Borrowed views of the outputs: nothing is copied or allocated per frame here.
         let get = |i: usize| -> Result<(&[i64], &[f32]), String> {
+            if i >= outputs.len() {
+                return Err(format!("the model has no output {i}"));
+            }
             outputs[i]
                 .try_extract_tensor::<f32>()
                 .map(|(s, d)| (&s[..], d))
                 .map_err(|e| format!("output {i} is not a float tensor: {e}"))
         };
-        match &self.decoder {
+        self.decoder.decode(get, gate, out)
+    }
+}
+
+/// A candidate as the model gave it: kept only with a finite score and a finite box, the score clamped to
+/// 0..1 and the box to the tensor (0..1), and only if something of the box is left. Models can emit NaN,
+/// infinities or boxes outside the image (a broken export, fp16 overflow): none of that may reach metadata.
+#[inline]
+fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbox: BBox) {
+    if !score.is_finite() || ![bbox.x0, bbox.y0, bbox.x1, bbox.y1].iter().all(|v| v.is_finite()) {
+        return;
+    }
+    let bbox = bbox.clamp(0.0, 1.0, 1.0);
+    if bbox.x1 <= bbox.x0 || bbox.y1 <= bbox.y0 {
+        return;
+    }
+    out.push(Detection {
+        class_id: u32::try_from(class_id).unwrap_or(u32::MAX),
+        score: score.clamp(0.0, 1.0),
+        bbox,
+    });
+}
+
+impl Decoder {
+    /// Decodes output tensors (`get(i)`: shape and data of output `i`) and appends every detection that passes
+    /// `gate` to `out` (boxes normalised to the tensor, before NMS). Any shape or value is safe: a mismatch is
+    /// an error, never a panic.
+    pub fn decode<'a>(
+        &self,
+        get: impl Fn(usize) -> Result<(&'a [i64], &'a [f32]), String>,
+        gate: &ClassGate,
+        out: &mut Vec<Detection>,
+    ) -> Result<(), String> {
+        match self {
             Decoder::TfOd {
                 boxes,
                 scores,
@@ -569,8 +620,9 @@ impl Model {
                 let (bs, bd) = get(*boxes)?;
                 let (_, sd) = get(*scores)?;
                 let (_, cd) = get(*classes)?;
-                let n = bs.get(1).copied().unwrap_or(0).max(0) as usize;
+                let n = usize::try_from(bs.get(1).copied().unwrap_or(0)).unwrap_or(0);
                 let valid = match num {
+                    // `as` saturates: NaN gives 0, a huge count is capped below.
                     Some(i) => get(*i)?.1.first().map(|v| *v as usize).unwrap_or(n),
                     None => n,
                 }
@@ -581,21 +633,16 @@ impl Model {
                 for i in 0..valid {
                     let class_id = cd[i].round().max(0.0) as usize;
                     let score = sd[i];
-                    if score >= gate.threshold(class_id) && class_id > 0 {
+                    if class_id > 0 && score >= gate.threshold(class_id) {
                         let b = &bd[i * 4..i * 4 + 4];
-                        out.push(Detection {
-                            class_id: class_id as u32,
-                            score,
-                            bbox: BBox::new(b[1], b[0], b[3], b[2]),
-                        });
+                        push_candidate(out, class_id, score, BBox::new(b[1], b[0], b[3], b[2]));
                     }
                 }
             }
             Decoder::Decoded { boxes, scores, order } => {
                 let (bs, bd) = get(*boxes)?;
                 let (ss, sd) = get(*scores)?;
-                let a = check_anchor_dims(bs, ss, bd.len(), sd.len())?;
-                let c = if ss.len() == 2 { 1 } else { sd.len() / a };
+                let (a, c) = check_anchor_dims(bs, ss, bd.len(), sd.len())?;
                 for i in 0..a {
                     let row = &sd[i * c..(i + 1) * c];
                     // [1,A] single-class scores are class 1; otherwise column 0 is the background.
@@ -608,11 +655,7 @@ impl Model {
                                 BoxOrder::Xyxy => BBox::new(b[0], b[1], b[2], b[3]),
                                 BoxOrder::Yxyx => BBox::new(b[1], b[0], b[3], b[2]),
                             };
-                            out.push(Detection {
-                                class_id: class_id as u32,
-                                score,
-                                bbox,
-                            });
+                            push_candidate(out, class_id, score, bbox);
                         }
                     }
                 }
@@ -626,14 +669,13 @@ impl Model {
             } => {
                 let (es, ed) = get(*encodings)?;
                 let (ls, ld) = get(*logits)?;
-                let a = check_anchor_dims(es, ls, ed.len(), ld.len())?;
+                let (a, c) = check_anchor_dims(es, ls, ed.len(), ld.len())?;
                 if a != anchors.len() {
                     return Err(format!(
                         "the model predicted {a} boxes but {} anchors are loaded",
                         anchors.len()
                     ));
                 }
-                let c = if ls.len() == 2 { 1 } else { ld.len() / a };
                 for (i, anchor) in anchors.iter().enumerate() {
                     let row = &ld[i * c..(i + 1) * c];
                     let (max, sum) = if *activation == ScoreActivation::Softmax {
@@ -652,11 +694,7 @@ impl Model {
                         };
                         if score >= gate.threshold(class_id) {
                             let bbox = decode_box(&ed[i * 4..i * 4 + 4], anchor, *encoding);
-                            out.push(Detection {
-                                class_id: class_id as u32,
-                                score,
-                                bbox,
-                            });
+                            push_candidate(out, class_id, score, bbox);
                         }
                     }
                 }
@@ -666,18 +704,23 @@ impl Model {
     }
 }
 
-/// Number of anchors A from box [1,A,4] and score [1,A,C] / [1,A] outputs, checked for consistency.
-fn check_anchor_dims(bs: &[i64], ss: &[i64], blen: usize, slen: usize) -> Result<usize, String> {
+/// Number of anchors A and of score columns C from box [1,A,4] and score [1,A,C] / [1,A] outputs, checked
+/// against each other and against the data actually returned.
+fn check_anchor_dims(bs: &[i64], ss: &[i64], blen: usize, slen: usize) -> Result<(usize, usize), String> {
     if bs.len() != 3 || bs[2] != 4 {
         return Err(format!("box output has shape {bs:?}, expected [1,A,4]"));
     }
-    let a = bs[1].max(0) as usize;
-    if blen != a * 4 || ss.len() < 2 || ss[1] as usize != a || a == 0 || !slen.is_multiple_of(a) {
-        return Err(format!(
-            "box output {bs:?} and score output {ss:?} do not agree on the number of boxes"
-        ));
+    let disagree = || format!("box output {bs:?} and score output {ss:?} do not agree on the number of boxes");
+    let a = usize::try_from(bs[1]).map_err(|_| disagree())?;
+    let c = match ss {
+        [_, n] if usize::try_from(*n) == Ok(a) => 1,
+        [_, n, c] if usize::try_from(*n) == Ok(a) => usize::try_from(*c).map_err(|_| disagree())?,
+        _ => return Err(disagree()),
+    };
+    if a == 0 || c == 0 || a.checked_mul(4) != Some(blen) || a.checked_mul(c) != Some(slen) {
+        return Err(disagree());
     }
-    Ok(a)
+    Ok((a, c))
 }
 
 /// Picks the box output ([1,A,4]) and the score output among the model's outputs, by name first, then by shape.
