@@ -59,17 +59,49 @@ pub struct OwnedBox {
     pub rect: (u32, u32, u32, u32),
 }
 
-/// The boxes of `source` on `buf`, in meta order.
-pub fn boxes(buf: &gst::BufferRef, source: BoxSource) -> impl Iterator<Item = MetaBox<'_>> {
+/// The boxes of `source` on `buf`, in meta order, as far as they lie inside a `width` x `height` frame.
+///
+/// Metadata comes from other elements and may be anything: a box is clipped to the frame, one with nothing
+/// left inside it or with a confidence that is not a finite number is skipped, and a confidence is clamped
+/// to 0..1, so consumers never write a zero-size box, an `inf` or a box outside the image.
+pub fn boxes(
+    buf: &gst::BufferRef,
+    source: BoxSource,
+    (width, height): (u32, u32),
+) -> impl Iterator<Item = MetaBox<'_>> {
     let name = source.structure_name();
     buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .filter_map(move |m| {
             let p = m.param(name)?;
+            let confidence = p.get::<f64>("confidence").unwrap_or(1.0);
+            if !confidence.is_finite() {
+                return None;
+            }
             Some(MetaBox {
                 label: m.roi_type(),
                 class_id: p.get::<u32>("class-id").unwrap_or(0),
-                confidence: p.get::<f64>("confidence").unwrap_or(1.0),
-                rect: m.rect(),
+                confidence: confidence.clamp(0.0, 1.0),
+                rect: clip_rect(m.rect(), width, height)?,
             })
         })
+}
+
+/// `rect` (x, y, width, height) intersected with a `width` x `height` frame; `None` when nothing is left.
+pub fn clip_rect((x, y, w, h): (u32, u32, u32, u32), width: u32, height: u32) -> Option<(u32, u32, u32, u32)> {
+    let (x1, y1) = (x.saturating_add(w).min(width), y.saturating_add(h).min(height));
+    (x1 > x && y1 > y).then(|| (x, y, x1 - x, y1 - y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rectangles_are_clipped_to_the_frame() {
+        assert_eq!(clip_rect((10, 10, 20, 20), 100, 100), Some((10, 10, 20, 20)));
+        assert_eq!(clip_rect((90, 95, 20, 20), 100, 100), Some((90, 95, 10, 5)));
+        assert_eq!(clip_rect((u32::MAX, 0, u32::MAX, 5), 100, 100), None);
+        assert_eq!(clip_rect((5, 5, 0, 10), 100, 100), None);
+        assert_eq!(clip_rect((0, 0, 10, 10), 0, 0), None);
+    }
 }

@@ -217,3 +217,25 @@ pub fn start_error(p: &gst::Pipeline) -> Option<String> {
     let _ = p.set_state(gst::State::Null);
     out
 }
+
+/// `gst-launch-1.0 -q` with this build of the plugin (not an installed copy), stdout discarded and stderr
+/// captured: for tests that need a second process or a real terminal program.
+pub fn gst_launch(pipeline: &str) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let build_dir = exe.parent().and_then(std::path::Path::parent).unwrap();
+    assert!(
+        build_dir.join("libgstmobilenetdetect.so").is_file(),
+        "build the plugin first (cargo build -p gst-plugin-mobilenetdetect)"
+    );
+    let isolated = std::env::temp_dir().join(format!("mobilenetdetect-test-launch-{}", std::process::id()));
+    std::fs::create_dir_all(&isolated).unwrap();
+    let mut c = std::process::Command::new("gst-launch-1.0");
+    c.arg("-q")
+        .args(pipeline.split_whitespace())
+        .env("GST_PLUGIN_PATH", build_dir)
+        .env("GST_REGISTRY", isolated.join("registry.bin"))
+        .env("XDG_DATA_HOME", &isolated)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}

@@ -85,25 +85,46 @@ pub struct DetectionCapture {
     captured: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     dropped: AtomicU64,
+    /// Selected samples that could not be written (the writer went on with later ones).
+    lost: AtomicU64,
 }
 
 fn worker_loop(element: super::DetectionCapture, mut writer: DatasetWriter, jobs: crossbeam_channel::Receiver<Job>) {
     let imp = element.imp();
-    let mut failed = false;
     for job in jobs {
         match job {
-            Job::Sample(sample) if !failed => match writer.write(&sample) {
-                Ok(_) => {
-                    imp.captured.fetch_add(1, Ordering::SeqCst);
-                    imp.bytes.store(writer.bytes, Ordering::SeqCst);
+            Job::Sample(sample) => {
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.write(&sample)));
+                let Ok(written) = written else {
+                    // A bug, not a disk fault: stop capturing with an error instead of taking the process down.
+                    gst::element_error!(
+                        element,
+                        gst::LibraryError::Failed,
+                        ("the capture writer failed unexpectedly; samples written so far are complete")
+                    );
+                    return;
+                };
+                match written {
+                    Ok(_) => {
+                        imp.captured.fetch_add(1, Ordering::SeqCst);
+                        imp.bytes.store(writer.bytes, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        // A full disk or a permission changed mid-run: this sample left nothing the trainer reads,
+                        // earlier ones stay intact, and later ones are still tried (the fault may pass).
+                        let n = imp.lost.fetch_add(1, Ordering::SeqCst) + 1;
+                        gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
+                        if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
+                            gst::element_warning!(
+                                element,
+                                gst::ResourceError::Write,
+                                ("{} (samples lost so far: {}; capture goes on)", e, n)
+                            );
+                        }
+                        element.notify("lost");
+                    }
                 }
-                Err(e) => {
-                    // Earlier samples stay intact; this one left no partial files.
-                    failed = true;
-                    gst::element_error!(element, gst::ResourceError::Write, ("{}", e));
-                }
-            },
-            Job::Sample(_) => {}
+            }
             Job::Drain(ack) => {
                 let _ = ack.send(());
             }
@@ -120,7 +141,14 @@ impl DetectionCapture {
     }
 
     /// Whether this frame is kept, by the policies; the boxes to save go to `out`.
-    fn select(&self, s: &Settings, state: &mut State, buf: &gst::BufferRef, out: &mut Vec<SavedBox>) -> bool {
+    fn select(
+        &self,
+        s: &Settings,
+        state: &mut State,
+        buf: &gst::BufferRef,
+        size: (u32, u32),
+        out: &mut Vec<SavedBox>,
+    ) -> bool {
         let frame = state.frame;
         state.frame += 1;
         if s.every_n_frames > 1 && !frame.is_multiple_of(s.every_n_frames as u64) {
@@ -135,10 +163,11 @@ impl DetectionCapture {
                 })
         };
         let ground_truth = s.source == BoxSource::GroundTruth;
-        for b in boxes(buf, s.source) {
+        for b in boxes(buf, s.source, size) {
             let confidence = (!ground_truth).then_some(b.confidence as f32);
             out.push(SavedBox {
-                label: b.label.to_string(),
+                // A label is one line of labels.txt and XML text: no control characters.
+                label: detection_common::labels::clean_label(b.label, b.class_id as usize),
                 class_id: b.class_id,
                 confidence,
                 rect: b.rect,
@@ -171,7 +200,7 @@ impl DetectionCapture {
                 .and_then(|seg| seg.to_running_time(buf.pts()))
                 .or(buf.pts());
             if let (Some(now), Some(last)) = (now, state.last_capture)
-                && now < last + gst::ClockTime::from_nseconds(s.min_interval)
+                && now.nseconds() < last.nseconds().saturating_add(s.min_interval)
             {
                 return false;
             }
@@ -301,6 +330,14 @@ impl ObjectImpl for DetectionCapture {
                     .blurb("Selected frames skipped because the writer queue was full")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("lost")
+                    .nick("Lost")
+                    .blurb(
+                        "Selected frames that could not be written (disk full, permissions): each is warned about, \
+                         leaves nothing half-written, and capture goes on with the next ones",
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -360,6 +397,7 @@ impl ObjectImpl for DetectionCapture {
             "quality" => s.quality.to_value(),
             "captured" => self.captured.load(Ordering::SeqCst).to_value(),
             "dropped" => self.dropped.load(Ordering::SeqCst).to_value(),
+            "lost" => self.lost.load(Ordering::SeqCst).to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -436,6 +474,7 @@ impl BaseTransformImpl for DetectionCapture {
         self.captured.store(0, Ordering::SeqCst);
         self.bytes.store(writer.bytes, Ordering::SeqCst);
         self.dropped.store(0, Ordering::SeqCst);
+        self.lost.store(0, Ordering::SeqCst);
         let existing = writer.next_index();
         let (sender, jobs) = crossbeam_channel::bounded(s.queue_size as usize);
         let element = self.obj().clone();
@@ -496,11 +535,14 @@ impl BaseTransformImpl for DetectionCapture {
         if at_limit {
             if !state.limit_announced {
                 state.limit_announced = true;
-                gst::info!(CAT, imp = self, "capture limit reached ({} samples)", state.queued);
+                let samples = state.queued;
+                // Posted without the state lock: a synchronous bus handler may set properties.
+                drop(guard);
+                gst::info!(CAT, imp = self, "capture limit reached ({samples} samples)");
                 let _ = self.obj().post_message(
                     gst::message::Element::builder(
                         gst::Structure::builder("detectioncapture-limit")
-                            .field("samples", state.queued)
+                            .field("samples", samples)
                             .build(),
                     )
                     .src(&*self.obj())
@@ -510,7 +552,7 @@ impl BaseTransformImpl for DetectionCapture {
             return Ok(gst::FlowSuccess::Ok);
         }
         let mut chosen = Vec::new();
-        if !self.select(&s, state, buf.as_ref(), &mut chosen) {
+        if !self.select(&s, state, buf.as_ref(), (info.width(), info.height()), &mut chosen) {
             return Ok(gst::FlowSuccess::Ok);
         }
         let job = Job::Sample(Sample {
@@ -536,6 +578,7 @@ impl BaseTransformImpl for DetectionCapture {
             }
             Err(crossbeam_channel::TrySendError::Full(_)) => {
                 // A live source must never stall: skip the frame and count it.
+                drop(guard);
                 let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
                 gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
                 if n == 1 || n.is_multiple_of(100) {
@@ -545,10 +588,10 @@ impl BaseTransformImpl for DetectionCapture {
                         ("the disk is not keeping up: {} frames skipped so far", n)
                     );
                 }
-                drop(guard);
                 self.obj().notify("dropped");
             }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                drop(guard);
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
                 return Err(gst::FlowError::Error);
             }

@@ -1,12 +1,24 @@
-//! The dataset on disk: folder layout, numbering that resumes after a restart, labels.txt, and atomic sample
-//! writes (JPEG, then the XML that makes the sample exist).
+//! The dataset on disk: folder layout, numbering that resumes after a restart, labels.txt, and sample writes
+//! that are safe against crashes, full disks and other writers on the same folder.
+//!
+//! A sample exists only once its XML is in `Annotations/` (that is what the trainer reads), so every sample is
+//! committed in this order: JPEG renamed into place, then its line appended to the ImageSets lists, then the XML
+//! renamed into place. A crash or a failed write between two steps leaves only things the trainer never sees
+//! (a JPEG or list line without XML, a hidden `.tmp` file). Writers on one folder — elements of one process or
+//! of several — serialise the commit through an advisory lock on `.detectioncapture.lock`, so each claims a
+//! sample number no other writer used and they merge their labels instead of overwriting each other's.
 
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
 use gst_video::VideoFormat;
+use gst_video::prelude::*;
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const PREFIX: &str = "frame-";
+const LOCK_FILE: &str = ".detectioncapture.lock";
+const LISTS: [&str; 3] = ["trainval.txt", "train.txt", "val.txt"];
 
 /// One box to save with a frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,41 +40,169 @@ pub struct Sample {
 
 pub struct DatasetWriter {
     root: PathBuf,
+    lock: File,
     next: u64,
     /// Labels by class id (index 0 is the background).
     labels: Vec<String>,
     quality: u8,
     pub bytes: u64,
+    /// Reused per sample: the packed RGB frame and its JPEG.
+    rgb: Vec<u8>,
+    jpeg: Vec<u8>,
 }
 
+/// A temporary name no other writer (thread or process) uses at the same time: `.NAME.PID.N.tmp`.
+fn temp_path(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Writes `data` to a temporary file beside `path` and renames it over `path`: readers see all or nothing.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    detection_common::onnx::write_atomically(path, data)
+    let tmp = temp_path(path);
+    let result = File::create(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Appends `id` as one line with a single write; a line left unterminated by an earlier failed write (a full
+/// disk) gets its newline first, so the new id never runs into it.
+fn append_line(path: &Path, id: &str) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        f.read_exact_at(&mut last, len - 1)?;
+    }
+    let line = if last[0] == b'\n' {
+        format!("{id}\n")
+    } else {
+        format!("\n{id}\n")
+    };
+    (&f).write_all(line.as_bytes())
+}
+
+/// Whether a process is still running (its temporary files are not stale then).
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes `.NAME.PID.N.tmp` files left by writers that died (kill -9, power loss) in `dir`.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let mut parts = inner.rsplitn(3, '.');
+        let (_n, pid) = (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok()));
+        if let Some(pid) = pid
+            && !process_alive(pid)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The sample number in `frame-NNNNNN.EXT`.
+fn sample_number(name: &str, ext: &str) -> Option<u64> {
+    name.strip_prefix(PREFIX)?.strip_suffix(ext)?.parse().ok()
+}
+
+fn labels_text(labels: &[String]) -> String {
+    labels.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn read_labels(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let l = detection_common::labels::Labels::parse(&text);
+    Some(
+        (0..l.len())
+            .map(|i| l.name(i).unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
+/// Holds the dataset's lock for one commit; released on drop (and by the kernel if the process dies).
+struct Locked<'a>(&'a File);
+
+impl<'a> Locked<'a> {
+    fn new(lock: &'a File, root: &Path) -> Result<Self, String> {
+        lock.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", root.join(LOCK_FILE).display()))?;
+        Ok(Self(lock))
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 impl DatasetWriter {
     /// Creates the folders (or opens an existing dataset: numbering continues after its last sample, its labels
-    /// are kept).
+    /// are kept), and tidies what a writer that died left behind.
     pub fn open(root: &Path, quality: u8, initial_labels: &[String]) -> Result<Self, String> {
         for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", root.join(sub).display()))?;
         }
+        let lock_path = root.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot write in {}: {e}", root.display()))?;
         // Probe that the folder is writable now rather than on the first frame.
-        let probe = root.join(".detectioncapture-probe");
+        let probe = temp_path(&root.join(".detectioncapture-probe"));
         std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", root.display()))?;
         let _ = std::fs::remove_file(&probe);
+
+        let guard = Locked::new(&lock, root)?;
+        for sub in ["Annotations", "JPEGImages", "ImageSets/Main", ""] {
+            remove_stale_temps(&root.join(sub));
+        }
+        let labels_path = root.join("labels.txt");
+        let labels = match read_labels(&labels_path) {
+            Some(l) => l,
+            None => {
+                let l = detection_common::labels::Labels::from_names(initial_labels.to_vec());
+                let l: Vec<String> = (0..l.len())
+                    .map(|i| l.name(i).unwrap_or_default().to_string())
+                    .collect();
+                write_atomically(&labels_path, labels_text(&l).as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", labels_path.display()))?;
+                l
+            }
+        };
+        drop(guard);
+
         let mut next = 0;
         let mut bytes = 0;
-        for entry in std::fs::read_dir(root.join("Annotations"))
-            .map_err(|e| format!("cannot list {}: {e}", root.display()))?
-            .flatten()
-        {
+        let listing = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .map_err(|e| format!("cannot list {}: {e}", dir.display()))
+                .map(|d| d.flatten().collect::<Vec<_>>())
+        };
+        for entry in listing(&root.join("Annotations"))? {
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(n) = name
-                .strip_prefix(PREFIX)
-                .and_then(|r| r.strip_suffix(".xml"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            if let Some(n) = sample_number(&name, ".xml") {
                 next = next.max(n + 1);
                 bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
                 bytes += std::fs::metadata(root.join("JPEGImages").join(format!("{PREFIX}{n:06}.jpg")))
@@ -70,32 +210,21 @@ impl DatasetWriter {
                     .unwrap_or(0);
             }
         }
-        let labels: Vec<String> = match std::fs::read_to_string(root.join("labels.txt")) {
-            Ok(text) => {
-                let l = detection_common::labels::Labels::parse(&text);
-                (0..l.len())
-                    .map(|i| l.name(i).unwrap_or_default().to_string())
-                    .collect()
+        // A JPEG whose XML never came (a crash mid-sample) keeps its number taken: no sample reuses it.
+        for entry in listing(&root.join("JPEGImages"))? {
+            if let Some(n) = sample_number(&entry.file_name().to_string_lossy(), ".jpg") {
+                next = next.max(n + 1);
             }
-            Err(_) => {
-                let l = detection_common::labels::Labels::from_names(initial_labels.to_vec());
-                (0..l.len())
-                    .map(|i| l.name(i).unwrap_or_default().to_string())
-                    .collect()
-            }
-        };
-        let labels_path = root.join("labels.txt");
-        if !labels_path.exists() {
-            let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
-            write_atomically(&labels_path, text.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", labels_path.display()))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
+            lock,
             next,
             labels,
             quality,
             bytes,
+            rgb: Vec::new(),
+            jpeg: Vec::new(),
         })
     }
 
@@ -103,9 +232,20 @@ impl DatasetWriter {
         self.next
     }
 
-    /// Adds labels seen on a frame; rewrites labels.txt when one is new. A class id whose label differs from
-    /// the recorded one is an error (the dataset's ids would stop meaning anything).
+    /// Merges the labels seen on a frame into labels.txt (re-read first: another writer may have added some).
+    /// A class id whose label differs from the recorded one is an error (the dataset's ids would stop meaning
+    /// anything). Called with the lock held.
     fn update_labels(&mut self, boxes: &[SavedBox]) -> Result<(), String> {
+        let path = self.root.join("labels.txt");
+        if let Some(on_disk) = read_labels(&path) {
+            for (i, name) in on_disk.into_iter().enumerate() {
+                match self.labels.get_mut(i) {
+                    Some(mine) if *mine == format!("class-{i}") => *mine = name,
+                    Some(_) => {}
+                    None => self.labels.push(name),
+                }
+            }
+        }
         let mut changed = false;
         for SavedBox { label, class_id, .. } in boxes {
             let id = *class_id as usize;
@@ -124,29 +264,45 @@ impl DatasetWriter {
                     return Err(format!(
                         "class id {id} is '{label}' here but '{}' in {}",
                         self.labels[id],
-                        self.root.join("labels.txt").display()
+                        path.display()
                     ));
                 }
             }
         }
         if changed {
-            let text: String = self.labels.iter().map(|l| format!("{l}\n")).collect();
-            write_atomically(&self.root.join("labels.txt"), text.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", self.root.join("labels.txt").display()))?;
+            write_atomically(&path, labels_text(&self.labels).as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         Ok(())
     }
 
-    /// Encodes and writes one sample; on error nothing of it is left behind.
+    /// Encodes and writes one sample; on error the dataset holds nothing of it that the trainer would read.
     pub fn write(&mut self, sample: &Sample) -> Result<u64, String> {
-        self.update_labels(&sample.boxes)?;
-        let id = format!("{PREFIX}{:06}", self.next);
         let (w, h) = (sample.info.width(), sample.info.height());
-        let rgb = to_rgb(&sample.buffer, &sample.info)?;
-        let mut jpeg = Vec::with_capacity((w * h / 4) as usize);
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, self.quality)
-            .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+        to_rgb(&sample.buffer, &sample.info, &mut self.rgb)?;
+        self.jpeg.clear();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
+            .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
             .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(|e| format!("cannot lock the dataset: {e}"))?;
+        let _guard = Locked::new(&lock, &self.root)?;
+        self.update_labels(&sample.boxes)?;
+        let jpg_dir = self.root.join("JPEGImages");
+        let xml_dir = self.root.join("Annotations");
+        // Claim a number no writer has used: the lock makes check-then-create race-free among writers.
+        let id = loop {
+            let id = format!("{PREFIX}{:06}", self.next);
+            if jpg_dir.join(format!("{id}.jpg")).exists() || xml_dir.join(format!("{id}.xml")).exists() {
+                self.next += 1;
+            } else {
+                break id;
+            }
+        };
+        self.next += 1;
         let annotation = Annotation {
             filename: format!("{id}.jpg"),
             width: w,
@@ -154,103 +310,150 @@ impl DatasetWriter {
             objects: sample
                 .boxes
                 .iter()
-                .map(
-                    |SavedBox {
-                         label,
-                         confidence,
-                         rect: (x, y, bw, bh),
-                         ..
-                     }| VocObject {
-                        name: label.clone(),
-                        xmin: *x as f32,
-                        ymin: *y as f32,
-                        xmax: (*x + *bw) as f32,
-                        ymax: (*y + *bh) as f32,
+                .map(|b| {
+                    let (x, y, bw, bh) = b.rect;
+                    VocObject {
+                        name: b.label.clone(),
+                        xmin: x as f32,
+                        ymin: y as f32,
+                        xmax: x.saturating_add(bw) as f32,
+                        ymax: y.saturating_add(bh) as f32,
                         difficult: false,
-                        confidence: *confidence,
-                    },
-                )
+                        confidence: b.confidence,
+                    }
+                })
                 .collect(),
         };
         let xml = write_annotation(&annotation);
-        let jpg_path = self.root.join("JPEGImages").join(&annotation.filename);
-        let xml_path = self.root.join("Annotations").join(format!("{id}.xml"));
-        write_atomically(&jpg_path, &jpeg).map_err(|e| format!("cannot write {}: {e}", jpg_path.display()))?;
+        let jpg_path = jpg_dir.join(&annotation.filename);
+        let xml_path = xml_dir.join(format!("{id}.xml"));
+        write_atomically(&jpg_path, &self.jpeg).map_err(|e| format!("cannot write {}: {e}", jpg_path.display()))?;
+        // The split follows the trainer's hash, so both agree without ImageSets too.
+        let split_list = if hash_split(&id) == detection_common::voc::Split::Val {
+            LISTS[2]
+        } else {
+            LISTS[1]
+        };
+        let sets = self.root.join("ImageSets/Main");
+        for list in [LISTS[0], split_list] {
+            let path = sets.join(list);
+            if let Err(e) = append_line(&path, &id) {
+                // A listed id without an XML is not a sample; the JPEG goes so the number stays a gap.
+                let _ = std::fs::remove_file(&jpg_path);
+                return Err(format!("cannot append to {}: {e}", path.display()));
+            }
+        }
+        // The XML makes the sample exist.
         if let Err(e) = write_atomically(&xml_path, xml.as_bytes()) {
             let _ = std::fs::remove_file(&jpg_path);
             return Err(format!("cannot write {}: {e}", xml_path.display()));
         }
-        // The split follows the trainer's hash, so both agree without ImageSets too.
-        let split = hash_split(&id);
-        let sets = self.root.join("ImageSets/Main");
-        for list in [
-            "trainval.txt",
-            if split == detection_common::voc::Split::Val {
-                "val.txt"
-            } else {
-                "train.txt"
-            },
-        ] {
-            let path = sets.join(list);
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| writeln!(f, "{id}"))
-                .map_err(|e| format!("cannot append to {}: {e}", path.display()))?;
-        }
-        let written = (jpeg.len() + xml.len()) as u64;
+        let written = (self.jpeg.len() + xml.len()) as u64;
         self.bytes += written;
-        self.next += 1;
         Ok(written)
     }
 }
 
-/// The frame as packed RGB, for the JPEG encoder.
-fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> Result<Vec<u8>, String> {
+/// One plane of a mapped frame, checked to hold `rows` rows of `row_bytes` at the frame's own stride (from
+/// its GstVideoMeta when it has one: padded or tight rows, as decoders and cameras produce them).
+fn plane<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+    index: u32,
+    row_bytes: usize,
+    rows: usize,
+) -> Result<(&'a [u8], usize), String> {
+    let data = frame
+        .plane_data(index)
+        .map_err(|e| format!("cannot read plane {index}: {e}"))?;
+    let stride = frame.plane_stride()[index as usize];
+    let stride = usize::try_from(stride).map_err(|_| format!("plane {index} has a negative stride {stride}"))?;
+    let needed = stride * rows.saturating_sub(1) + row_bytes;
+    if stride < row_bytes || data.len() < needed {
+        return Err(format!(
+            "plane {index}: {rows} rows of {row_bytes} bytes at stride {stride} do not fit in its {} bytes",
+            data.len()
+        ));
+    }
+    Ok((data, stride))
+}
+
+/// The frame as packed RGB into `rgb`, for the JPEG encoder.
+fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo, rgb: &mut Vec<u8>) -> Result<(), String> {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
-        .map_err(|_| "cannot map the frame".to_string())?;
+        .map_err(|_| "cannot map the frame (buffer smaller than its caps or video meta say)".to_string())?;
     let (w, h) = (info.width() as usize, info.height() as usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    let stride = |i: usize| info.stride()[i] as usize;
-    let plane = |i: u32| frame.plane_data(i).map_err(|e| format!("cannot read plane {i}: {e}"));
+    rgb.clear();
+    rgb.resize(w * h * 3, 0);
     match crate::preprocess::rgb_offsets(info.format()) {
         None => {
             let nv12 = info.format() == VideoFormat::Nv12;
-            let luma = plane(0)?;
-            let (p1, p2) = if nv12 {
-                (plane(1)?, plane(1)?)
-            } else {
-                (plane(1)?, plane(2)?)
-            };
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let (luma, s0) = plane(&frame, 0, w, h)?;
+            let (p1, s1) = plane(&frame, 1, if nv12 { cw * 2 } else { cw }, ch)?;
+            let (p2, s2) = if nv12 { (p1, s1) } else { plane(&frame, 2, cw, ch)? };
             let c = info.colorimetry();
             let matrix =
                 crate::preprocess::YuvMatrix::new(c.matrix(), c.range() == gst_video::VideoColorRange::Range0_255);
-            for y in 0..h {
-                for x in 0..w {
+            for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
+                let luma_row = &luma[y * s0..y * s0 + w];
+                let (row1, row2) = (&p1[(y / 2) * s1..], &p2[(y / 2) * s2..]);
+                for (x, px) in out.chunks_exact_mut(3).enumerate() {
                     let (u, v) = if nv12 {
-                        let o = (y / 2) * stride(1) + (x / 2) * 2;
-                        (p1[o], p1[o + 1])
+                        (row1[(x / 2) * 2], row1[(x / 2) * 2 + 1])
                     } else {
-                        (p1[(y / 2) * stride(1) + x / 2], p2[(y / 2) * stride(2) + x / 2])
+                        (row1[x / 2], row2[x / 2])
                     };
-                    let o = (y * w + x) * 3;
-                    rgb[o..o + 3].copy_from_slice(&matrix.rgb(luma[y * stride(0) + x], u, v));
+                    px.copy_from_slice(&matrix.rgb(luma_row[x], u, v));
                 }
             }
         }
         Some((bpp, offsets)) => {
-            let data = plane(0)?;
-            for y in 0..h {
-                let row = &data[y * stride(0)..y * stride(0) + w * bpp];
-                for (x, p) in row.chunks_exact(bpp).enumerate() {
-                    let o = (y * w + x) * 3;
-                    rgb[o] = p[offsets[0]];
-                    rgb[o + 1] = p[offsets[1]];
-                    rgb[o + 2] = p[offsets[2]];
+            let (data, stride) = plane(&frame, 0, w * bpp, h)?;
+            for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
+                let row = &data[y * stride..y * stride + w * bpp];
+                for (p, px) in row.chunks_exact(bpp).zip(out.chunks_exact_mut(3)) {
+                    px[0] = p[offsets[0]];
+                    px[1] = p[offsets[1]];
+                    px[2] = p[offsets[2]];
                 }
             }
         }
     }
-    Ok(rgb)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_lines_survive_an_unterminated_line() {
+        let dir = std::env::temp_dir().join(format!("capture-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = dir.join("train.txt");
+        std::fs::write(&list, "frame-000001\nframe-0000").unwrap();
+        append_line(&list, "frame-000003").unwrap();
+        append_line(&list, "frame-000004").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&list).unwrap(),
+            "frame-000001\nframe-0000\nframe-000003\nframe-000004\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temporary_files_of_dead_writers_are_removed() {
+        let dir = std::env::temp_dir().join(format!("capture-temps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // PID 0x7ffffffe does not exist; our own PID does.
+        let dead = dir.join(format!(".frame-000001.jpg.{}.0.tmp", 0x7fff_fffe_u32));
+        let alive = dir.join(format!(".frame-000002.jpg.{}.0.tmp", std::process::id()));
+        let other = dir.join("frame-000003.jpg");
+        for f in [&dead, &alive, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_stale_temps(&dir);
+        assert!(!dead.exists() && alive.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

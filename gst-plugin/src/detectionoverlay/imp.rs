@@ -272,7 +272,8 @@ impl VideoFilterImpl for DetectionOverlay {
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         // Copy the boxes out first: the frame's buffer is borrowed for drawing.
-        let found: Vec<OwnedBox> = boxes(frame.buffer(), s.source)
+        let size = (frame.width(), frame.height());
+        let found: Vec<OwnedBox> = boxes(frame.buffer(), s.source, size)
             .map(|b| b.to_owned_box())
             .filter(|b| s.source != BoxSource::Detections || b.confidence >= s.min_confidence)
             .collect();
