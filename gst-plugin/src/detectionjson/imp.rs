@@ -20,6 +20,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_LOCATION: &str = "-";
 /// Lines waiting for the writer thread; a full queue applies backpressure rather than dropping lines.
 const QUEUE_LINES: usize = 1024;
+/// The largest UDP payload over IPv4 (65535 minus the IP and UDP headers): a longer frame is split.
+pub const MAX_DATAGRAM: usize = 65_507;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -93,6 +95,8 @@ struct State {
     writer: Option<JoinHandle<()>>,
     frame: u64,
     line: String,
+    /// Whether lines go out as UDP datagrams (and must fit one).
+    udp: bool,
     /// Frame size from the negotiated caps.
     size: (u32, u32),
 }
@@ -101,33 +105,62 @@ struct State {
 pub struct DetectionJson {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    /// Lines that could not be written (closed stdout, vanished receiver, full disk).
+    lost: std::sync::atomic::AtomicU64,
+    /// UDP frames too large for one datagram, sent in several parts.
+    split: std::sync::atomic::AtomicU64,
+}
+
+/// Blocks SIGPIPE in the calling thread: writing to a closed stdout or pipe then fails with EPIPE (a warning)
+/// instead of killing the whole process (gst-launch-1.0 and most applications keep SIGPIPE's default).
+fn block_sigpipe() {
+    // SAFETY: plain libc calls on a local, initialised signal set; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 fn writer_loop(element: super::DetectionJson, mut out: Output, jobs: Receiver<Job>, location: String) {
-    for job in jobs {
-        let result = match job {
-            Job::Line(l) => out.write_line(&l),
-            Job::Drain(ack) => {
-                let r = out.flush();
-                let _ = ack.send(());
-                r
-            }
-        };
-        if let Err(e) = result {
-            gst::element_error!(
+    block_sigpipe();
+    let imp = element.imp();
+    let failed = |e: std::io::Error| {
+        // A reader that went away (closed stdout, no UDP receiver) or a full disk must not stop the video:
+        // the line is counted as lost and later lines are still tried.
+        let n = imp.lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        gst::warning!(CAT, obj = element, "cannot write to {location}: {e} ({n} lines lost)");
+        if n == 1 || n.is_power_of_two() {
+            gst::element_warning!(
                 element,
                 gst::ResourceError::Write,
-                ("cannot write to {}: {}", location, e)
+                (
+                    "cannot write to {}: {} ({} lines lost so far; the stream goes on)",
+                    location,
+                    e,
+                    n
+                )
             );
-            return;
+        }
+    };
+    for job in jobs {
+        match job {
+            Job::Line(l) => {
+                if let Err(e) = out.write_line(&l) {
+                    failed(e);
+                }
+            }
+            Job::Drain(ack) => {
+                if let Err(e) = out.flush() {
+                    failed(e);
+                }
+                let _ = ack.send(());
+            }
         }
     }
     if let Err(e) = out.flush() {
-        gst::element_error!(
-            element,
-            gst::ResourceError::Write,
-            ("cannot write to {}: {}", location, e)
-        );
+        failed(e);
     }
 }
 
@@ -161,7 +194,7 @@ impl DetectionJson {
             None => line.push_str("null"),
         }
         let _ = write!(line, ",\"width\":{w},\"height\":{h},\"detections\":[");
-        for (i, b) in boxes(buf, source).enumerate() {
+        for (i, b) in boxes(buf, source, (w, h)).enumerate() {
             if i > 0 {
                 line.push(',');
             }
@@ -182,6 +215,49 @@ impl DetectionJson {
             );
         }
         line.push_str("]}\n");
+    }
+
+    /// For UDP: a frame line longer than one datagram becomes several lines, each a complete JSON object with
+    /// the frame's fields, `part` (0-based), `parts`, and as many whole detections as fit. A single detection
+    /// that alone exceeds a datagram (an absurd label) is left out of them and counted as lost.
+    fn split_for_datagrams(&self, line: &str) -> Vec<Vec<u8>> {
+        const MARK: &str = ",\"detections\":[";
+        let (Some(head_end), Some(body)) = (line.find(MARK), line.strip_suffix("]}\n")) else {
+            return vec![line.as_bytes().to_vec()];
+        };
+        let head = &line[..head_end];
+        let items = &body[head_end + MARK.len()..];
+        // Each detection is an object ending in "}}" (its box object closes it): cut there.
+        let mut detections = Vec::new();
+        let mut rest = items;
+        while let Some(end) = rest.find("}},{\"label\"") {
+            detections.push(&rest[..end + 2]);
+            rest = &rest[end + 3..];
+        }
+        if !rest.is_empty() {
+            detections.push(rest);
+        }
+        let room = MAX_DATAGRAM.saturating_sub(head.len() + 64);
+        let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
+        let mut used = 0;
+        for d in detections {
+            if d.len() + 1 > room {
+                self.lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                continue;
+            }
+            if used + d.len() + 1 > room {
+                groups.push(Vec::new());
+                used = 0;
+            }
+            used += d.len() + 1;
+            groups.last_mut().expect("never empty").push(d);
+        }
+        let parts = groups.len();
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("{head},\"part\":{i},\"parts\":{parts}{MARK}{}]}}\n", g.join(",")).into_bytes())
+            .collect()
     }
 
     fn drain(&self) {
@@ -212,6 +288,16 @@ impl ObjectImpl for DetectionJson {
                     .default_value(Some(DEFAULT_LOCATION))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("lost")
+                    .nick("Lost lines")
+                    .blurb("Lines that could not be written (closed stdout, vanished receiver, full disk): each failure is a warning and the stream goes on")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("split")
+                    .nick("Split frames")
+                    .blurb("UDP only: frames whose line exceeded one datagram (65507 bytes) and went out as several lines with 'part' and 'parts'")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("source", BoxSource::Detections)
                     .nick("Source")
                     .blurb("Which boxes to write: the detector's (detections) or a labelled source's (ground-truth)")
@@ -241,6 +327,8 @@ impl ObjectImpl for DetectionJson {
         match pspec.name() {
             "location" => s.location.to_value(),
             "source" => s.source.to_value(),
+            "lost" => self.lost.load(std::sync::atomic::Ordering::SeqCst).to_value(),
+            "split" => self.split.load(std::sync::atomic::Ordering::SeqCst).to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -280,6 +368,7 @@ impl BaseTransformImpl for DetectionJson {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let location = self.settings.lock().unwrap().location.clone();
+        let udp = location.starts_with("udp://");
         let out = Output::open(&location).map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let (sender, jobs) = sync_channel(QUEUE_LINES);
         let element = self.obj().clone();
@@ -287,11 +376,14 @@ impl BaseTransformImpl for DetectionJson {
             .name("detectionjson-writer".into())
             .spawn(move || writer_loop(element, out, jobs, location))
             .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
+        self.lost.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.split.store(0, std::sync::atomic::Ordering::SeqCst);
         *self.state.lock().unwrap() = Some(State {
             sender,
             writer: Some(writer),
             frame: 0,
             line: String::with_capacity(1024),
+            udp,
             size: (0, 0),
         });
         gst::debug!(CAT, imp = self, "started");
@@ -333,14 +425,27 @@ impl BaseTransformImpl for DetectionJson {
         let mut line = std::mem::take(&mut state.line);
         Self::format_frame(&mut line, buf.as_ref(), state.frame, state.size, source);
         state.frame += 1;
-        let bytes = line.as_bytes().to_vec();
+        let lines = if state.udp && line.len() > MAX_DATAGRAM {
+            let n = self.split.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "frame of {} bytes split into datagrams ({n} frames so far)",
+                line.len()
+            );
+            self.split_for_datagrams(&line)
+        } else {
+            vec![line.as_bytes().to_vec()]
+        };
         state.line = line;
         let sender = state.sender.clone();
         drop(guard);
-        sender.send(Job::Line(bytes)).map_err(|_| {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ["the JSON writer stopped"]);
-            gst::FlowError::Error
-        })?;
+        for bytes in lines {
+            sender.send(Job::Line(bytes)).map_err(|_| {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ["the JSON writer stopped"]);
+                gst::FlowError::Error
+            })?;
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 }
