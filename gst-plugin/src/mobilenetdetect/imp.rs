@@ -238,6 +238,15 @@ struct PendingModel {
     generation: u64,
     model: Model,
     gate: ClassGate,
+    settings: Settings,
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 #[derive(Default)]
@@ -249,6 +258,22 @@ pub struct MobilenetDetect {
     load_generation: AtomicU64,
     active_provider: Mutex<String>,
     watcher: Mutex<Option<ModelWatcher>>,
+    /// Between start and stop. Setters and the watcher read this instead of locking the state, which the
+    /// streaming thread holds during inference (a setter called from a synchronous bus handler must not wait).
+    running: std::sync::atomic::AtomicBool,
+    /// The labels of the running model, to check a class filter set while running.
+    model_labels: Mutex<Option<Arc<detection_common::labels::Labels>>>,
+    /// The model-related settings of the running model: restored when a reload with new ones fails.
+    active_settings: Mutex<Option<Settings>>,
+}
+
+/// Something to post once the streaming thread has let go of the state lock: a handler that runs
+/// synchronously on the bus may call back into the element.
+enum Post {
+    Notify(&'static str),
+    Message(gst::Message),
+    Warning(String),
+    Error(gst::ErrorMessage),
 }
 
 /// Polls the model file while `watch-model` is on; a replaced file (new inode, size or mtime, stable over two
@@ -285,19 +310,57 @@ impl MobilenetDetect {
         Ok((model, gate))
     }
 
-    fn announce_model(&self, model: &Model) {
+    /// Records a model that is now in use; what the user should hear about goes to `posts`.
+    fn announce_model(&self, model: &Model, settings: Settings, posts: &mut Vec<Post>) {
         gst::info!(CAT, imp = self, "loaded {:?}", model);
         for w in &model.warnings {
             gst::warning!(CAT, imp = self, "{}", w);
-            gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w));
+            posts.push(Post::Warning(w.clone()));
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
-        self.obj().notify("active-execution-provider");
+        *self.model_labels.lock().unwrap() = Some(Arc::new(model.labels.clone()));
+        *self.active_settings.lock().unwrap() = Some(settings);
+    }
+
+    fn post(&self, posts: Vec<Post>) {
+        for p in posts {
+            match p {
+                Post::Notify(property) => self.obj().notify(property),
+                Post::Message(m) => {
+                    let _ = self.obj().post_message(m);
+                }
+                Post::Warning(w) => gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w)),
+                Post::Error(e) => self.post_error_message(e),
+            }
+        }
+    }
+
+    /// After a failed reload: the model-related settings go back to those of the running model, so the
+    /// properties say what actually runs.
+    fn restore_active_settings(&self) {
+        let Some(active) = self.active_settings.lock().unwrap().clone() else {
+            return;
+        };
+        let mut s = self.settings.lock().unwrap();
+        let keep = Settings {
+            resize: s.resize,
+            score_threshold: s.score_threshold,
+            iou_threshold: s.iou_threshold,
+            max_detections: s.max_detections,
+            classes: s.classes.clone(),
+            class_thresholds: s.class_thresholds.clone(),
+            interval: s.interval,
+            post_messages: s.post_messages,
+            watch_model: s.watch_model,
+            filter_version: s.filter_version,
+            ..active
+        };
+        *s = keep;
     }
 
     /// Starts loading the model described by the current settings on a separate thread when running.
     fn reload_if_running(&self) {
-        if self.state.lock().unwrap().is_none() {
+        if !self.running.load(Ordering::SeqCst) {
             return;
         }
         let settings = self.settings.lock().unwrap().clone();
@@ -307,7 +370,24 @@ impl MobilenetDetect {
             .name("mobilenetdetect-load".into())
             .spawn(move || {
                 let imp = element.imp();
-                let result = Self::load(&settings);
+                // A panic while loading (a broken file tripping a library) must not take the process down.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load(&settings)));
+                let result = match result {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        let why = panic_text(&panic);
+                        gst::element_error!(
+                            element,
+                            gst::LibraryError::Failed,
+                            (
+                                "loading {} failed unexpectedly: {}",
+                                settings.model.as_deref().unwrap_or(""),
+                                why
+                            )
+                        );
+                        return;
+                    }
+                };
                 if imp.load_generation.load(Ordering::SeqCst) != generation {
                     gst::debug!(CAT, obj = element, "dropping superseded model load {generation}");
                     return;
@@ -324,10 +404,12 @@ impl MobilenetDetect {
                             generation,
                             model,
                             gate,
+                            settings,
                         });
                     }
                     Err(e) => {
                         gst::warning!(CAT, obj = element, "keeping the current model: {e}");
+                        imp.restore_active_settings();
                         gst::element_warning!(
                             element,
                             gst::LibraryError::Settings,
@@ -384,7 +466,7 @@ impl MobilenetDetect {
     }
 
     /// Swaps in a model loaded in the background, if one is ready.
-    fn take_pending(&self, state: &mut State) {
+    fn take_pending(&self, state: &mut State, posts: &mut Vec<Post>) {
         let Ok(mut pending) = self.pending.try_lock() else {
             return;
         };
@@ -393,13 +475,14 @@ impl MobilenetDetect {
                 return;
             }
             drop(pending);
-            self.announce_model(&p.model);
+            self.announce_model(&p.model, p.settings, posts);
+            posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
             state.model = p.model;
             state.gate = p.gate;
             state.pre = None;
             state.latest.clear();
-            let _ = self.obj().post_message(
+            posts.push(Post::Message(
                 gst::message::Element::builder(
                     gst::Structure::builder("mobilenetdetect-model-changed")
                         .field("model", state.model.path.display().to_string())
@@ -407,7 +490,7 @@ impl MobilenetDetect {
                 )
                 .src(&*self.obj())
                 .build(),
-            );
+            ));
         }
     }
 
@@ -416,14 +499,15 @@ impl MobilenetDetect {
         state: &mut State,
         buf: &gst::BufferRef,
         settings: &FrameSettings,
-    ) -> Result<(), gst::FlowError> {
+    ) -> Result<(), (gst::ErrorMessage, gst::FlowError)> {
         let info = state.info.as_ref().ok_or_else(|| {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ["no caps negotiated before the first buffer"]
-            );
-            gst::FlowError::NotNegotiated
+            (
+                gst::error_msg!(
+                    gst::CoreError::Negotiation,
+                    ["no caps negotiated before the first buffer"]
+                ),
+                gst::FlowError::NotNegotiated,
+            )
         })?;
         let spec = state.model.input.tensor_spec(info.width(), info.height());
         if !state
@@ -432,8 +516,10 @@ impl MobilenetDetect {
             .is_some_and(|p| p.matches(info, &spec, settings.resize))
         {
             let pre = Preprocessor::new(info, spec, settings.resize).map_err(|e| {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
-                gst::FlowError::NotNegotiated
+                (
+                    gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]),
+                    gst::FlowError::NotNegotiated,
+                )
             })?;
             state.pre = Some(pre);
         }
@@ -441,12 +527,19 @@ impl MobilenetDetect {
         let started = std::time::Instant::now();
         {
             let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the video frame for reading"]);
-                gst::FlowError::Error
+                (
+                    gst::error_msg!(
+                        gst::CoreError::Failed,
+                        ["cannot map the video frame for reading (buffer smaller than its caps or video meta say)"]
+                    ),
+                    gst::FlowError::Error,
+                )
             })?;
             pre.process(&frame).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Decode, ["{}", e]);
-                gst::FlowError::Error
+                (
+                    gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
+                    gst::FlowError::Error,
+                )
             })?;
         }
         let preprocessed = std::time::Instant::now();
@@ -461,12 +554,10 @@ impl MobilenetDetect {
                 &mut state.candidates,
             )
             .map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ["{}: {}", state.model.path.display(), e]
-                );
-                gst::FlowError::Error
+                (
+                    gst::error_msg!(gst::StreamError::Failed, ["{}: {}", state.model.path.display(), e]),
+                    gst::FlowError::Error,
+                )
             })?;
         let inferred = std::time::Instant::now();
         nms_in_place(
@@ -502,7 +593,7 @@ impl MobilenetDetect {
         Ok(())
     }
 
-    fn post_detections(&self, state: &State, buf: &gst::BufferRef) {
+    fn detections_message(&self, state: &State, buf: &gst::BufferRef) -> gst::Message {
         let info = state.info.as_ref();
         let detections = state.latest.iter().map(|d| {
             gst::Structure::builder(crate::roimeta::DETECTION)
@@ -522,9 +613,7 @@ impl MobilenetDetect {
             .field("frame-height", info.map(|i| i.height()).unwrap_or(0))
             .field("detections", gst::List::new(detections))
             .build();
-        let _ = self
-            .obj()
-            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        gst::message::Element::builder(s).src(&*self.obj()).build()
     }
 
     fn attach_metas(&self, state: &State, buf: &mut gst::BufferRef) {
@@ -722,6 +811,11 @@ impl ObjectImpl for MobilenetDetect {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if let Err(e) = self.check_while_running(value, pspec) {
+            gst::warning!(CAT, imp = self, "{e}");
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}; keeping the current value", e));
+            return;
+        }
         let mut settings = self.settings.lock().unwrap();
         let mut reload = true;
         match pspec.name() {
@@ -855,7 +949,9 @@ impl BaseTransformImpl for MobilenetDetect {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
-        self.announce_model(&model);
+        let mut posts = Vec::new();
+        self.announce_model(&model, settings.clone(), &mut posts);
+        posts.push(Post::Notify("active-execution-provider"));
         *self.state.lock().unwrap() = Some(State {
             label_names: label_names(&model),
             model,
@@ -867,6 +963,8 @@ impl BaseTransformImpl for MobilenetDetect {
             candidates: Vec::with_capacity(1024),
             latest: Vec::with_capacity(DEFAULT_MAX_DETECTIONS as usize),
         });
+        self.running.store(true, Ordering::SeqCst);
+        self.post(posts);
         if settings.watch_model {
             self.start_watcher(settings.model.clone().unwrap_or_default());
         }
@@ -874,6 +972,7 @@ impl BaseTransformImpl for MobilenetDetect {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.running.store(false, Ordering::SeqCst);
         let watcher = self.watcher.lock().unwrap().take();
         if let Some(w) = watcher {
             w.stop.store(true, Ordering::SeqCst);
@@ -882,28 +981,77 @@ impl BaseTransformImpl for MobilenetDetect {
         self.load_generation.fetch_add(1, Ordering::SeqCst);
         self.pending.lock().unwrap().take();
         *self.state.lock().unwrap() = None;
+        *self.model_labels.lock().unwrap() = None;
+        *self.active_settings.lock().unwrap() = None;
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut posts = Vec::new();
+        let result = self.process_frame(buf, &mut posts);
+        // Posted without any lock held.
+        self.post(posts);
+        result
+    }
+}
+
+impl MobilenetDetect {
+    /// While running, a value that cannot work (a class the model does not have, a malformed triplet) is
+    /// refused so the stream goes on with the old one. Before start, `start` reports it as an error.
+    fn check_while_running(&self, value: &glib::Value, pspec: &glib::ParamSpec) -> Result<(), String> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let text = || value.get::<Option<String>>().ok().flatten().unwrap_or_default();
+        match pspec.name() {
+            name @ ("input-mean" | "input-std") => {
+                let t = text();
+                if t.trim().is_empty() {
+                    return Ok(());
+                }
+                parse_triplet(&t)
+                    .map(|_| ())
+                    .map_err(|e| format!("invalid {name} '{t}': {e}"))
+            }
+            name @ ("classes" | "class-thresholds") => {
+                let Some(labels) = self.model_labels.lock().unwrap().clone() else {
+                    return Ok(());
+                };
+                let s = self.settings.lock().unwrap();
+                let (classes, thresholds) = if name == "classes" {
+                    (text(), s.class_thresholds.clone())
+                } else {
+                    (s.classes.clone(), text())
+                };
+                ClassGate::new(s.score_threshold, &classes, &thresholds, &labels)
+                    .map(|_| ())
+                    .map_err(|e| format!("invalid {name}: {e}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn process_frame(
+        &self,
+        buf: &mut gst::BufferRef,
+        posts: &mut Vec<Post>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["not started"]);
+            posts.push(Post::Error(gst::error_msg!(
+                gst::CoreError::Negotiation,
+                ["not started"]
+            )));
             return Err(gst::FlowError::NotNegotiated);
         };
-        self.take_pending(state);
+        self.take_pending(state, posts);
         let frame_settings = {
             let s = self.settings.lock().unwrap();
             if s.filter_version != state.gate_version {
+                // Checked by the setters against this model; a model swapped in since may still refuse it.
                 match s.gate(&state.model) {
                     Ok(g) => state.gate = g,
-                    Err(e) => {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::LibraryError::Settings,
-                            ("ignoring the new class filter: {}", e)
-                        );
-                    }
+                    Err(e) => posts.push(Post::Warning(format!("ignoring the new class filter: {e}"))),
                 }
                 state.gate_version = s.filter_version;
             }
@@ -921,9 +1069,12 @@ impl BaseTransformImpl for MobilenetDetect {
         let infer_now = state.frame_index % frame_settings.interval as u64 == 0;
         state.frame_index += 1;
         if infer_now {
-            self.infer_frame(state, buf, &frame_settings)?;
+            if let Err((error, flow)) = self.infer_frame(state, buf, &frame_settings) {
+                posts.push(Post::Error(error));
+                return Err(flow);
+            }
             if frame_settings.post_messages {
-                self.post_detections(state, buf);
+                posts.push(Post::Message(self.detections_message(state, buf)));
             }
         }
         self.attach_metas(state, buf);
@@ -941,6 +1092,12 @@ impl VideoFilterImpl for MobilenetDetect {
     ) -> Result<(), gst::LoggableError> {
         gst::debug!(CAT, imp = self, "negotiated {incaps}");
         if let Some(state) = self.state.lock().unwrap().as_mut() {
+            if state.info.as_ref() != Some(in_info) {
+                // Boxes computed on frames of another size or format must not land on the new frames
+                // (interval > 1 carries them over): start again with an inference on the next frame.
+                state.latest.clear();
+                state.frame_index = 0;
+            }
             state.info = Some(in_info.clone());
             state.pre = None;
         }
