@@ -42,7 +42,9 @@ pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), S
 
 /// Reads a checkpoint's metadata without loading its weights.
 pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
-    let reader = Reader::from_file(path).map_err(|e| format!("{}: not a burnpack checkpoint: {e}", path.display()))?;
+    let reader = std::panic::catch_unwind(|| Reader::from_file(path))
+        .map_err(|_| format!("{}: damaged checkpoint (unreadable header)", path.display()))?;
+    let reader = reader.map_err(|e| format!("{}: not a burnpack checkpoint: {e}", path.display()))?;
     let meta = reader.metadata();
     let get = |key: &str| {
         meta.get(key)
@@ -57,16 +59,31 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
     if labels.len() < 2 {
         return Err(format!("{}: the checkpoint names no classes", path.display()));
     }
+    let config = SsdLiteConfig {
+        num_classes: labels.len(),
+        width: number(KEY_WIDTH)? as f32,
+        // `as` saturates: a negative, NaN or huge number lands outside the checked range.
+        input_size: number(KEY_INPUT_SIZE)? as usize,
+    };
+    config
+        .check()
+        .map_err(|e| format!("{}: damaged checkpoint metadata: {e}", path.display()))?;
+    let epoch = number(KEY_EPOCH)?;
+    if !(0.0..=MAX_EPOCH).contains(&epoch) {
+        return Err(format!(
+            "{}: damaged checkpoint metadata: epoch {epoch}",
+            path.display()
+        ));
+    }
     Ok(CheckpointInfo {
-        config: SsdLiteConfig {
-            num_classes: labels.len(),
-            width: number(KEY_WIDTH)? as f32,
-            input_size: number(KEY_INPUT_SIZE)? as usize,
-        },
+        config,
         labels,
-        epoch: number(KEY_EPOCH)? as usize,
+        epoch: epoch as usize,
     })
 }
+
+/// More epochs than any run has: a larger number in a checkpoint is damage.
+const MAX_EPOCH: f64 = 1e6;
 
 /// Loads a checkpoint into a fresh model on `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
@@ -79,9 +96,10 @@ pub fn load(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), S
 /// Loads a checkpoint's weights into `model` (same architecture); every tensor must be there.
 pub fn load_into(model: &mut SsdLite, path: &Path) -> Result<(), String> {
     let mut store = BurnpackStore::from_file(path).auto_extension(false);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| format!("{}: cannot load the checkpoint: {e}", path.display()))?;
+    // A damaged file must end in an error naming it, even where the reader itself would give up with a panic.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_from(&mut store)))
+        .map_err(|_| format!("{}: damaged checkpoint (its tensors cannot be read)", path.display()))?;
+    let result = loaded.map_err(|e| format!("{}: cannot load the checkpoint: {e}", path.display()))?;
     if let Some(e) = result.errors.first() {
         return Err(format!("{}: {e}", path.display()));
     }

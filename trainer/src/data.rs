@@ -44,7 +44,55 @@ pub fn open_all(dirs: &[PathBuf]) -> Result<Merged, Problem> {
     Ok(merged)
 }
 
+/// Why an image cannot be trained on, or None: it must decode, and a JPEG must end with its end-of-image
+/// marker (a truncated file may still decode, grey at the bottom, and teach the model wrong pixels).
+pub fn image_fault(path: &std::path::Path) -> Option<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot read: {e}")),
+    };
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        // Trailing padding after EOI is allowed; a missing EOI is not.
+        let end = bytes.iter().rposition(|&b| b != 0).map(|i| i + 1).unwrap_or(0);
+        if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
+            return Some("truncated JPEG (no end-of-image marker)".into());
+        }
+    }
+    match image::load_from_memory(&bytes) {
+        Ok(img) if img.width() > 0 && img.height() > 0 => None,
+        Ok(_) => Some("empty image".into()),
+        Err(e) => Some(format!("cannot decode: {e}")),
+    }
+}
+
 impl Merged {
+    /// Decodes every image (on all cores); a sample whose image is undecodable or truncated leaves the
+    /// samples and becomes a problem, so training never meets it mid-epoch.
+    pub fn verify_images(&mut self) {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let chunk = self.samples.len().div_ceil(threads).max(1);
+        let faults: Vec<Option<String>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .samples
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|s| image_fault(&s.image)).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        });
+        let mut kept = Vec::with_capacity(self.samples.len());
+        for (sample, fault) in std::mem::take(&mut self.samples).into_iter().zip(faults) {
+            match fault {
+                None => kept.push(sample),
+                Some(message) => self.problems.push(Problem {
+                    file: sample.image.clone(),
+                    line: 0,
+                    message,
+                }),
+            }
+        }
+        self.samples = kept;
+    }
+
     /// Objects per label for train / val / test.
     pub fn class_counts(&self) -> BTreeMap<usize, (String, [usize; 3])> {
         let mut counts: BTreeMap<usize, (String, [usize; 3])> = self

@@ -334,7 +334,14 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
     let mut optimizer = new_optimizer(opts);
     let mut first_epoch = 0;
     let mut rows = Vec::new();
-    let resuming = opts.resume && checkpoint_path.exists();
+    if opts.resume && !checkpoint_path.exists() {
+        // Starting afresh would overwrite metrics.csv and the model of the run the user meant to continue.
+        return Err(format!(
+            "--resume: {} does not exist, so there is nothing to resume; leave out --resume to start a new training",
+            checkpoint_path.display()
+        ));
+    }
+    let resuming = opts.resume;
     let (mut model, cfg) = if resuming {
         let (model, info) = checkpoint::load(&checkpoint_path, &device)?;
         if info.labels != merged.labels {

@@ -56,8 +56,20 @@ impl Convs<'_> {
                 self.next - 1
             ));
         }
-        let weight = Tensor::from_data(TensorData::new(floats(w), dims), &self.device);
-        Ok((weight, floats(b)))
+        let (weight, bias) = (floats(w), floats(b));
+        if weight.len() != dims.iter().product::<usize>() || bias.len() != dims[0] {
+            return Err(format!(
+                "{}: convolution {} holds {} weights and {} biases, its shape {dims:?} needs {} and {}",
+                self.path.display(),
+                self.next - 1,
+                weight.len(),
+                bias.len(),
+                dims.iter().product::<usize>(),
+                dims[0]
+            ));
+        }
+        let weight = Tensor::from_data(TensorData::new(weight, dims), &self.device);
+        Ok((weight, bias))
     }
 
     fn conv_bn(&mut self, m: &mut ConvBn) -> Result<(), String> {
@@ -116,6 +128,9 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, Checkpoin
         width,
         input_size: w as usize,
     };
+    config
+        .check()
+        .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
     let graph = model
         .graph
         .as_ref()

@@ -366,7 +366,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { data } => match mobilenet_trainer::data::open_all(&data) {
-            Ok(merged) => {
+            Ok(mut merged) => {
+                merged.verify_images();
                 print!("{}", merged.report());
                 if merged.problems.is_empty() {
                     ExitCode::SUCCESS
@@ -384,10 +385,11 @@ fn main() -> ExitCode {
 
 /// Opens and validates the datasets; with problems, prints the report and refuses unless `skip_bad`.
 fn open_data(data: &[PathBuf], skip_bad: bool) -> Result<Merged, ExitCode> {
-    let merged = mobilenet_trainer::data::open_all(data).map_err(|p| {
+    let mut merged = mobilenet_trainer::data::open_all(data).map_err(|p| {
         eprintln!("error: {p}");
         ExitCode::from(2)
     })?;
+    merged.verify_images();
     if !merged.problems.is_empty() {
         eprint!("{}", merged.report());
         if !skip_bad {

@@ -181,6 +181,40 @@ pub struct SsdLite {
 }
 
 impl SsdLiteConfig {
+    /// Smallest and largest input sides the network is built for (below 32 px the deepest feature maps vanish).
+    pub const INPUT_SIZES: std::ops::RangeInclusive<usize> = 32..=2048;
+    /// Width multipliers that make sense for MobileNetV2.
+    pub const WIDTHS: std::ops::RangeInclusive<f32> = 0.1..=4.0;
+
+    /// Whether the configuration describes a network that can be built: checked before building one from
+    /// numbers read out of a file (checkpoint or ONNX metadata), which may be damaged or hand-edited.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.width.is_finite() || !Self::WIDTHS.contains(&self.width) {
+            return Err(format!(
+                "width multiplier {} is outside {}..={}",
+                self.width,
+                Self::WIDTHS.start(),
+                Self::WIDTHS.end()
+            ));
+        }
+        if !Self::INPUT_SIZES.contains(&self.input_size) {
+            return Err(format!(
+                "input size {} is outside {}..={}",
+                self.input_size,
+                Self::INPUT_SIZES.start(),
+                Self::INPUT_SIZES.end()
+            ));
+        }
+        let max_classes = detection_common::labels::MAX_CLASS_ID + 1;
+        if !(2..=max_classes).contains(&self.num_classes) {
+            return Err(format!(
+                "{} classes (with the background) is outside 2..={max_classes}",
+                self.num_classes
+            ));
+        }
+        Ok(())
+    }
+
     /// Channels of the six feature maps.
     pub fn feature_channels(&self) -> [usize; 6] {
         let c96 = make_divisible(96.0 * self.width, 8);

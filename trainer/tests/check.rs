@@ -115,3 +115,32 @@ fn image_sets_and_label_conflicts() {
     assert_eq!(code, 2);
     assert!(out.contains("/nonexistent/dataset: not a dataset folder"), "{out}");
 }
+
+#[test]
+fn undecodable_truncated_and_escaping_samples_are_reported() {
+    let d = dataset("damaged", "stop\n", 6);
+    let img = |i: usize| d.join("JPEGImages").join(format!("damaged-{i:04}.jpg"));
+    let ann = |i: usize| d.join("Annotations").join(format!("damaged-{i:04}.xml"));
+    // Cut in half (a crash or a copy that stopped), and bytes that are no image at all.
+    let bytes = std::fs::read(img(0)).unwrap();
+    std::fs::write(img(0), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(img(1), b"definitely not a JPEG").unwrap();
+    // <filename> pointing outside JPEGImages/.
+    let xml = std::fs::read_to_string(ann(2)).unwrap();
+    std::fs::write(ann(2), xml.replace("damaged-0002.jpg", "../../../etc/passwd")).unwrap();
+    std::fs::write(ann(3), xml.replace("damaged-0002.jpg", "/etc/passwd")).unwrap();
+    let (code, out) = check(&[&d]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("4 problems"), "{out}");
+    assert!(out.contains("damaged-0000.jpg: truncated JPEG"), "{out}");
+    assert!(out.contains("damaged-0001.jpg: cannot decode"), "{out}");
+    assert!(
+        out.contains("damaged-0002.xml") && out.contains("'../../../etc/passwd'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("damaged-0003.xml") && out.contains("'/etc/passwd'"),
+        "{out}"
+    );
+    assert!(out.contains("2 images"), "the healthy samples are still counted: {out}");
+}

@@ -166,3 +166,128 @@ fn kill_9_mid_epoch_loses_at_most_that_epoch() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+fn run(args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn damaged_checkpoints_and_foreign_models_are_errors_naming_the_file() {
+    let root = std::env::temp_dir().join(format!("trainer-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (data, out) = (root.join("data"), root.join("out"));
+    common::write_voc(&data, 24, 96);
+    let (code, log) = train(&data, &out, &["--epochs", "1"]);
+    assert_eq!(code, 0, "{log}");
+    let good = std::fs::read(out.join("checkpoint.bpk")).unwrap();
+
+    // Truncated, random bytes, and metadata a hand edit made absurd (input size 0, width 0, a huge epoch).
+    let mut damaged = vec![
+        ("truncated.bpk", good[..good.len() / 3].to_vec()),
+        ("half-header.bpk", good[..40.min(good.len())].to_vec()),
+        (
+            "random.bpk",
+            (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
+        ),
+        ("empty.bpk", Vec::new()),
+    ];
+    for (name, key, bad) in [
+        ("size0.bpk", "mobilenetdetect.input_size", "0"),
+        ("width0.bpk", "mobilenetdetect.width", "0"),
+    ] {
+        // Same-length edits keep the file's framing, so only the value is wrong.
+        let at = good
+            .windows(key.len())
+            .position(|w| w == key.as_bytes())
+            .expect("metadata key in the file")
+            + key.len();
+        let mut bytes = good.clone();
+        let value_start = bytes[at..].iter().position(|b| b.is_ascii_digit()).unwrap() + at;
+        let value_end = bytes[value_start..]
+            .iter()
+            .position(|b| !b.is_ascii_digit() && *b != b'.')
+            .unwrap()
+            + value_start;
+        let replacement: Vec<u8> = std::iter::repeat_n(bad.as_bytes()[0], value_end - value_start).collect();
+        bytes.splice(value_start..value_end, replacement);
+        damaged.push((name, bytes));
+    }
+    for (name, bytes) in &damaged {
+        let path = root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["eval", "--data", data.to_str().unwrap(), "--model", p],
+            vec![
+                "export",
+                "--checkpoint",
+                p,
+                "--output",
+                root.join("x.onnx").to_str().unwrap(),
+            ],
+        ] {
+            let (code, log) = run(&args);
+            assert!(code == 1 || code == 2, "{name} {args:?}: exit {code}: {log}");
+            assert!(
+                log.contains(name) && !log.contains("panicked"),
+                "{name} {args:?}: {log}"
+            );
+        }
+    }
+    // A foreign ONNX model (not exported by the trainer) and a file that is no ONNX at all, as --init.
+    let foreign = root.join("foreign.onnx");
+    let mut g = detection_common::onnx::GraphBuilder::new("foreign");
+    let dims = [
+        detection_common::onnx::Dim::Fixed(1),
+        detection_common::onnx::Dim::Fixed(3),
+    ];
+    let x = g.input("x", detection_common::onnx::data_type::FLOAT, &dims);
+    g.node("Identity", &[&x], "y", vec![]);
+    g.output("y", detection_common::onnx::data_type::FLOAT, &dims);
+    std::fs::write(&foreign, g.to_bytes()).unwrap();
+    let garbage = root.join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07garbage").unwrap();
+    for model in [&foreign, &garbage] {
+        let (code, log) = train(
+            &data,
+            &root.join("out2"),
+            &["--epochs", "1", "--init", model.to_str().unwrap()],
+        );
+        assert_ne!(code, 0, "{log}");
+        assert!(
+            log.contains(model.to_str().unwrap()) && !log.contains("panicked"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn resume_without_a_checkpoint_is_an_error_and_touches_nothing() {
+    let root = std::env::temp_dir().join(format!("trainer-resume-none-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (data, out) = (root.join("data"), root.join("out"));
+    common::write_voc(&data, 16, 96);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("metrics.csv"), "epoch,loss\n0,1.0\n").unwrap();
+    let (code, log) = train(&data, &out, &["--epochs", "1", "--resume"]);
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains("checkpoint.bpk") && log.contains("nothing to resume"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.csv")).unwrap(),
+        "epoch,loss\n0,1.0\n"
+    );
+}
