@@ -581,9 +581,10 @@ impl Model {
     }
 }
 
-/// A candidate as the model gave it: kept only with a finite score and a finite box, the score clamped to
-/// 0..1 and the box to the tensor (0..1), and only if something of the box is left. Models can emit NaN,
-/// infinities or boxes outside the image (a broken export, fp16 overflow): none of that may reach metadata.
+/// A candidate as the model gave it: kept only with a finite score and a finite box, the box clamped to the
+/// tensor (0..1), and only if something of the box is left. Models can emit NaN, infinities or boxes outside
+/// the image (a broken export, fp16 overflow): none of that may reach metadata. The score is kept as it is
+/// (already at or above the class threshold, so never negative).
 #[inline]
 fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbox: BBox) {
     if !score.is_finite() || ![bbox.x0, bbox.y0, bbox.x1, bbox.y1].iter().all(|v| v.is_finite()) {
@@ -595,7 +596,7 @@ fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbox: B
     }
     out.push(Detection {
         class_id: u32::try_from(class_id).unwrap_or(u32::MAX),
-        score: score.clamp(0.0, 1.0),
+        score,
         bbox,
     });
 }

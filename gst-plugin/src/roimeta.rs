@@ -61,9 +61,9 @@ pub struct OwnedBox {
 
 /// The boxes of `source` on `buf`, in meta order, as far as they lie inside a `width` x `height` frame.
 ///
-/// Metadata comes from other elements and may be anything: a box is clipped to the frame, one with nothing
-/// left inside it or with a confidence that is not a finite number is skipped, and a confidence is clamped
-/// to 0..1, so consumers never write a zero-size box, an `inf` or a box outside the image.
+/// Metadata comes from other elements and may be anything: a box is clipped to the frame, and one with
+/// nothing left inside it or with a confidence that is not a finite number is skipped, so consumers never
+/// write a zero-size box, an `inf` or a box outside the image.
 pub fn boxes(
     buf: &gst::BufferRef,
     source: BoxSource,
@@ -80,7 +80,7 @@ pub fn boxes(
             Some(MetaBox {
                 label: m.roi_type(),
                 class_id: p.get::<u32>("class-id").unwrap_or(0),
-                confidence: confidence.clamp(0.0, 1.0),
+                confidence,
                 rect: clip_rect(m.rect(), width, height)?,
             })
         })

@@ -40,18 +40,7 @@ fn subsample(rgb: &[u8], stride: usize) -> Vec<u8> {
 
 fn run_to_end(launch: &str) -> gst::Pipeline {
     let p = pipeline(launch);
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or error");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+    play_to_eos(&p);
     p
 }
 
@@ -253,6 +242,10 @@ fn kill_minus_9_at_random_moments_leaves_a_valid_dataset() {
     assert!(started.elapsed() < Duration::from_secs(120));
     let total = assert_every_sample_is_its_frame(&dir, &reference);
     assert!(total > after_kills);
+    eprintln!(
+        "kill -9 test: {killed_mid_run} of {runs} runs killed while capturing; {after_kills} complete samples \
+         after them, {total} after a clean run"
+    );
     for sub in ["Annotations", "JPEGImages"] {
         let leftovers: Vec<_> = std::fs::read_dir(dir.join(sub))
             .unwrap()
@@ -319,4 +312,53 @@ fn extreme_capture_settings_neither_panic_nor_stall() {
     // Only the first frame passes every-n-frames; min-interval near its maximum never overflows.
     assert_eq!(p.by_name("c").unwrap().property::<u64>("captured"), 1);
     p.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn a_full_disk_mid_run_loses_only_the_samples_that_did_not_fit() {
+    init();
+    let root = temp_dir("capture-full");
+    let launch = |dir: &Path| {
+        format!(
+            "{} ! detectioncapture location={} source=ground-truth ! fakesink",
+            source(8, 60),
+            dir.display()
+        )
+    };
+    // The same clip without a limit: the size every sample's JPEG will have.
+    let free = root.join("free");
+    let out = gst_launch(&launch(&free)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut sizes: Vec<u64> = std::fs::read_dir(free.join("JPEGImages"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    sizes.sort();
+    // A file size limit (RLIMIT_FSIZE, as `ulimit -f`) at the median: writing any larger JPEG fails partway
+    // with EFBIG, as a full disk does with ENOSPC.
+    let limit_kib = sizes[sizes.len() / 2] / 1024;
+    let fits = sizes.iter().filter(|&&s| s <= limit_kib * 1024).count();
+    assert!(fits > 0 && fits < sizes.len(), "{sizes:?}");
+    let full = root.join("full");
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec gst-launch-1.0 -q {}",
+            launch(&full)
+        ))
+        .env("GST_DEBUG", "detectioncapture:2");
+    with_this_plugin(&mut c);
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the pipeline goes on to EOS: {stderr}");
+    assert!(stderr.contains("sample lost"), "{stderr}");
+    let reference = reference_frames(8, 60);
+    assert_eq!(assert_every_sample_is_its_frame(&full, &reference), fits);
+    let partial: Vec<_> = std::fs::read_dir(full.join("JPEGImages"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().unwrap().len() > limit_kib * 1024)
+        .collect();
+    assert!(partial.is_empty(), "no partial file is left behind");
 }

@@ -199,6 +199,22 @@ pub fn pipeline(launch: &str) -> gst::Pipeline {
     gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap()
 }
 
+/// Plays a pipeline to EOS; an error message, or no EOS within two minutes, fails the test with its text.
+pub fn play_to_eos(p: &gst::Pipeline) {
+    p.set_state(gst::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("no EOS within two minutes");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{} {:?}", e.error(), e.debug());
+    }
+}
+
 /// Takes a pipeline to PAUSED; returns the error message text if the state change failed (and checks that
 /// it failed with an error message), or None when it worked.
 pub fn start_error(p: &gst::Pipeline) -> Option<String> {
@@ -221,6 +237,14 @@ pub fn start_error(p: &gst::Pipeline) -> Option<String> {
 /// `gst-launch-1.0 -q` with this build of the plugin (not an installed copy), stdout discarded and stderr
 /// captured: for tests that need a second process or a real terminal program.
 pub fn gst_launch(pipeline: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("gst-launch-1.0");
+    c.arg("-q").args(pipeline.split_whitespace());
+    with_this_plugin(&mut c);
+    c
+}
+
+/// Points a command's GStreamer at this build of the plugin, in a registry of its own.
+pub fn with_this_plugin(c: &mut std::process::Command) {
     let exe = std::env::current_exe().unwrap();
     let build_dir = exe.parent().and_then(std::path::Path::parent).unwrap();
     assert!(
@@ -229,13 +253,9 @@ pub fn gst_launch(pipeline: &str) -> std::process::Command {
     );
     let isolated = std::env::temp_dir().join(format!("mobilenetdetect-test-launch-{}", std::process::id()));
     std::fs::create_dir_all(&isolated).unwrap();
-    let mut c = std::process::Command::new("gst-launch-1.0");
-    c.arg("-q")
-        .args(pipeline.split_whitespace())
-        .env("GST_PLUGIN_PATH", build_dir)
+    c.env("GST_PLUGIN_PATH", build_dir)
         .env("GST_REGISTRY", isolated.join("registry.bin"))
         .env("XDG_DATA_HOME", &isolated)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    c
 }

@@ -10,18 +10,7 @@ use mobilenetdetect_testkit::models::{self, ImageInput};
 
 fn run(launch: &str) -> gst::Pipeline {
     let p = pipeline(launch);
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+    play_to_eos(&p);
     p
 }
 

@@ -22,17 +22,7 @@ fn sign_model(name: &str) -> String {
 
 fn run(launch: &str) {
     let p = pipeline(launch);
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+    play_to_eos(&p);
     p.set_state(gst::State::Null).unwrap();
 }
 

@@ -11,18 +11,7 @@ fn json_lines(name: &str, launch: &str) -> Vec<serde_json::Value> {
         "{launch} ! detectionjson source=ground-truth location={} ! fakesink",
         out.display()
     ));
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+    play_to_eos(&p);
     p.set_state(gst::State::Null).unwrap();
     std::fs::read_to_string(out)
         .unwrap()

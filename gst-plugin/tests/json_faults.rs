@@ -8,21 +8,6 @@ use gst::prelude::*;
 use mobilenetdetect_testkit::models::{self, ImageInput};
 use std::process::Stdio;
 
-fn run_to_eos(p: &gst::Pipeline) {
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
-}
-
 #[test]
 fn a_frame_larger_than_a_datagram_is_split_into_complete_json_lines() {
     // 400 detections with a 200-character label: about 160 KB of JSON per frame.
@@ -58,7 +43,7 @@ fn a_frame_larger_than_a_datagram_is_split_into_complete_json_lines() {
          detectionjson name=j location=udp://{} ! fakesink",
         receiver.local_addr().unwrap()
     ));
-    run_to_eos(&p);
+    play_to_eos(&p);
     let j = p.by_name("j").unwrap();
     assert_eq!(j.property::<u64>("split"), frames);
     assert_eq!(j.property::<u64>("lost"), 0);
@@ -111,7 +96,7 @@ fn a_receiver_that_is_not_there_does_not_stop_the_pipeline() {
         "detecttestsrc num-buffers=30 ! video/x-raw,width=64,height=64 ! \
          detectionjson source=ground-truth location=udp://127.0.0.1:{port} ! fakesink"
     ));
-    run_to_eos(&p);
+    play_to_eos(&p);
     p.set_state(gst::State::Null).unwrap();
 }
 

@@ -122,7 +122,7 @@ fn start_stop_cycles_leak_no_threads_or_files() {
     let p = pipeline(&launch(&model(), &dir, 1_000_000));
     let bus = p.bus().unwrap();
     let counts = || (count_entries("/proc/self/task"), count_entries("/proc/self/fd"));
-    let mut cycle = |_: usize| {
+    let cycle = |_: usize| {
         p.set_state(gst::State::Playing).unwrap();
         let msg = bus
             .timed_pop_filtered(
@@ -135,23 +135,39 @@ fn start_stop_cycles_leak_no_threads_or_files() {
         }
         p.set_state(gst::State::Null).unwrap();
     };
-    // Threads and files after each cycle. GStreamer's and ONNX Runtime's process-wide pools settle in the
-    // first cycles, and a pooled thread may still be winding down when one is counted: a leak shows as a
-    // count that keeps rising, so the last tenth is compared with the highest of the warm-up's second half.
+    // GStreamer's and ONNX Runtime's process-wide pools settle in the first cycles, and a pooled thread may
+    // still be winding down just after a cycle: counts are taken as the lowest over a second of rest.
+    let settled = || {
+        (0..10).fold((usize::MAX, usize::MAX), |low, _| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let c = counts();
+            (low.0.min(c.0), low.1.min(c.1))
+        })
+    };
     let warm_up = (cycles / 10).max(20) as usize;
-    let total = (cycles as usize).max(warm_up + 10);
-    let mut seen = Vec::new();
-    for i in 0..total {
-        cycle(i);
-        seen.push(counts());
-    }
-    let highest = |part: &[(usize, usize)]| part.iter().fold((0, 0), |m, c| (m.0.max(c.0), m.1.max(c.1)));
-    let before = highest(&seen[warm_up / 2..warm_up]);
-    let after = highest(&seen[total - total / 10..]);
+    (0..warm_up).for_each(cycle);
+    let before = settled();
+    (warm_up..(cycles as usize).max(warm_up + 10)).for_each(cycle);
+    let after = settled();
     eprintln!(
         "soak: {cycles} cycles, threads {} -> {}, open files {} -> {}",
         before.0, after.0, before.1, after.1
     );
-    assert!(after.0 <= before.0, "threads grew from {} to {}", before.0, after.0);
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        after.0 <= before.0,
+        "threads grew from {} to {}: {names:?}",
+        before.0,
+        after.0
+    );
     assert!(after.1 <= before.1, "open files grew from {} to {}", before.1, after.1);
 }

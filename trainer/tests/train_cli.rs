@@ -22,15 +22,7 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         c.args(["--init", "scratch"]);
     }
     c.args(extra);
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    output(&mut c)
 }
 
 #[test]
@@ -85,14 +77,20 @@ fn trains_exports_and_resumes() {
             .replace("<name>blue", "<name>green"),
     )
     .unwrap();
+    // ... and an image cut short, which would decode grey at the bottom or fail mid-epoch.
+    let jpeg = data.join("JPEGImages/img-0001.jpg");
+    let bytes = std::fs::read(&jpeg).unwrap();
+    std::fs::write(&jpeg, &bytes[..bytes.len() / 2]).unwrap();
     let (code, log) = train(&data, &root.join("out2"), &["--epochs", "1"]);
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains("unknown label 'green'") && log.contains("--skip-bad"),
         "{log}"
     );
+    assert!(log.contains("img-0001.jpg: truncated JPEG"), "{log}");
     let (code, log) = train(&data, &root.join("out2"), &["--epochs", "1", "--skip-bad"]);
     assert_eq!(code, 0, "{log}");
+    assert!(log.contains("skipping 2 bad samples"), "{log}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -168,10 +166,12 @@ fn kill_9_mid_epoch_loses_at_most_that_epoch() {
 }
 
 fn run(args: &[&str]) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer"))
-        .args(args)
-        .output()
-        .unwrap();
+    output(Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer")).args(args))
+}
+
+/// Exit code and everything the command printed.
+fn output(c: &mut Command) -> (i32, String) {
+    let o = c.output().unwrap();
     (
         o.status.code().unwrap_or(-1),
         format!(

@@ -265,6 +265,15 @@ pub struct MobilenetDetect {
     model_labels: Mutex<Option<Arc<detection_common::labels::Labels>>>,
     /// The model-related settings of the running model: restored when a reload with new ones fails.
     active_settings: Mutex<Option<Settings>>,
+    loader: Mutex<Loader>,
+}
+
+/// The background model loader thread, joined by `stop` so no load outlives the element's run.
+#[derive(Default)]
+struct Loader {
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Whether the thread is still taking requests (it loads again when the settings changed meanwhile).
+    busy: bool,
 }
 
 /// Something to post once the streaming thread has let go of the state lock: a handler that runs
@@ -358,72 +367,90 @@ impl MobilenetDetect {
         *s = keep;
     }
 
-    /// Starts loading the model described by the current settings on a separate thread when running.
+    /// Starts loading the model described by the current settings in the background when running. One loader
+    /// thread at a time: requests that arrive while it works are coalesced, and it loads again with the newest
+    /// settings before it hands a model over.
     fn reload_if_running(&self) {
         if !self.running.load(Ordering::SeqCst) {
             return;
         }
-        let settings = self.settings.lock().unwrap().clone();
-        let generation = self.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut loader = self.loader.lock().unwrap();
+        self.load_generation.fetch_add(1, Ordering::SeqCst);
+        if loader.busy {
+            return;
+        }
         let element = self.obj().clone();
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("mobilenetdetect-load".into())
-            .spawn(move || {
-                let imp = element.imp();
-                // A panic while loading (a broken file tripping a library) must not take the process down.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load(&settings)));
-                let result = match result {
-                    Ok(r) => r,
-                    Err(panic) => {
-                        let why = panic_text(&panic);
-                        gst::element_error!(
-                            element,
-                            gst::LibraryError::Failed,
-                            (
-                                "loading {} failed unexpectedly: {}",
-                                settings.model.as_deref().unwrap_or(""),
-                                why
-                            )
-                        );
-                        return;
-                    }
-                };
-                if imp.load_generation.load(Ordering::SeqCst) != generation {
-                    gst::debug!(CAT, obj = element, "dropping superseded model load {generation}");
-                    return;
-                }
-                match result {
-                    Ok((model, gate)) => {
-                        gst::info!(
-                            CAT,
-                            obj = element,
-                            "model {} ready, swapping it in at the next frame",
-                            model.path.display()
-                        );
-                        *imp.pending.lock().unwrap() = Some(PendingModel {
-                            generation,
-                            model,
-                            gate,
-                            settings,
-                        });
-                    }
-                    Err(e) => {
-                        gst::warning!(CAT, obj = element, "keeping the current model: {e}");
-                        imp.restore_active_settings();
-                        gst::element_warning!(
-                            element,
-                            gst::LibraryError::Settings,
-                            ("Keeping the current model: {}", e)
-                        );
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            gst::element_imp_warning!(
+            .spawn(move || Self::load_in_background(element))
+        {
+            Ok(thread) => {
+                // An earlier loader has handed its result over and is ending: it needs no join.
+                loader.thread = Some(thread);
+                loader.busy = true;
+            }
+            Err(e) => gst::element_imp_warning!(
                 self,
                 gst::CoreError::Thread,
                 ("cannot start the model loader thread: {}", e)
-            );
+            ),
+        }
+    }
+
+    /// The loader thread's body: loads until the settings it loaded are the newest requested, then hands the
+    /// model over to the streaming thread (or warns and keeps the running model).
+    fn load_in_background(element: super::MobilenetDetect) {
+        let imp = element.imp();
+        let (generation, settings, result) = loop {
+            let generation = imp.load_generation.load(Ordering::SeqCst);
+            let settings = imp.settings.lock().unwrap().clone();
+            // A panic while loading (a broken file tripping a library) must not take the process down.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load(&settings)));
+            let mut loader = imp.loader.lock().unwrap();
+            if imp.running.load(Ordering::SeqCst) && imp.load_generation.load(Ordering::SeqCst) != generation {
+                gst::debug!(CAT, obj = element, "settings changed while loading, loading again");
+                continue;
+            }
+            // Done: from here on a new request starts a new loader. Nothing is posted with the lock held.
+            loader.busy = false;
+            break (generation, settings, result);
+        };
+        if !imp.running.load(Ordering::SeqCst) {
+            return;
+        }
+        match result {
+            Err(panic) => gst::element_error!(
+                element,
+                gst::LibraryError::Failed,
+                (
+                    "loading {} failed unexpectedly: {}",
+                    settings.model.as_deref().unwrap_or(""),
+                    panic_text(&panic)
+                )
+            ),
+            Ok(Ok((model, gate))) => {
+                gst::info!(
+                    CAT,
+                    obj = element,
+                    "model {} ready, swapping it in at the next frame",
+                    model.path.display()
+                );
+                *imp.pending.lock().unwrap() = Some(PendingModel {
+                    generation,
+                    model,
+                    gate,
+                    settings,
+                });
+            }
+            Ok(Err(e)) => {
+                gst::warning!(CAT, obj = element, "keeping the current model: {e}");
+                imp.restore_active_settings();
+                gst::element_warning!(
+                    element,
+                    gst::LibraryError::Settings,
+                    ("Keeping the current model: {}", e)
+                );
+            }
         }
     }
 
@@ -979,6 +1006,14 @@ impl BaseTransformImpl for MobilenetDetect {
             let _ = w.thread.join();
         }
         self.load_generation.fetch_add(1, Ordering::SeqCst);
+        // A load in progress finishes (and is dropped) before the element stops; never join from the loader
+        // itself (an application may stop the pipeline from a handler of the loader's own warning).
+        let loader = self.loader.lock().unwrap().thread.take();
+        if let Some(thread) = loader
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
         self.pending.lock().unwrap().take();
         *self.state.lock().unwrap() = None;
         *self.model_labels.lock().unwrap() = None;
