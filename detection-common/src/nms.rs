@@ -10,6 +10,26 @@ pub struct Detection {
     pub bbox: BBox,
 }
 
+/// Adds a candidate as a model gave it, if usable: kept only with a finite score and a finite box, the box
+/// clamped to the image (0..1), and only if something of the box is left. Models can emit NaN, infinities or
+/// boxes outside the image (a broken export, fp16 overflow): none of that may reach metadata or a score. The
+/// element's decoders and the trainer's evaluation both go through here, so both count the same boxes.
+#[inline]
+pub fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbox: BBox) {
+    if !score.is_finite() || ![bbox.x0, bbox.y0, bbox.x1, bbox.y1].iter().all(|v| v.is_finite()) {
+        return;
+    }
+    let bbox = bbox.clamp(0.0, 1.0, 1.0);
+    if bbox.x1 <= bbox.x0 || bbox.y1 <= bbox.y0 {
+        return;
+    }
+    out.push(Detection {
+        class_id: u32::try_from(class_id).unwrap_or(u32::MAX),
+        score,
+        bbox,
+    });
+}
+
 /// Class-aware NMS in place: sorts by score (descending), keeps a box unless a kept box of the same class
 /// overlaps it by more than `iou_threshold`, and stops after `max_detections`. Allocation-free.
 pub fn nms_in_place(dets: &mut Vec<Detection>, iou_threshold: f32, max_detections: usize) {

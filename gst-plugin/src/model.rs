@@ -6,6 +6,7 @@ use crate::runtime;
 use detection_common::boxes::{Anchor, BoxEncoding, decode_box, parse_anchors, read_anchors_file};
 use detection_common::labels::{ClassRef, Labels, parse_class_list, parse_class_thresholds};
 use detection_common::metadata::{self as meta, BoxOrder, ChannelOrder, InputLayout, ModelFormat, ScoreActivation};
+use detection_common::nms::push_candidate;
 use detection_common::{BBox, Detection};
 use ort::ep::ExecutionProvider;
 use ort::session::Session;
@@ -579,26 +580,6 @@ impl Model {
         };
         self.decoder.decode(get, gate, out)
     }
-}
-
-/// A candidate as the model gave it: kept only with a finite score and a finite box, the box clamped to the
-/// tensor (0..1), and only if something of the box is left. Models can emit NaN, infinities or boxes outside
-/// the image (a broken export, fp16 overflow): none of that may reach metadata. The score is kept as it is
-/// (already at or above the class threshold, so never negative).
-#[inline]
-fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbox: BBox) {
-    if !score.is_finite() || ![bbox.x0, bbox.y0, bbox.x1, bbox.y1].iter().all(|v| v.is_finite()) {
-        return;
-    }
-    let bbox = bbox.clamp(0.0, 1.0, 1.0);
-    if bbox.x1 <= bbox.x0 || bbox.y1 <= bbox.y0 {
-        return;
-    }
-    out.push(Detection {
-        class_id: u32::try_from(class_id).unwrap_or(u32::MAX),
-        score,
-        bbox,
-    });
 }
 
 impl Decoder {

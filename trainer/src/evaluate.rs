@@ -14,7 +14,7 @@ use detection_common::boxes::{Anchor, BoxEncoding, decode_box};
 use detection_common::labels::Labels;
 use detection_common::map::{ClassResult, GroundTruth, Prediction, coco_map, evaluate};
 use detection_common::metadata::{ChannelOrder, InputLayout};
-use detection_common::nms::nms_in_place;
+use detection_common::nms::{nms_in_place, push_candidate};
 use detection_common::voc::Sample;
 use gstmobilenetdetect::model::{ClassGate, Model, ModelOptions};
 use gstmobilenetdetect::preprocess::TensorType;
@@ -99,11 +99,8 @@ impl Detector {
                             for (k, &s) in row.iter().enumerate().skip(1) {
                                 if s >= SCORE_THRESHOLD {
                                     let e = &enc[(b * a + i) * 4..(b * a + i) * 4 + 4];
-                                    dets.push(Detection {
-                                        class_id: k as u32,
-                                        score: s,
-                                        bbox: decode_box(e, anchor, BoxEncoding::Tf),
-                                    });
+                                    // The same candidate rules as the element's decoders (clipped boxes).
+                                    push_candidate(&mut dets, k, s, decode_box(e, anchor, BoxEncoding::Tf));
                                 }
                             }
                         }
