@@ -70,7 +70,7 @@ fn memory_stays_flat_over_many_frames() {
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % step == 0 {
+            if n.is_multiple_of(step) {
                 recorded.lock().unwrap().push((n, status_kib("VmRSS:")));
             }
             gst::PadProbeReturn::Ok

@@ -268,7 +268,7 @@ fn setting_the_model_from_a_synchronous_bus_handler_does_not_deadlock() {
             && e.structure().is_some_and(|s| s.name() == "mobilenetdetect")
         {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let next = if n % 2 == 0 { &second } else { &first };
+            let next = if n.is_multiple_of(2) { &second } else { &first };
             d.set_property("model", next);
             d.set_property("classes", "");
             let _ = d.property::<Option<String>>("active-execution-provider");
