@@ -96,13 +96,15 @@ impl Labels {
 }
 
 /// A label fit for one line of labels.txt, XML text and JSON: control characters (newlines included) become
-/// spaces and the ends are trimmed; an empty result becomes `class-ID` (nothing when `class_id` is 0).
+/// spaces, the ends are trimmed and a leading `#` (a comment in labels.txt) dropped; an empty result becomes `class-ID` (nothing when `class_id` is 0).
 pub fn clean_label(label: &str, class_id: usize) -> String {
     let cleaned: String = label
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()
-        .trim()
+        // A leading '#' would make the line a comment in labels.txt.
+        .trim_start_matches(|c: char| c == '#' || c.is_whitespace())
+        .trim_end()
         .to_string();
     if cleaned.is_empty() && class_id > 0 {
         format!("class-{class_id}")

@@ -19,12 +19,16 @@ pub fn push_candidate(out: &mut Vec<Detection>, class_id: usize, score: f32, bbo
     if !score.is_finite() || ![bbox.x0, bbox.y0, bbox.x1, bbox.y1].iter().all(|v| v.is_finite()) {
         return;
     }
+    // A class id no label set reaches (a tf-od class output of 1e30) is a broken output, not a class.
+    if class_id > crate::labels::MAX_CLASS_ID {
+        return;
+    }
     let bbox = bbox.clamp(0.0, 1.0, 1.0);
     if bbox.x1 <= bbox.x0 || bbox.y1 <= bbox.y0 {
         return;
     }
     out.push(Detection {
-        class_id: u32::try_from(class_id).unwrap_or(u32::MAX),
+        class_id: class_id as u32,
         score,
         bbox,
     });

@@ -75,9 +75,22 @@ impl Merged {
             let workers: Vec<_> = self
                 .samples
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|s| image_fault(&s.image)).collect::<Vec<_>>()))
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|s| {
+                                // A decoder that panics on a hostile file is a fault of that file, not the end.
+                                std::panic::catch_unwind(|| image_fault(&s.image))
+                                    .unwrap_or_else(|_| Some("the image decoder failed on this file".into()))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
-            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("image checks catch their panics"))
+                .collect()
         });
         let mut kept = Vec::with_capacity(self.samples.len());
         for (sample, fault) in std::mem::take(&mut self.samples).into_iter().zip(faults) {

@@ -163,7 +163,9 @@ impl DetectionCapture {
                 })
         };
         let ground_truth = s.source == BoxSource::GroundTruth;
-        for b in boxes(buf, s.source, size) {
+        // A class id far beyond any label set is damaged metadata: labels.txt would need a line per id.
+        let plausible = |id: u32| id as usize <= detection_common::labels::MAX_CLASS_ID;
+        for b in boxes(buf, s.source, size).filter(|b| plausible(b.class_id)) {
             let confidence = (!ground_truth).then_some(b.confidence as f32);
             out.push(SavedBox {
                 // A label is one line of labels.txt and XML text: no control characters.
@@ -501,7 +503,10 @@ impl BaseTransformImpl for DetectionCapture {
         if let Some(mut state) = self.state.lock().unwrap().take() {
             let worker = state.worker.take();
             drop(state);
-            if let Some(w) = worker {
+            // Never from the writer itself (an application may stop the pipeline from a handler of its warning).
+            if let Some(w) = worker
+                && w.thread().id() != std::thread::current().id()
+            {
                 let _ = w.join();
             }
         }

@@ -63,8 +63,9 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Writes `data` to a temporary file beside `path` and renames it over `path`: readers see all or nothing.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
+    // Synced before the rename: after a power cut a name never points at a file whose data did not land.
     let result = File::create(&tmp)
-        .and_then(|mut f| f.write_all(data))
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_data()))
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -232,47 +233,46 @@ impl DatasetWriter {
         self.next
     }
 
-    /// Merges the labels seen on a frame into labels.txt (re-read first: another writer may have added some).
-    /// A class id whose label differs from the recorded one is an error (the dataset's ids would stop meaning
-    /// anything). Called with the lock held.
+    /// Merges the labels seen on a frame into labels.txt, as it is on disk (another writer may have added
+    /// some). A class id whose label differs from the recorded one is an error (the dataset's ids would stop
+    /// meaning anything). Nothing changes in memory unless labels.txt was written. Called with the lock held.
     fn update_labels(&mut self, boxes: &[SavedBox]) -> Result<(), String> {
         let path = self.root.join("labels.txt");
-        if let Some(on_disk) = read_labels(&path) {
-            for (i, name) in on_disk.into_iter().enumerate() {
-                match self.labels.get_mut(i) {
-                    Some(mine) if *mine == format!("class-{i}") => *mine = name,
-                    Some(_) => {}
-                    None => self.labels.push(name),
-                }
+        let placeholder = |i: usize, name: &str| name == format!("class-{i}");
+        let on_disk = read_labels(&path);
+        let mut merged = on_disk.clone().unwrap_or_else(|| self.labels.clone());
+        for (i, mine) in self.labels.iter().enumerate() {
+            match merged.get_mut(i) {
+                None => merged.push(mine.clone()),
+                Some(theirs) if placeholder(i, theirs) && !placeholder(i, mine) => *theirs = mine.clone(),
+                Some(_) => {}
             }
         }
-        let mut changed = false;
         for SavedBox { label, class_id, .. } in boxes {
             let id = *class_id as usize;
             if id == 0 {
                 continue;
             }
-            while self.labels.len() <= id {
-                self.labels.push(format!("class-{}", self.labels.len()));
-                changed = true;
+            while merged.len() <= id {
+                merged.push(format!("class-{}", merged.len()));
             }
-            if self.labels[id] != *label {
-                if self.labels[id] == format!("class-{id}") {
-                    self.labels[id] = label.clone();
-                    changed = true;
+            if merged[id] != *label {
+                if placeholder(id, &merged[id]) {
+                    merged[id] = label.clone();
                 } else {
                     return Err(format!(
                         "class id {id} is '{label}' here but '{}' in {}",
-                        self.labels[id],
+                        merged[id],
                         path.display()
                     ));
                 }
             }
         }
-        if changed {
-            write_atomically(&path, labels_text(&self.labels).as_bytes())
+        if on_disk.as_ref() != Some(&merged) {
+            write_atomically(&path, labels_text(&merged).as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
+        self.labels = merged;
         Ok(())
     }
 
@@ -338,14 +338,14 @@ impl DatasetWriter {
         for list in [LISTS[0], split_list] {
             let path = sets.join(list);
             if let Err(e) = append_line(&path, &id) {
-                // A listed id without an XML is not a sample; the JPEG goes so the number stays a gap.
-                let _ = std::fs::remove_file(&jpg_path);
+                // A listed id without an XML is not a sample. The JPEG stays, invisible, so that its number
+                // stays taken and no later sample is listed twice.
                 return Err(format!("cannot append to {}: {e}", path.display()));
             }
         }
         // The XML makes the sample exist.
         if let Err(e) = write_atomically(&xml_path, xml.as_bytes()) {
-            let _ = std::fs::remove_file(&jpg_path);
+            // As above: the number stays taken by the (invisible) JPEG.
             return Err(format!("cannot write {}: {e}", xml_path.display()));
         }
         let written = (self.jpeg.len() + xml.len()) as u64;

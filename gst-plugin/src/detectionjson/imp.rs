@@ -144,10 +144,18 @@ fn writer_loop(element: super::DetectionJson, mut out: Output, jobs: Receiver<Jo
             );
         }
     };
+    // After a failed write (a full disk) part of a line may be out: the next line starts on a new one.
+    let mut unterminated = false;
     for job in jobs {
         match job {
             Job::Line(l) => {
-                if let Err(e) = out.write_line(&l) {
+                let result = if unterminated && !matches!(out, Output::Udp(..)) {
+                    out.write_line(b"\n").and_then(|()| out.write_line(&l))
+                } else {
+                    out.write_line(&l)
+                };
+                unterminated = result.is_err();
+                if let Err(e) = result {
                     failed(e);
                 }
             }
@@ -394,7 +402,10 @@ impl BaseTransformImpl for DetectionJson {
         if let Some(mut state) = self.state.lock().unwrap().take() {
             let writer = state.writer.take();
             drop(state);
-            if let Some(w) = writer {
+            // Never from the writer itself (an application may stop the pipeline from a handler of its warning).
+            if let Some(w) = writer
+                && w.thread().id() != std::thread::current().id()
+            {
                 let _ = w.join();
             }
         }

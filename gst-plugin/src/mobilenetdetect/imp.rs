@@ -115,6 +115,9 @@ struct Settings {
     watch_model: bool,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     filter_version: u64,
+    /// Bumped on every change of a setting that needs a reload: a failed load only restores the running
+    /// model's settings when nothing changed since it started.
+    model_version: u64,
 }
 
 impl Default for Settings {
@@ -143,6 +146,7 @@ impl Default for Settings {
             post_messages: false,
             watch_model: false,
             filter_version: 0,
+            model_version: 0,
         }
     }
 }
@@ -346,12 +350,17 @@ impl MobilenetDetect {
 
     /// After a failed reload: the model-related settings go back to those of the running model, so the
     /// properties say what actually runs.
-    fn restore_active_settings(&self) {
+    fn restore_active_settings(&self, failed: &Settings) {
         let Some(active) = self.active_settings.lock().unwrap().clone() else {
             return;
         };
         let mut s = self.settings.lock().unwrap();
+        if s.model_version != failed.model_version {
+            // Set again since that load started: the newer value is loaded next.
+            return;
+        }
         let keep = Settings {
+            model_version: s.model_version,
             resize: s.resize,
             score_threshold: s.score_threshold,
             iou_threshold: s.iou_threshold,
@@ -389,11 +398,14 @@ impl MobilenetDetect {
                 loader.thread = Some(thread);
                 loader.busy = true;
             }
-            Err(e) => gst::element_imp_warning!(
-                self,
-                gst::CoreError::Thread,
-                ("cannot start the model loader thread: {}", e)
-            ),
+            Err(e) => {
+                drop(loader);
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Thread,
+                    ("cannot start the model loader thread: {}", e)
+                )
+            }
         }
     }
 
@@ -401,57 +413,69 @@ impl MobilenetDetect {
     /// model over to the streaming thread (or warns and keeps the running model).
     fn load_in_background(element: super::MobilenetDetect) {
         let imp = element.imp();
-        let (generation, settings, result) = loop {
+        let mut loader = loop {
             let generation = imp.load_generation.load(Ordering::SeqCst);
             let settings = imp.settings.lock().unwrap().clone();
             // A panic while loading (a broken file tripping a library) must not take the process down.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load(&settings)));
-            let mut loader = imp.loader.lock().unwrap();
+            let loader = imp.loader.lock().unwrap();
             if imp.running.load(Ordering::SeqCst) && imp.load_generation.load(Ordering::SeqCst) != generation {
                 gst::debug!(CAT, obj = element, "settings changed while loading, loading again");
                 continue;
             }
-            // Done: from here on a new request starts a new loader. Nothing is posted with the lock held.
-            loader.busy = false;
-            break (generation, settings, result);
+            if !imp.running.load(Ordering::SeqCst) {
+                break loader;
+            }
+            // The outcome is handed over under the loader lock, so no newer request can interleave; what is
+            // posted waits until the lock is released.
+            match result {
+                Err(panic) => {
+                    drop(loader);
+                    gst::element_error!(
+                        element,
+                        gst::LibraryError::Failed,
+                        (
+                            "loading {} failed unexpectedly: {}",
+                            settings.model.as_deref().unwrap_or(""),
+                            panic_text(&panic)
+                        )
+                    );
+                }
+                Ok(Ok((model, gate))) => {
+                    gst::info!(
+                        CAT,
+                        obj = element,
+                        "model {} ready, swapping it in at the next frame",
+                        model.path.display()
+                    );
+                    *imp.pending.lock().unwrap() = Some(PendingModel {
+                        generation,
+                        model,
+                        gate,
+                        settings,
+                    });
+                    break loader;
+                }
+                Ok(Err(e)) => {
+                    gst::warning!(CAT, obj = element, "keeping the current model: {e}");
+                    imp.restore_active_settings(&settings);
+                    drop(loader);
+                    gst::element_warning!(
+                        element,
+                        gst::LibraryError::Settings,
+                        ("Keeping the current model: {}", e)
+                    );
+                }
+            }
+            // After a post (the lock was released): done unless a handler asked for another load meanwhile.
+            let loader = imp.loader.lock().unwrap();
+            if imp.running.load(Ordering::SeqCst) && imp.load_generation.load(Ordering::SeqCst) != generation {
+                continue;
+            }
+            break loader;
         };
-        if !imp.running.load(Ordering::SeqCst) {
-            return;
-        }
-        match result {
-            Err(panic) => gst::element_error!(
-                element,
-                gst::LibraryError::Failed,
-                (
-                    "loading {} failed unexpectedly: {}",
-                    settings.model.as_deref().unwrap_or(""),
-                    panic_text(&panic)
-                )
-            ),
-            Ok(Ok((model, gate))) => {
-                gst::info!(
-                    CAT,
-                    obj = element,
-                    "model {} ready, swapping it in at the next frame",
-                    model.path.display()
-                );
-                *imp.pending.lock().unwrap() = Some(PendingModel {
-                    generation,
-                    model,
-                    gate,
-                    settings,
-                });
-            }
-            Ok(Err(e)) => {
-                gst::warning!(CAT, obj = element, "keeping the current model: {e}");
-                imp.restore_active_settings();
-                gst::element_warning!(
-                    element,
-                    gst::LibraryError::Settings,
-                    ("Keeping the current model: {}", e)
-                );
-            }
-        }
+        // From here on a new request starts a new loader.
+        loader.busy = false;
     }
 
     fn start_watcher(&self, initial_path: String) {
@@ -890,6 +914,9 @@ impl ObjectImpl for MobilenetDetect {
                 }
                 settings.filter_version += 1;
             }
+        }
+        if reload {
+            settings.model_version += 1;
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
         drop(settings);
