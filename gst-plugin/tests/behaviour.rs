@@ -326,3 +326,16 @@ fn watch_model_reloads_a_replaced_file_without_losing_frames() {
         "later frames use the new model"
     );
 }
+
+#[test]
+fn property_enums_are_registered_as_plugin_api() {
+    use gst::glib::prelude::StaticType;
+    init();
+    for t in [
+        gstmobilenetdetect::mobilenetdetect::ModelFormatChoice::static_type(),
+        gstmobilenetdetect::mobilenetdetect::ResizeChoice::static_type(),
+        gstmobilenetdetect::roimeta::BoxSource::static_type(),
+    ] {
+        assert!(t.plugin_api_flags().is_some(), "{t} is not marked as plugin API");
+    }
+}

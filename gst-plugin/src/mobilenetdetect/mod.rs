@@ -20,6 +20,19 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // The property enums are part of the plugin's API: gst-inspect and the documentation list their values.
+    for enum_type in [
+        ModelFormatChoice::static_type(),
+        BoxEncodingChoice::static_type(),
+        ScoreActivationChoice::static_type(),
+        BoxOrderChoice::static_type(),
+        InputLayoutChoice::static_type(),
+        ChannelOrderChoice::static_type(),
+        ResizeChoice::static_type(),
+        crate::roimeta::BoxSource::static_type(),
+    ] {
+        enum_type.mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    }
     gst::Element::register(
         Some(plugin),
         "mobilenetdetect",
