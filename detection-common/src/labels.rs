@@ -79,6 +79,11 @@ impl Labels {
             .map(|i| i + 1)
     }
 
+    /// Every label in id order, the background first.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Foreground labels in id order (without the background).
     pub fn foreground(&self) -> &[String] {
         if self.names.is_empty() { &[] } else { &self.names[1..] }

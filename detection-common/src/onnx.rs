@@ -4,7 +4,8 @@
 
 use prost::Message;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const IR_VERSION: i64 = 8;
 pub const DEFAULT_OPSET: i64 = 13;
@@ -375,20 +376,26 @@ impl GraphBuilder {
     }
 }
 
-/// Writes bytes to `path` atomically: a temporary file in the same folder, fsync, then rename, so a pipeline
-/// watching `path` never sees a half-written model.
+/// A temporary name beside `path` that no other writer — thread or process — uses at the same time:
+/// `.NAME.PID.N.tmp` (the PID lets a later writer tell a dead writer's leftovers from a live one's).
+pub fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Writes bytes to `path` atomically: a temporary file in the same folder, fsync, then rename, so a reader
+/// (a pipeline watching a model, the trainer reading a dataset) never sees a half-written file, and after a
+/// power cut a name never points at data that did not land.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
+    if path.file_name().is_none() {
+        return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{} has no file name", path.display()),
-        )
-    })?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+        ));
+    }
+    let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -216,14 +216,14 @@ impl Axis {
 
 /// One plane of the mapped frame, checked once per frame to hold `rows` rows of `row_bytes` at `stride`.
 #[derive(Clone, Copy)]
-struct Plane<'a> {
+pub(crate) struct Plane<'a> {
     data: &'a [u8],
     stride: usize,
     row_bytes: usize,
 }
 
 impl<'a> Plane<'a> {
-    fn new(data: &'a [u8], stride: i32, row_bytes: usize, rows: u32) -> Result<Self, String> {
+    pub(crate) fn new(data: &'a [u8], stride: i32, row_bytes: usize, rows: u32) -> Result<Self, String> {
         let stride = usize::try_from(stride).map_err(|_| format!("negative stride {stride}"))?;
         let needed = if rows == 0 {
             0
@@ -244,7 +244,7 @@ impl<'a> Plane<'a> {
     }
 
     #[inline(always)]
-    fn row(&self, index: u32) -> &'a [u8] {
+    pub(crate) fn row(&self, index: u32) -> &'a [u8] {
         let start = index as usize * self.stride;
         &self.data[start..start + self.row_bytes]
     }

@@ -8,6 +8,9 @@
 //! of several — serialise the commit through an advisory lock on `.detectioncapture.lock`, so each claims a
 //! sample number no other writer used and they merge their labels instead of overwriting each other's.
 
+use crate::preprocess::Plane;
+// Files reach the folder whole (temporary name unique per writer, synced, renamed).
+use detection_common::onnx::{temp_path, write_atomically};
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
@@ -49,28 +52,6 @@ pub struct DatasetWriter {
     /// Reused per sample: the packed RGB frame and its JPEG.
     rgb: Vec<u8>,
     jpeg: Vec<u8>,
-}
-
-/// A temporary name no other writer (thread or process) uses at the same time: `.NAME.PID.N.tmp`.
-fn temp_path(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
-}
-
-/// Writes `data` to a temporary file beside `path` and renames it over `path`: readers see all or nothing.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    // Synced before the rename: after a power cut a name never points at a file whose data did not land.
-    let result = File::create(&tmp)
-        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_data()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Appends `id` as one line with a single write; a line left unterminated by an earlier failed write (a full
@@ -130,12 +111,7 @@ fn labels_text(labels: &[String]) -> String {
 
 fn read_labels(path: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(path).ok()?;
-    let l = detection_common::labels::Labels::parse(&text);
-    Some(
-        (0..l.len())
-            .map(|i| l.name(i).unwrap_or_default().to_string())
-            .collect(),
-    )
+    Some(detection_common::labels::Labels::parse(&text).names().to_vec())
 }
 
 /// Holds the dataset's lock for one commit; released on drop (and by the kernel if the process dies).
@@ -183,10 +159,9 @@ impl DatasetWriter {
         let labels = match read_labels(&labels_path) {
             Some(l) => l,
             None => {
-                let l = detection_common::labels::Labels::from_names(initial_labels.to_vec());
-                let l: Vec<String> = (0..l.len())
-                    .map(|i| l.name(i).unwrap_or_default().to_string())
-                    .collect();
+                let l = detection_common::labels::Labels::from_names(initial_labels.to_vec())
+                    .names()
+                    .to_vec();
                 write_atomically(&labels_path, labels_text(&l).as_bytes())
                     .map_err(|e| format!("cannot write {}: {e}", labels_path.display()))?;
                 l
@@ -354,27 +329,19 @@ impl DatasetWriter {
     }
 }
 
-/// One plane of a mapped frame, checked to hold `rows` rows of `row_bytes` at the frame's own stride (from
-/// its GstVideoMeta when it has one: padded or tight rows, as decoders and cameras produce them).
+/// Plane `index` of a mapped frame at the frame's own stride (from its GstVideoMeta when it has one: padded or
+/// tight rows, as decoders and cameras produce them), checked to hold `rows` rows of `row_bytes`.
 fn plane<'a>(
     frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
     index: u32,
     row_bytes: usize,
     rows: usize,
-) -> Result<(&'a [u8], usize), String> {
+) -> Result<Plane<'a>, String> {
     let data = frame
         .plane_data(index)
         .map_err(|e| format!("cannot read plane {index}: {e}"))?;
-    let stride = frame.plane_stride()[index as usize];
-    let stride = usize::try_from(stride).map_err(|_| format!("plane {index} has a negative stride {stride}"))?;
-    let needed = stride * rows.saturating_sub(1) + row_bytes;
-    if stride < row_bytes || data.len() < needed {
-        return Err(format!(
-            "plane {index}: {rows} rows of {row_bytes} bytes at stride {stride} do not fit in its {} bytes",
-            data.len()
-        ));
-    }
-    Ok((data, stride))
+    Plane::new(data, frame.plane_stride()[index as usize], row_bytes, rows as u32)
+        .map_err(|e| format!("plane {index}: {e}"))
 }
 
 /// The frame as packed RGB into `rgb`, for the JPEG encoder.
@@ -388,15 +355,15 @@ fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo, rgb: &mut Vec<u8>) 
         None => {
             let nv12 = info.format() == VideoFormat::Nv12;
             let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-            let (luma, s0) = plane(&frame, 0, w, h)?;
-            let (p1, s1) = plane(&frame, 1, if nv12 { cw * 2 } else { cw }, ch)?;
-            let (p2, s2) = if nv12 { (p1, s1) } else { plane(&frame, 2, cw, ch)? };
+            let luma = plane(&frame, 0, w, h)?;
+            let p1 = plane(&frame, 1, if nv12 { cw * 2 } else { cw }, ch)?;
+            let p2 = if nv12 { p1 } else { plane(&frame, 2, cw, ch)? };
             let c = info.colorimetry();
             let matrix =
                 crate::preprocess::YuvMatrix::new(c.matrix(), c.range() == gst_video::VideoColorRange::Range0_255);
             for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-                let luma_row = &luma[y * s0..y * s0 + w];
-                let (row1, row2) = (&p1[(y / 2) * s1..], &p2[(y / 2) * s2..]);
+                let luma_row = luma.row(y as u32);
+                let (row1, row2) = (p1.row(y as u32 / 2), p2.row(y as u32 / 2));
                 for (x, px) in out.chunks_exact_mut(3).enumerate() {
                     let (u, v) = if nv12 {
                         (row1[(x / 2) * 2], row1[(x / 2) * 2 + 1])
@@ -408,10 +375,9 @@ fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo, rgb: &mut Vec<u8>) 
             }
         }
         Some((bpp, offsets)) => {
-            let (data, stride) = plane(&frame, 0, w * bpp, h)?;
+            let packed = plane(&frame, 0, w * bpp, h)?;
             for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-                let row = &data[y * stride..y * stride + w * bpp];
-                for (p, px) in row.chunks_exact(bpp).zip(out.chunks_exact_mut(3)) {
+                for (p, px) in packed.row(y as u32).chunks_exact(bpp).zip(out.chunks_exact_mut(3)) {
                     px[0] = p[offsets[0]];
                     px[1] = p[offsets[1]];
                     px[2] = p[offsets[2]];
