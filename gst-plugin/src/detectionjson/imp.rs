@@ -436,7 +436,8 @@ impl BaseTransformImpl for DetectionJson {
         let mut line = std::mem::take(&mut state.line);
         Self::format_frame(&mut line, buf.as_ref(), state.frame, state.size, source);
         state.frame += 1;
-        let lines = if state.udp && line.len() > MAX_DATAGRAM {
+        // The usual frame is one line; only an oversized UDP frame builds a list of parts.
+        let (first, more) = if state.udp && line.len() > MAX_DATAGRAM {
             let n = self.split.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             gst::debug!(
                 CAT,
@@ -444,14 +445,15 @@ impl BaseTransformImpl for DetectionJson {
                 "frame of {} bytes split into datagrams ({n} frames so far)",
                 line.len()
             );
-            self.split_for_datagrams(&line)
+            let mut parts = self.split_for_datagrams(&line);
+            (parts.remove(0), parts)
         } else {
-            vec![line.as_bytes().to_vec()]
+            (line.as_bytes().to_vec(), Vec::new())
         };
         state.line = line;
         let sender = state.sender.clone();
         drop(guard);
-        for bytes in lines {
+        for bytes in std::iter::once(first).chain(more) {
             sender.send(Job::Line(bytes)).map_err(|_| {
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["the JSON writer stopped"]);
                 gst::FlowError::Error
