@@ -285,7 +285,8 @@ struct Loader {
 enum Post {
     Notify(&'static str),
     Message(gst::Message),
-    Warning(String),
+    /// A warning in the library domain: `Init` for model loading, `Settings` for a refused setting.
+    Warning(gst::LibraryError, String),
     Error(gst::ErrorMessage),
 }
 
@@ -328,7 +329,7 @@ impl MobilenetDetect {
         gst::info!(CAT, imp = self, "loaded {:?}", model);
         for w in &model.warnings {
             gst::warning!(CAT, imp = self, "{}", w);
-            posts.push(Post::Warning(w.clone()));
+            posts.push(Post::Warning(gst::LibraryError::Init, w.clone()));
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
         *self.model_labels.lock().unwrap() = Some(Arc::new(model.labels.clone()));
@@ -342,7 +343,7 @@ impl MobilenetDetect {
                 Post::Message(m) => {
                     let _ = self.obj().post_message(m);
                 }
-                Post::Warning(w) => gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w)),
+                Post::Warning(domain, w) => gst::element_imp_warning!(self, domain, ("{}", w)),
                 Post::Error(e) => self.post_error_message(e),
             }
         }
@@ -1113,7 +1114,10 @@ impl MobilenetDetect {
                 // Checked by the setters against this model; a model swapped in since may still refuse it.
                 match s.gate(&state.model) {
                     Ok(g) => state.gate = g,
-                    Err(e) => posts.push(Post::Warning(format!("ignoring the new class filter: {e}"))),
+                    Err(e) => posts.push(Post::Warning(
+                        gst::LibraryError::Settings,
+                        format!("ignoring the new class filter: {e}"),
+                    )),
                 }
                 state.gate_version = s.filter_version;
             }
