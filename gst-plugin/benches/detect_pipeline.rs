@@ -7,8 +7,9 @@
 //! Each inference measurement runs in a child process of its own so that peak memory (VmHWM) is its own.
 
 use detection_common::metadata::{ChannelOrder, InputLayout};
+use detection_inference::pixels::{Colorimetry, Frame, PixelFormat};
+use detection_inference::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
 use gst::prelude::*;
-use gstmobilenetdetect::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ fn peak_rss_mb() -> f64 {
 
 /// (a) A bare ONNX Runtime session on a prepared tensor.
 fn child_bare_ort(model: &str, threads: usize, frames: usize) -> (f64, f64) {
-    let env = gstmobilenetdetect::runtime::environment().expect("ONNX Runtime (run scripts/setup)");
+    let env = detection_inference::runtime::environment().expect("ONNX Runtime (run scripts/setup)");
     let mut session = ort::session::Session::builder(env)
         .unwrap()
         .with_intra_threads(threads)
@@ -123,8 +124,34 @@ fn ours_ms_per_frame(format: gst_video::VideoFormat, iterations: usize) -> f64 {
         mean: [127.5; 3],
         std: [127.5; 3],
     };
-    let mut pre = Preprocessor::new(&info, spec, ResizeMode::Stretch).unwrap();
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+    let pixel_format = match format {
+        gst_video::VideoFormat::Nv12 => PixelFormat::Nv12,
+        gst_video::VideoFormat::I420 => PixelFormat::I420,
+        gst_video::VideoFormat::Rgbx => PixelFormat::Rgbx,
+        gst_video::VideoFormat::Rgb => PixelFormat::Rgb,
+        other => panic!("no pixel format for {other:?} in this benchmark"),
+    };
+    let size = (info.width(), info.height());
+    let mut pre = Preprocessor::new(
+        pixel_format,
+        size,
+        Colorimetry::BT601_LIMITED,
+        spec,
+        ResizeMode::Stretch,
+    )
+    .unwrap();
+    let map = buf.map_readable().unwrap();
+    let mut planes: [(&[u8], i32); 3] = [(&[], 0); 3];
+    for (i, plane) in planes.iter_mut().enumerate().take(info.n_planes() as usize) {
+        *plane = (&map[info.offset()[i]..], info.stride()[i]);
+    }
+    let frame = Frame {
+        format: pixel_format,
+        width: size.0,
+        height: size.1,
+        colorimetry: Colorimetry::BT601_LIMITED,
+        planes,
+    };
     for _ in 0..10 {
         pre.process(&frame).unwrap();
     }

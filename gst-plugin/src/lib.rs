@@ -10,15 +10,13 @@
 
 use gst::glib;
 
-pub mod detectioncapture;
-pub mod detectionjson;
-pub mod detectionoverlay;
-pub mod detecttestsrc;
-pub mod mobilenetdetect;
-pub mod model;
-pub mod preprocess;
-pub mod roimeta;
-pub mod runtime;
+mod detectioncapture;
+mod detectionjson;
+mod detectionoverlay;
+mod detecttestsrc;
+mod mobilenetdetect;
+mod roimeta;
+mod video;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     mobilenetdetect::register(plugin)?;

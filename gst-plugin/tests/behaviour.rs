@@ -329,13 +329,18 @@ fn watch_model_reloads_a_replaced_file_without_losing_frames() {
 
 #[test]
 fn property_enums_are_registered_as_plugin_api() {
-    use gst::glib::prelude::StaticType;
     init();
-    for t in [
-        gstmobilenetdetect::mobilenetdetect::ModelFormatChoice::static_type(),
-        gstmobilenetdetect::mobilenetdetect::ResizeChoice::static_type(),
-        gstmobilenetdetect::roimeta::BoxSource::static_type(),
+    for name in [
+        "GstMobilenetDetectModelFormat",
+        "GstMobilenetDetectBoxEncoding",
+        "GstMobilenetDetectScoreActivation",
+        "GstMobilenetDetectBoxOrder",
+        "GstMobilenetDetectInputLayout",
+        "GstMobilenetDetectChannelOrder",
+        "GstMobilenetDetectResize",
+        "GstMobilenetDetectBoxSource",
     ] {
+        let t = gst::glib::Type::from_name(name).unwrap_or_else(|| panic!("{name} is not registered"));
         assert!(t.plugin_api_flags().is_some(), "{t} is not marked as plugin API");
     }
 }

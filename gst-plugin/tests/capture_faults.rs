@@ -55,19 +55,24 @@ fn reference_frames(seed: u64, frames: u32) -> HashMap<Key, Vec<Vec<u8>>> {
     let mut by_key: HashMap<Key, Vec<Vec<u8>>> = HashMap::new();
     while let Ok(sample) = sink.pull_sample() {
         let buf = sample.buffer().unwrap();
-        let key: Key =
-            gstmobilenetdetect::roimeta::boxes(buf, gstmobilenetdetect::roimeta::BoxSource::GroundTruth, (W, H))
-                .map(|b| {
-                    let (x, y, w, h) = b.rect;
+        // The source's ground truth, clipped to the frame as the capture element clips it.
+        let key: Key = buf
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter_map(|m| {
+                let class_id = m.param("ground-truth")?.get::<u32>("class-id").ok()?;
+                let (x, y, w, h) = m.rect();
+                let (x1, y1) = ((x + w).min(W), (y + h).min(H));
+                (x1 > x && y1 > y).then(|| {
                     (
-                        detection_common::labels::clean_label(b.label, b.class_id as usize),
+                        detection_common::labels::clean_label(m.roi_type(), class_id as usize),
                         x,
                         y,
-                        x + w,
-                        y + h,
+                        x1,
+                        y1,
                     )
                 })
-                .collect();
+            })
+            .collect();
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).unwrap();
         let rgb = subsample(frame.plane_data(0).unwrap(), frame.plane_stride()[0] as usize);

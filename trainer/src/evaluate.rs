@@ -16,8 +16,8 @@ use detection_common::map::{ClassResult, GroundTruth, Prediction, coco_map, eval
 use detection_common::metadata::{ChannelOrder, InputLayout};
 use detection_common::nms::{nms_in_place, push_candidate};
 use detection_common::voc::Sample;
-use gstmobilenetdetect::model::{ClassGate, Model, ModelOptions};
-use gstmobilenetdetect::preprocess::TensorType;
+use detection_inference::preprocess::TensorType;
+use detection_inference::{ClassGate, Model, ModelOptions, PostProcess};
 use std::path::Path;
 
 /// Detections below this score are not considered (the usual mAP protocol keeps nearly everything).
@@ -110,7 +110,11 @@ impl Detector {
                     .collect())
             }
             Detector::Onnx(model) => {
-                let gate = ClassGate::new(SCORE_THRESHOLD, "", "", &model.labels)?;
+                let post = PostProcess {
+                    gate: ClassGate::new(SCORE_THRESHOLD, "", "", &model.labels)?,
+                    iou_threshold: NMS_IOU,
+                    max_detections: MAX_DETECTIONS,
+                };
                 let mut all = Vec::with_capacity(images.len());
                 for d in images {
                     let spec = model.input.tensor_spec(d.width as u32, d.height as u32);
@@ -135,8 +139,7 @@ impl Detector {
                         }
                     }
                     let mut dets = Vec::new();
-                    model.infer(&spec, &f32s, &u8s, &gate, &mut dets)?;
-                    nms_in_place(&mut dets, NMS_IOU, MAX_DETECTIONS);
+                    model.detect(&spec, &f32s, &u8s, &post, &mut dets)?;
                     all.push(dets);
                 }
                 Ok(all)

@@ -53,7 +53,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     let path = dir.join("model.onnx");
     detection_common::onnx::write_atomically(&path, &bytes).unwrap();
 
-    let env = gstmobilenetdetect::runtime::environment().expect("ONNX Runtime (scripts/setup)");
+    let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
     let mut session = ort::session::Session::builder(env)
         .unwrap()
         .commit_from_file(&path)
@@ -69,9 +69,9 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     assert!(db <= 1e-4 && ds <= 1e-4, "max abs difference: boxes {db}, scores {ds}");
 
     // mobilenetdetect reads everything from the model's metadata.
-    let m = gstmobilenetdetect::model::Model::load(&gstmobilenetdetect::model::ModelOptions {
+    let m = detection_inference::Model::load(&detection_inference::ModelOptions {
         path: path.clone(),
-        providers: vec![gstmobilenetdetect::model::Provider::Cpu],
+        providers: vec![detection_inference::Provider::Cpu],
         ..Default::default()
     })
     .unwrap();

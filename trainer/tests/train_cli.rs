@@ -37,9 +37,9 @@ fn trains_exports_and_resumes() {
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
     assert!(out.join("checkpoint.bpk").exists());
-    let model = gstmobilenetdetect::model::Model::load(&gstmobilenetdetect::model::ModelOptions {
+    let model = detection_inference::Model::load(&detection_inference::ModelOptions {
         path: out.join("model.onnx"),
-        providers: vec![gstmobilenetdetect::model::Provider::Cpu],
+        providers: vec![detection_inference::Provider::Cpu],
         ..Default::default()
     })
     .unwrap();

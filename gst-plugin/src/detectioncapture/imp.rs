@@ -18,7 +18,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const FORMATS: &[gst_video::VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
+const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
 
 #[derive(Debug, Clone)]
 struct Settings {

@@ -8,12 +8,9 @@
 //! of several — serialise the commit through an advisory lock on `.detectioncapture.lock`, so each claims a
 //! sample number no other writer used and they merge their labels instead of overwriting each other's.
 
-use crate::preprocess::Plane;
 // Files reach the folder whole (temporary name unique per writer, synced, renamed).
 use detection_common::onnx::{temp_path, write_atomically};
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
-use gst_video::VideoFormat;
-use gst_video::prelude::*;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -329,63 +326,12 @@ impl DatasetWriter {
     }
 }
 
-/// Plane `index` of a mapped frame at the frame's own stride (from its GstVideoMeta when it has one: padded or
-/// tight rows, as decoders and cameras produce them), checked to hold `rows` rows of `row_bytes`.
-fn plane<'a>(
-    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
-    index: u32,
-    row_bytes: usize,
-    rows: usize,
-) -> Result<Plane<'a>, String> {
-    let data = frame
-        .plane_data(index)
-        .map_err(|e| format!("cannot read plane {index}: {e}"))?;
-    Plane::new(data, frame.plane_stride()[index as usize], row_bytes, rows as u32)
-        .map_err(|e| format!("plane {index}: {e}"))
-}
-
-/// The frame as packed RGB into `rgb`, for the JPEG encoder.
+/// The frame as packed RGB into `rgb`, for the JPEG encoder; each plane read at its own stride (from its
+/// GstVideoMeta when it has one: padded or tight rows, as decoders and cameras produce them).
 fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo, rgb: &mut Vec<u8>) -> Result<(), String> {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
         .map_err(|_| "cannot map the frame (buffer smaller than its caps or video meta say)".to_string())?;
-    let (w, h) = (info.width() as usize, info.height() as usize);
-    rgb.clear();
-    rgb.resize(w * h * 3, 0);
-    match crate::preprocess::rgb_offsets(info.format()) {
-        None => {
-            let nv12 = info.format() == VideoFormat::Nv12;
-            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-            let luma = plane(&frame, 0, w, h)?;
-            let p1 = plane(&frame, 1, if nv12 { cw * 2 } else { cw }, ch)?;
-            let p2 = if nv12 { p1 } else { plane(&frame, 2, cw, ch)? };
-            let c = info.colorimetry();
-            let matrix =
-                crate::preprocess::YuvMatrix::new(c.matrix(), c.range() == gst_video::VideoColorRange::Range0_255);
-            for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-                let luma_row = luma.row(y as u32);
-                let (row1, row2) = (p1.row(y as u32 / 2), p2.row(y as u32 / 2));
-                for (x, px) in out.chunks_exact_mut(3).enumerate() {
-                    let (u, v) = if nv12 {
-                        (row1[(x / 2) * 2], row1[(x / 2) * 2 + 1])
-                    } else {
-                        (row1[x / 2], row2[x / 2])
-                    };
-                    px.copy_from_slice(&matrix.rgb(luma_row[x], u, v));
-                }
-            }
-        }
-        Some((bpp, offsets)) => {
-            let packed = plane(&frame, 0, w * bpp, h)?;
-            for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-                for (p, px) in packed.row(y as u32).chunks_exact(bpp).zip(out.chunks_exact_mut(3)) {
-                    px[0] = p[offsets[0]];
-                    px[1] = p[offsets[1]];
-                    px[2] = p[offsets[2]];
-                }
-            }
-        }
-    }
-    Ok(())
+    crate::video::frame(&frame)?.to_rgb(rgb)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Drawing primitives on a mapped video frame, for packed RGB formats and planar/semi-planar YUV 4:2:0.
 
+use detection_inference::pixels::Colorimetry;
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
 
@@ -13,13 +14,9 @@ pub struct Colour {
 impl Colour {
     /// BT.601 limited range: close enough for annotations on any YUV frame.
     pub fn new(rgb: [u8; 3]) -> Self {
-        let [r, g, b] = rgb.map(|v| v as f32);
-        let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
-        let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
-        let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
         Self {
             rgb,
-            yuv: [y, u, v].map(|c| c.round().clamp(0.0, 255.0) as u8),
+            yuv: Colorimetry::BT601_LIMITED.to_yuv(rgb.map(f32::from)),
         }
     }
 }
@@ -39,7 +36,7 @@ pub struct Canvas<'a, 'b> {
 }
 
 /// The overlay draws on the formats the detector reads.
-pub const FORMATS: &[VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
+pub const FORMATS: &[VideoFormat] = &crate::video::FORMATS;
 
 impl<'a, 'b> Canvas<'a, 'b> {
     pub fn new(frame: &'a mut gst_video::VideoFrameRef<&'b mut gst::BufferRef>) -> Option<Self> {
@@ -48,7 +45,7 @@ impl<'a, 'b> Canvas<'a, 'b> {
             VideoFormat::Nv12 => Layout::Nv12,
             VideoFormat::I420 => Layout::I420,
             f => {
-                let (bpp, offsets) = crate::preprocess::rgb_offsets(f)?;
+                let (bpp, offsets) = crate::video::pixel_format(f)?.packed()?;
                 Layout::Packed { bpp, offsets }
             }
         };

@@ -103,26 +103,6 @@ pub struct DetectTestSrc {
     state: Mutex<Option<State>>,
 }
 
-/// RGB -> YUV in the frame's colorimetry (BT.601 or BT.709, full or limited range).
-fn yuv_coefficients(info: &gst_video::VideoInfo) -> ([f32; 3], [f32; 3], [f32; 3], f32, f32) {
-    let (kr, kb) = match info.colorimetry().matrix() {
-        gst_video::VideoColorMatrix::Bt709 => (0.2126, 0.0722),
-        gst_video::VideoColorMatrix::Bt2020 => (0.2627, 0.0593),
-        _ => (0.299, 0.114),
-    };
-    let kg = 1.0 - kr - kb;
-    let full = info.colorimetry().range() == gst_video::VideoColorRange::Range0_255;
-    let (ys, cs, yo) = if full {
-        (1.0, 1.0, 0.0)
-    } else {
-        (219.0 / 255.0, 224.0 / 255.0, 16.0)
-    };
-    let y = [kr * ys, kg * ys, kb * ys];
-    let u = [-kr / (2.0 * (1.0 - kb)) * cs, -kg / (2.0 * (1.0 - kb)) * cs, 0.5 * cs];
-    let v = [0.5 * cs, -kg / (2.0 * (1.0 - kr)) * cs, -kb / (2.0 * (1.0 - kr)) * cs];
-    (y, u, v, yo, 128.0)
-}
-
 fn write_frame(rgb: &[u8], frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>) -> Result<(), glib::BoolError> {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
     let format = frame.format();
@@ -131,15 +111,16 @@ fn write_frame(rgb: &[u8], frame: &mut gst_video::VideoFrameRef<&mut gst::Buffer
         let i = (y * w + x) * 3;
         [rgb[i] as f32, rgb[i + 1] as f32, rgb[i + 2] as f32]
     };
-    match format {
-        VideoFormat::Nv12 | VideoFormat::I420 => {
-            let (cy, cu, cv, yo, co) = yuv_coefficients(frame.info());
-            let dot = |c: [f32; 3], p: [f32; 3]| c[0] * p[0] + c[1] * p[1] + c[2] * p[2];
+    let pixel_format = crate::video::pixel_format(format).ok_or_else(|| glib::bool_error!("unsupported format"))?;
+    match pixel_format.packed() {
+        None => {
+            // RGB -> YUV in the frame's colorimetry (matrix, full or limited range).
+            let colorimetry = crate::video::colorimetry(frame.info());
             {
                 let luma = frame.plane_data_mut(0)?;
                 for y in 0..h {
                     for x in 0..w {
-                        luma[y * strides[0] + x] = (dot(cy, px(x, y)) + yo).round().clamp(0.0, 255.0) as u8;
+                        luma[y * strides[0] + x] = colorimetry.to_yuv(px(x, y))[0];
                     }
                 }
             }
@@ -164,9 +145,8 @@ fn write_frame(rgb: &[u8], frame: &mut gst_video::VideoFrameRef<&mut gst::Buffer
                             n += 1.0;
                         }
                     }
-                    let p = acc.map(|v| v / n);
-                    let q = |c| (dot(c, p) + co).round().clamp(0.0, 255.0) as u8;
-                    uv[by * cw + bx] = (q(cu), q(cv));
+                    let [_, u, v] = colorimetry.to_yuv(acc.map(|v| v / n));
+                    uv[by * cw + bx] = (u, v);
                 }
             }
             if format == VideoFormat::Nv12 {
@@ -190,15 +170,8 @@ fn write_frame(rgb: &[u8], frame: &mut gst_video::VideoFrameRef<&mut gst::Buffer
                 }
             }
         }
-        _ => {
-            let (bpp, order, alpha): (usize, [usize; 3], Option<usize>) = match format {
-                VideoFormat::Rgbx => (4, [0, 1, 2], None),
-                VideoFormat::Rgba => (4, [0, 1, 2], Some(3)),
-                VideoFormat::Bgrx => (4, [2, 1, 0], None),
-                VideoFormat::Bgra => (4, [2, 1, 0], Some(3)),
-                VideoFormat::Rgb => (3, [0, 1, 2], None),
-                _ => (3, [2, 1, 0], None),
-            };
+        Some((bpp, order)) => {
+            let alpha = pixel_format.alpha();
             let plane = frame.plane_data_mut(0)?;
             for y in 0..h {
                 let row = &mut plane[y * strides[0]..y * strides[0] + w * bpp];

@@ -1,9 +1,9 @@
-use crate::model::{ClassGate, LoadError, Model, ModelOptions, parse_providers};
-use crate::preprocess::{Geometry, Preprocessor, ResizeMode, SUPPORTED_FORMATS};
 use detection_common::boxes::BoxEncoding;
 use detection_common::metadata::{BoxOrder, ChannelOrder, InputLayout, ModelFormat, ScoreActivation, parse_triplet};
-use detection_common::nms::nms_in_place;
 use detection_common::{BBox, Detection};
+use detection_inference::preprocess::{Geometry, Preprocessor, ResizeMode};
+use detection_inference::providers::parse_providers;
+use detection_inference::{ClassGate, LoadError, Model, ModelOptions, PostProcess};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -182,13 +182,18 @@ impl Settings {
         })
     }
 
-    fn gate(&self, model: &Model) -> Result<ClassGate, String> {
-        ClassGate::new(
-            self.score_threshold,
-            &self.classes,
-            &self.class_thresholds,
-            &model.labels,
-        )
+    /// The class gate and NMS for `model` (its labels resolve class names).
+    fn post_process(&self, model: &Model) -> Result<PostProcess, String> {
+        Ok(PostProcess {
+            gate: ClassGate::new(
+                self.score_threshold,
+                &self.classes,
+                &self.class_thresholds,
+                &model.labels,
+            )?,
+            iou_threshold: self.iou_threshold,
+            max_detections: self.max_detections as usize,
+        })
     }
 }
 
@@ -205,8 +210,9 @@ struct FrameDetection {
 
 struct State {
     model: Model,
-    gate: ClassGate,
-    gate_version: u64,
+    post: PostProcess,
+    /// The `filter_version` `post` was built from.
+    post_version: u64,
     info: Option<gst_video::VideoInfo>,
     pre: Option<Preprocessor>,
     frame_index: u64,
@@ -241,7 +247,7 @@ impl State {
 struct PendingModel {
     generation: u64,
     model: Model,
-    gate: ClassGate,
+    post: PostProcess,
     settings: Settings,
 }
 
@@ -317,11 +323,11 @@ fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
 }
 
 impl MobilenetDetect {
-    fn load(settings: &Settings) -> Result<(Model, ClassGate), LoadError> {
+    fn load(settings: &Settings) -> Result<(Model, PostProcess), LoadError> {
         let opts = settings.model_options()?;
         let model = Model::load(&opts)?;
-        let gate = settings.gate(&model).map_err(LoadError::Settings)?;
-        Ok((model, gate))
+        let post = settings.post_process(&model).map_err(LoadError::Settings)?;
+        Ok((model, post))
     }
 
     /// Records a model that is now in use; what the user should hear about goes to `posts`.
@@ -442,7 +448,7 @@ impl MobilenetDetect {
                         )
                     );
                 }
-                Ok(Ok((model, gate))) => {
+                Ok(Ok((model, post))) => {
                     gst::info!(
                         CAT,
                         obj = element,
@@ -452,7 +458,7 @@ impl MobilenetDetect {
                     *imp.pending.lock().unwrap() = Some(PendingModel {
                         generation,
                         model,
-                        gate,
+                        post,
                         settings,
                     });
                     break loader;
@@ -531,7 +537,7 @@ impl MobilenetDetect {
             posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
             state.model = p.model;
-            state.gate = p.gate;
+            state.post = p.post;
             state.pre = None;
             state.latest.clear();
             posts.push(Post::Message(
@@ -561,18 +567,20 @@ impl MobilenetDetect {
                 gst::FlowError::NotNegotiated,
             )
         })?;
-        let spec = state.model.input.tensor_spec(info.width(), info.height());
+        let negotiation = |e: String| {
+            (
+                gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]),
+                gst::FlowError::NotNegotiated,
+            )
+        };
+        let (format, size, colorimetry) = crate::video::frame_shape(info).map_err(negotiation)?;
+        let spec = state.model.input.tensor_spec(size.0, size.1);
         if !state
             .pre
             .as_ref()
-            .is_some_and(|p| p.matches(info, &spec, settings.resize))
+            .is_some_and(|p| p.matches(format, size, colorimetry, &spec, settings.resize))
         {
-            let pre = Preprocessor::new(info, spec, settings.resize).map_err(|e| {
-                (
-                    gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]),
-                    gst::FlowError::NotNegotiated,
-                )
-            })?;
+            let pre = Preprocessor::new(format, size, colorimetry, spec, settings.resize).map_err(negotiation)?;
             state.pre = Some(pre);
         }
         let pre = state.pre.as_mut().expect("preprocessor was just set");
@@ -587,7 +595,7 @@ impl MobilenetDetect {
                     gst::FlowError::Error,
                 )
             })?;
-            pre.process(&frame).map_err(|e| {
+            crate::video::frame(&frame).and_then(|f| pre.process(&f)).map_err(|e| {
                 (
                     gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
                     gst::FlowError::Error,
@@ -595,14 +603,13 @@ impl MobilenetDetect {
             })?;
         }
         let preprocessed = std::time::Instant::now();
-        state.candidates.clear();
         state
             .model
-            .infer(
+            .detect(
                 &pre.out.spec,
                 &pre.out.f32s,
                 &pre.out.u8s,
-                &state.gate,
+                &state.post,
                 &mut state.candidates,
             )
             .map_err(|e| {
@@ -612,11 +619,6 @@ impl MobilenetDetect {
                 )
             })?;
         let inferred = std::time::Instant::now();
-        nms_in_place(
-            &mut state.candidates,
-            settings.iou_threshold,
-            settings.max_detections as usize,
-        );
         let geometry: Geometry = pre.out.geometry;
         let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
         state.latest.clear();
@@ -708,8 +710,6 @@ impl MobilenetDetect {
 /// The per-frame subset of the settings, copied out under the lock.
 struct FrameSettings {
     resize: ResizeMode,
-    iou_threshold: f32,
-    max_detections: u32,
     interval: u32,
     post_messages: bool,
 }
@@ -979,7 +979,7 @@ impl ElementImpl for MobilenetDetect {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(SUPPORTED_FORMATS.iter().copied())
+                .format_list(crate::video::FORMATS)
                 .build();
             vec![
                 gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
@@ -1000,7 +1000,7 @@ impl BaseTransformImpl for MobilenetDetect {
         // A load still running from an earlier session must not swap in later.
         self.load_generation.fetch_add(1, Ordering::SeqCst);
         self.pending.lock().unwrap().take();
-        let (model, gate) = Self::load(&settings).map_err(|e| {
+        let (model, post) = Self::load(&settings).map_err(|e| {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
@@ -1010,8 +1010,8 @@ impl BaseTransformImpl for MobilenetDetect {
         *self.state.lock().unwrap() = Some(State {
             label_names: label_names(&model),
             model,
-            gate,
-            gate_version: settings.filter_version,
+            post,
+            post_version: settings.filter_version,
             info: None,
             pre: None,
             frame_index: 0,
@@ -1110,24 +1110,22 @@ impl MobilenetDetect {
         self.take_pending(state, posts);
         let frame_settings = {
             let s = self.settings.lock().unwrap();
-            if s.filter_version != state.gate_version {
+            if s.filter_version != state.post_version {
                 // Checked by the setters against this model; a model swapped in since may still refuse it.
-                match s.gate(&state.model) {
-                    Ok(g) => state.gate = g,
+                match s.post_process(&state.model) {
+                    Ok(p) => state.post = p,
                     Err(e) => posts.push(Post::Warning(
                         gst::LibraryError::Settings,
                         format!("ignoring the new class filter: {e}"),
                     )),
                 }
-                state.gate_version = s.filter_version;
+                state.post_version = s.filter_version;
             }
             FrameSettings {
                 resize: match s.resize {
                     ResizeChoice::Stretch => ResizeMode::Stretch,
                     ResizeChoice::Letterbox => ResizeMode::Letterbox,
                 },
-                iou_threshold: s.iou_threshold,
-                max_detections: s.max_detections,
                 interval: s.interval.max(1),
                 post_messages: s.post_messages,
             }

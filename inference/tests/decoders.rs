@@ -7,7 +7,8 @@ use detection_common::Detection;
 use detection_common::boxes::{Anchor, BoxEncoding};
 use detection_common::labels::Labels;
 use detection_common::metadata::{BoxOrder, ScoreActivation};
-use gstmobilenetdetect::model::{ClassGate, Decoder};
+use detection_inference::ClassGate;
+use detection_inference::decode::Decoder;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

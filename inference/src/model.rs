@@ -1,65 +1,20 @@
-//! Loading a detector through ONNX Runtime, working out its input and output conventions, running it on a
-//! prepared tensor and decoding its outputs into detections.
+//! Loading a detector through ONNX Runtime, working out its input and output conventions from the user's
+//! options, the model's metadata and its graph, and running it on a prepared tensor.
 
+use crate::decode::Decoder;
+use crate::outputs::{describe_outlets, detect_format, find_output, pick_box_and_score_outputs, shape_of};
+use crate::postprocess::PostProcess;
 use crate::preprocess::{TensorSpec, TensorType};
+use crate::providers::{Provider, register_providers};
 use crate::runtime;
-use detection_common::boxes::{Anchor, BoxEncoding, decode_box, parse_anchors, read_anchors_file};
-use detection_common::labels::{ClassRef, Labels, parse_class_list, parse_class_thresholds};
+use detection_common::Detection;
+use detection_common::boxes::{BoxEncoding, parse_anchors, read_anchors_file};
+use detection_common::labels::Labels;
 use detection_common::metadata::{self as meta, BoxOrder, ChannelOrder, InputLayout, ModelFormat, ScoreActivation};
-use detection_common::nms::push_candidate;
-use detection_common::{BBox, Detection};
-use ort::ep::ExecutionProvider;
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{TensorElementType, TensorRef};
 use std::fmt;
 use std::path::PathBuf;
-
-/// Execution providers the element can ask ONNX Runtime for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Cpu,
-    Cuda,
-    TensorRt,
-    OpenVino,
-}
-
-impl Provider {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Some(Self::Cpu),
-            "cuda" => Some(Self::Cuda),
-            "tensorrt" | "trt" => Some(Self::TensorRt),
-            "openvino" => Some(Self::OpenVino),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-            Self::TensorRt => "tensorrt",
-            Self::OpenVino => "openvino",
-        }
-    }
-}
-
-pub fn parse_providers(s: &str) -> Result<Vec<Provider>, String> {
-    let list: Vec<Provider> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            Provider::parse(p)
-                .ok_or_else(|| format!("unknown execution provider '{p}' (known: cpu, cuda, tensorrt, openvino)"))
-        })
-        .collect::<Result<_, _>>()?;
-    if list.is_empty() {
-        Ok(vec![Provider::Cpu])
-    } else {
-        Ok(list)
-    }
-}
 
 /// Everything the user can say about how to load and read a model; `None` means "from the model, else default".
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -132,80 +87,6 @@ impl InputDesc {
     }
 }
 
-/// How a model's outputs become detections; the output indices point into the session's outputs.
-#[derive(Debug, Clone)]
-pub enum Decoder {
-    TfOd {
-        boxes: usize,
-        scores: usize,
-        classes: usize,
-        num: Option<usize>,
-    },
-    Decoded {
-        boxes: usize,
-        scores: usize,
-        order: BoxOrder,
-    },
-    Raw {
-        encodings: usize,
-        logits: usize,
-        anchors: Vec<Anchor>,
-        encoding: BoxEncoding,
-        activation: ScoreActivation,
-    },
-}
-
-/// Per-class score thresholds after the `classes` filter: `INFINITY` means the class is never reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassGate {
-    per_class: Vec<f32>,
-    fallback: f32,
-}
-
-impl ClassGate {
-    pub fn new(score_threshold: f32, classes: &str, class_thresholds: &str, labels: &Labels) -> Result<Self, String> {
-        let allowed: Vec<usize> = parse_class_list(classes)
-            .iter()
-            .map(|c| c.resolve(labels).map_err(|e| format!("classes: {e}")))
-            .collect::<Result<_, _>>()?;
-        let overrides: Vec<(usize, f32)> = parse_class_thresholds(class_thresholds)
-            .map_err(|e| format!("class-thresholds: {e}"))?
-            .into_iter()
-            .map(|(c, t): (ClassRef, f32)| {
-                c.resolve(labels)
-                    .map(|id| (id, t))
-                    .map_err(|e| format!("class-thresholds: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
-        let len = [labels.len()]
-            .into_iter()
-            .chain(allowed.iter().map(|i| i + 1))
-            .chain(overrides.iter().map(|(i, _)| i + 1))
-            .max()
-            .unwrap_or(0);
-        let fallback = if allowed.is_empty() {
-            score_threshold
-        } else {
-            f32::INFINITY
-        };
-        let mut per_class = vec![fallback; len];
-        for &id in &allowed {
-            per_class[id] = score_threshold;
-        }
-        for &(id, t) in &overrides {
-            if per_class[id].is_finite() {
-                per_class[id] = t;
-            }
-        }
-        Ok(Self { per_class, fallback })
-    }
-
-    #[inline]
-    pub fn threshold(&self, class_id: usize) -> f32 {
-        *self.per_class.get(class_id).unwrap_or(&self.fallback)
-    }
-}
-
 /// A loaded detector.
 pub struct Model {
     session: Session,
@@ -230,33 +111,6 @@ impl fmt::Debug for Model {
             .field("provider", &self.provider)
             .finish()
     }
-}
-
-fn describe_outlets(session: &Session) -> String {
-    let one = |o: &ort::value::Outlet| match o.dtype() {
-        ValueType::Tensor { ty, shape, .. } => format!("{} {:?}{:?}", o.name(), ty, &shape[..]),
-        other => format!("{} {other:?}", o.name()),
-    };
-    format!(
-        "inputs: [{}]; outputs: [{}]",
-        session.inputs().iter().map(one).collect::<Vec<_>>().join(", "),
-        session.outputs().iter().map(one).collect::<Vec<_>>().join(", ")
-    )
-}
-
-fn shape_of(o: &ort::value::Outlet) -> Vec<i64> {
-    o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default()
-}
-
-fn lname(o: &ort::value::Outlet) -> String {
-    o.name().to_ascii_lowercase()
-}
-
-fn find_output(session: &Session, keys: &[&str]) -> Option<usize> {
-    session
-        .outputs()
-        .iter()
-        .position(|o| keys.iter().any(|k| lname(o).contains(k)))
 }
 
 fn meta_parse<T>(value: Option<&String>, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, LoadError> {
@@ -542,14 +396,15 @@ impl Model {
         })
     }
 
-    /// Runs the model on a prepared tensor and appends every detection that passes `gate` to `out`
-    /// (boxes normalised to the tensor, before NMS).
-    pub fn infer(
+    /// Runs the model on a prepared tensor (`f32s` or `u8s`, as `spec.dtype` says) and puts its detections
+    /// after `post` (class gate, NMS) into `out`, boxes normalised to the tensor. Nothing is allocated per
+    /// call beyond what ONNX Runtime does.
+    pub fn detect(
         &mut self,
         spec: &TensorSpec,
         f32s: &[f32],
         u8s: &[u8],
-        gate: &ClassGate,
+        post: &PostProcess,
         out: &mut Vec<Detection>,
     ) -> Result<(), String> {
         let (w, h) = (spec.width as usize, spec.height as usize);
@@ -578,227 +433,6 @@ impl Model {
                 .map(|(s, d)| (&s[..], d))
                 .map_err(|e| format!("output {i} is not a float tensor: {e}"))
         };
-        self.decoder.decode(get, gate, out)
-    }
-}
-
-impl Decoder {
-    /// Decodes output tensors (`get(i)`: shape and data of output `i`) and appends every detection that passes
-    /// `gate` to `out` (boxes normalised to the tensor, before NMS). Any shape or value is safe: a mismatch is
-    /// an error, never a panic.
-    pub fn decode<'a>(
-        &self,
-        get: impl Fn(usize) -> Result<(&'a [i64], &'a [f32]), String>,
-        gate: &ClassGate,
-        out: &mut Vec<Detection>,
-    ) -> Result<(), String> {
-        match self {
-            Decoder::TfOd {
-                boxes,
-                scores,
-                classes,
-                num,
-            } => {
-                let (bs, bd) = get(*boxes)?;
-                let (_, sd) = get(*scores)?;
-                let (_, cd) = get(*classes)?;
-                let n = usize::try_from(bs.get(1).copied().unwrap_or(0)).unwrap_or(0);
-                let valid = match num {
-                    // `as` saturates: NaN gives 0, a huge count is capped below.
-                    Some(i) => get(*i)?.1.first().map(|v| *v as usize).unwrap_or(n),
-                    None => n,
-                }
-                .min(n)
-                .min(sd.len())
-                .min(cd.len())
-                .min(bd.len() / 4);
-                for i in 0..valid {
-                    let class_id = cd[i].round().max(0.0) as usize;
-                    let score = sd[i];
-                    if class_id > 0 && score >= gate.threshold(class_id) {
-                        let b = &bd[i * 4..i * 4 + 4];
-                        push_candidate(out, class_id, score, BBox::new(b[1], b[0], b[3], b[2]));
-                    }
-                }
-            }
-            Decoder::Decoded { boxes, scores, order } => {
-                let (bs, bd) = get(*boxes)?;
-                let (ss, sd) = get(*scores)?;
-                let (a, c) = check_anchor_dims(bs, ss, bd.len(), sd.len())?;
-                for i in 0..a {
-                    let row = &sd[i * c..(i + 1) * c];
-                    // [1,A] single-class scores are class 1; otherwise column 0 is the background.
-                    let first = if c == 1 { 0 } else { 1 };
-                    for (k, &score) in row.iter().enumerate().skip(first) {
-                        let class_id = if c == 1 { 1 } else { k };
-                        if score >= gate.threshold(class_id) {
-                            let b = &bd[i * 4..i * 4 + 4];
-                            let bbox = match order {
-                                BoxOrder::Xyxy => BBox::new(b[0], b[1], b[2], b[3]),
-                                BoxOrder::Yxyx => BBox::new(b[1], b[0], b[3], b[2]),
-                            };
-                            push_candidate(out, class_id, score, bbox);
-                        }
-                    }
-                }
-            }
-            Decoder::Raw {
-                encodings,
-                logits,
-                anchors,
-                encoding,
-                activation,
-            } => {
-                let (es, ed) = get(*encodings)?;
-                let (ls, ld) = get(*logits)?;
-                let (a, c) = check_anchor_dims(es, ls, ed.len(), ld.len())?;
-                if a != anchors.len() {
-                    return Err(format!(
-                        "the model predicted {a} boxes but {} anchors are loaded",
-                        anchors.len()
-                    ));
-                }
-                for (i, anchor) in anchors.iter().enumerate() {
-                    let row = &ld[i * c..(i + 1) * c];
-                    let (max, sum) = if *activation == ScoreActivation::Softmax {
-                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        (max, row.iter().map(|v| (v - max).exp()).sum::<f32>())
-                    } else {
-                        (0.0, 1.0)
-                    };
-                    let first = if c == 1 { 0 } else { 1 };
-                    for (k, &logit) in row.iter().enumerate().skip(first) {
-                        let class_id = if c == 1 { 1 } else { k };
-                        let score = match activation {
-                            ScoreActivation::Sigmoid => 1.0 / (1.0 + (-logit).exp()),
-                            ScoreActivation::Softmax => (logit - max).exp() / sum,
-                            ScoreActivation::None => logit,
-                        };
-                        if score >= gate.threshold(class_id) {
-                            let bbox = decode_box(&ed[i * 4..i * 4 + 4], anchor, *encoding);
-                            push_candidate(out, class_id, score, bbox);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Number of anchors A and of score columns C from box [1,A,4] and score [1,A,C] / [1,A] outputs, checked
-/// against each other and against the data actually returned.
-fn check_anchor_dims(bs: &[i64], ss: &[i64], blen: usize, slen: usize) -> Result<(usize, usize), String> {
-    if bs.len() != 3 || bs[2] != 4 {
-        return Err(format!("box output has shape {bs:?}, expected [1,A,4]"));
-    }
-    let disagree = || format!("box output {bs:?} and score output {ss:?} do not agree on the number of boxes");
-    let a = usize::try_from(bs[1]).map_err(|_| disagree())?;
-    let c = match ss {
-        [_, n] if usize::try_from(*n) == Ok(a) => 1,
-        [_, n, c] if usize::try_from(*n) == Ok(a) => usize::try_from(*c).map_err(|_| disagree())?,
-        _ => return Err(disagree()),
-    };
-    if a == 0 || c == 0 || a.checked_mul(4) != Some(blen) || a.checked_mul(c) != Some(slen) {
-        return Err(disagree());
-    }
-    Ok((a, c))
-}
-
-/// Picks the box output ([1,A,4]) and the score output among the model's outputs, by name first, then by shape.
-fn pick_box_and_score_outputs(session: &Session) -> Option<(usize, usize)> {
-    let outs = session.outputs();
-    let usable: Vec<usize> = (0..outs.len())
-        .filter(|&i| {
-            let n = lname(&outs[i]);
-            !(n.contains("anchor") || n.contains("prior"))
-        })
-        .collect();
-    let is_box_shape = |i: usize| {
-        let s = shape_of(&outs[i]);
-        s.len() == 3 && s[2] == 4
-    };
-    let by_name = |keys: &[&str]| {
-        usable
-            .iter()
-            .copied()
-            .find(|&i| keys.iter().any(|k| lname(&outs[i]).contains(k)))
-    };
-    let b = by_name(&["box", "loc", "regress"]).filter(|&i| is_box_shape(i));
-    let s = by_name(&["score", "class", "conf", "logit", "prob"]);
-    match (b, s) {
-        (Some(b), Some(s)) if b != s => Some((b, s)),
-        _ if usable.len() == 2 => {
-            let (x, y) = (usable[0], usable[1]);
-            match (is_box_shape(x), is_box_shape(y)) {
-                (true, false) => Some((x, y)),
-                (false, true) => Some((y, x)),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Guesses the output format from output names; `None` when the names do not tell.
-fn detect_format(session: &Session, has_anchors: bool) -> Option<ModelFormat> {
-    if find_output(session, &["detection_boxes"]).is_some() {
-        return Some(ModelFormat::TfOd);
-    }
-    let (b, s) = pick_box_and_score_outputs(session)?;
-    let (bn, sn) = (lname(&session.outputs()[b]), lname(&session.outputs()[s]));
-    let raw = [
-        "encoding",
-        "raw",
-        "loc",
-        "regress",
-        "logit",
-        "class_predictions",
-        "conf",
-    ];
-    if has_anchors || raw.iter().any(|k| bn.contains(k) || sn.contains(k)) {
-        Some(ModelFormat::SsdRaw)
-    } else if bn.contains("box") && (sn.contains("score") || sn.contains("prob")) {
-        Some(ModelFormat::SsdDecoded)
-    } else {
-        None
-    }
-}
-
-/// Registers the first provider of `wanted` that works; returns its name (CPU when none does).
-fn register_providers(
-    builder: &mut ort::session::builder::SessionBuilder,
-    wanted: &[Provider],
-    warnings: &mut Vec<String>,
-) -> &'static str {
-    for p in wanted {
-        let result: Result<(), String> = match p {
-            Provider::Cpu => return "cpu",
-            Provider::Cuda => try_register(builder, ort::ep::CUDA::default()),
-            Provider::TensorRt => try_register(builder, ort::ep::TensorRT::default()),
-            Provider::OpenVino => try_register(builder, ort::ep::OpenVINO::default()),
-        };
-        match result {
-            Ok(()) => return p.as_str(),
-            Err(e) => warnings.push(format!(
-                "execution provider {} unavailable ({e}); trying the next one",
-                p.as_str()
-            )),
-        }
-    }
-    if !wanted.contains(&Provider::Cpu) {
-        warnings.push("no requested execution provider is available; running on cpu".into());
-    }
-    "cpu"
-}
-
-fn try_register<E: ExecutionProvider>(
-    builder: &mut ort::session::builder::SessionBuilder,
-    ep: E,
-) -> Result<(), String> {
-    match E::is_available() {
-        Ok(true) => ep.register(builder).map_err(|e| e.to_string()),
-        Ok(false) => Err("not in this ONNX Runtime build".into()),
-        Err(e) => Err(e.to_string()),
+        post.run(&self.decoder, get, out)
     }
 }

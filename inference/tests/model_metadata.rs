@@ -4,7 +4,7 @@
 //! `MOBILENETDETECT_METADATA_CASES` sets the number of cases (default 10,000).
 
 use detection_common::metadata as meta;
-use gstmobilenetdetect::model::{Model, ModelOptions, Provider};
+use detection_inference::{Model, ModelOptions, Provider};
 use mobilenetdetect_testkit::models::{self, ImageInput};
 use proptest::prelude::*;
 

@@ -9,10 +9,9 @@
 //! normalisation `pixel * (1/std) - mean/std` into the tensor. Only the sampled source rows are read, so the
 //! cost follows the model's input size rather than the frame's.
 
+use crate::pixels::{Colorimetry, Frame, PixelFormat, Plane, YuvToRgb};
 use detection_common::BBox;
 use detection_common::metadata::{ChannelOrder, InputLayout};
-use gst_video::VideoFormat;
-use gst_video::prelude::*;
 
 /// How the frame is fitted into the model's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,92 +96,6 @@ impl Geometry {
     }
 }
 
-pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
-    VideoFormat::Rgb,
-    VideoFormat::Bgr,
-    VideoFormat::Rgbx,
-    VideoFormat::Bgrx,
-    VideoFormat::Xrgb,
-    VideoFormat::Xbgr,
-    VideoFormat::Rgba,
-    VideoFormat::Bgra,
-    VideoFormat::Argb,
-    VideoFormat::Abgr,
-    VideoFormat::Nv12,
-    VideoFormat::I420,
-];
-
-/// Bytes per pixel and byte offsets of R, G and B inside a packed pixel (None for YUV formats).
-pub fn rgb_offsets(format: VideoFormat) -> Option<(usize, [usize; 3])> {
-    Some(match format {
-        VideoFormat::Rgb => (3, [0, 1, 2]),
-        VideoFormat::Bgr => (3, [2, 1, 0]),
-        VideoFormat::Rgbx | VideoFormat::Rgba => (4, [0, 1, 2]),
-        VideoFormat::Bgrx | VideoFormat::Bgra => (4, [2, 1, 0]),
-        VideoFormat::Xrgb | VideoFormat::Argb => (4, [1, 2, 3]),
-        VideoFormat::Xbgr | VideoFormat::Abgr => (4, [3, 2, 1]),
-        _ => return None,
-    })
-}
-
-/// YUV -> RGB in 16-bit fixed point for one matrix and range, written so that the compiler vectorises it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct YuvMatrix {
-    y_offset: i32,
-    y_scale: i32,
-    r_v: i32,
-    g_u: i32,
-    g_v: i32,
-    b_u: i32,
-}
-
-impl YuvMatrix {
-    pub(crate) fn new(matrix: gst_video::VideoColorMatrix, full_range: bool) -> Self {
-        let (kr, kb) = match matrix {
-            gst_video::VideoColorMatrix::Bt709 => (0.2126, 0.0722),
-            gst_video::VideoColorMatrix::Bt2020 => (0.2627, 0.0593),
-            gst_video::VideoColorMatrix::Smpte240m => (0.212, 0.087),
-            gst_video::VideoColorMatrix::Fcc => (0.30, 0.11),
-            _ => (0.299, 0.114),
-        };
-        let kg = 1.0 - kr - kb;
-        let (y_offset, y_scale, c_scale) = if full_range {
-            (0, 1.0, 1.0)
-        } else {
-            (16, 255.0 / 219.0, 255.0 / 224.0)
-        };
-        let fix = |v: f64| (v * 65536.0).round() as i32;
-        Self {
-            y_offset,
-            y_scale: fix(y_scale),
-            r_v: fix(2.0 * (1.0 - kr) * c_scale),
-            g_u: fix(-2.0 * (1.0 - kb) * kb / kg * c_scale),
-            g_v: fix(-2.0 * (1.0 - kr) * kr / kg * c_scale),
-            b_u: fix(2.0 * (1.0 - kb) * c_scale),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let yy = (y as i32 - self.y_offset) * self.y_scale + (1 << 15);
-        let (u, v) = (u as i32 - 128, v as i32 - 128);
-        let clamp = |x: i32| (x >> 16).clamp(0, 255) as u8;
-        [
-            clamp(yy + self.r_v * v),
-            clamp(yy + self.g_u * u + self.g_v * v),
-            clamp(yy + self.b_u * u),
-        ]
-    }
-
-    /// Converts planar Y, U, V rows into R, G, B rows in place.
-    #[inline(always)]
-    fn convert_rows(&self, [y, u, v]: [&mut Vec<u8>; 3]) {
-        for ((y, u), v) in y.iter_mut().zip(u.iter_mut()).zip(v.iter_mut()) {
-            [*y, *u, *v] = self.rgb(*y, *u, *v);
-        }
-    }
-}
-
 /// Bilinear sampling positions along one axis, in 8-bit fixed point: output pixel `i` blends source samples
 /// `i0[i]` and `i1[i]` with weight `w[i]` / 256 on the second. Computed once per caps and clamped to the source,
 /// so the per-pixel loops need no bounds checks.
@@ -214,41 +127,7 @@ impl Axis {
     }
 }
 
-/// One plane of the mapped frame, checked once per frame to hold `rows` rows of `row_bytes` at `stride`.
-#[derive(Clone, Copy)]
-pub(crate) struct Plane<'a> {
-    data: &'a [u8],
-    stride: usize,
-    row_bytes: usize,
-}
-
 impl<'a> Plane<'a> {
-    pub(crate) fn new(data: &'a [u8], stride: i32, row_bytes: usize, rows: u32) -> Result<Self, String> {
-        let stride = usize::try_from(stride).map_err(|_| format!("negative stride {stride}"))?;
-        let needed = if rows == 0 {
-            0
-        } else {
-            stride * (rows as usize - 1) + row_bytes
-        };
-        if stride < row_bytes || data.len() < needed {
-            return Err(format!(
-                "plane of {rows} rows of {row_bytes} bytes at stride {stride} does not fit in {} bytes",
-                data.len()
-            ));
-        }
-        Ok(Self {
-            data,
-            stride,
-            row_bytes,
-        })
-    }
-
-    #[inline(always)]
-    pub(crate) fn row(&self, index: u32) -> &'a [u8] {
-        let start = index as usize * self.stride;
-        &self.data[start..start + self.row_bytes]
-    }
-
     /// Vertical pass: the two source rows of output row `y` blended into `out` (whole row, vectorised), or
     /// the source row itself when the sample falls exactly on it.
     #[inline(always)]
@@ -297,7 +176,6 @@ fn sample_row<const N: usize>(row: &[u8], axis: &Axis, offsets: [usize; N], mut 
 /// Sampling axes for one frame format and content size.
 enum Sampling {
     Packed {
-        bpp: u32,
         offsets: [usize; 3],
         x: Axis,
         y: Axis,
@@ -308,14 +186,15 @@ enum Sampling {
         luma_y: Axis,
         chroma_x: Axis,
         chroma_y: Axis,
-        matrix: YuvMatrix,
+        matrix: YuvToRgb,
     },
 }
 
 /// Converts frames of one format and size into one model's input tensor.
 pub struct Preprocessor {
     pub mode: ResizeMode,
-    format: VideoFormat,
+    format: PixelFormat,
+    colorimetry: Colorimetry,
     sampling: Sampling,
     /// Vertically blended source rows (one per plane).
     blended: [Vec<u8>; 3],
@@ -325,9 +204,13 @@ pub struct Preprocessor {
 }
 
 impl Preprocessor {
-    pub fn new(info: &gst_video::VideoInfo, spec: TensorSpec, mode: ResizeMode) -> Result<Self, String> {
-        let format = info.format();
-        let (w, h) = (info.width(), info.height());
+    pub fn new(
+        format: PixelFormat,
+        (w, h): (u32, u32),
+        colorimetry: Colorimetry,
+        spec: TensorSpec,
+        mode: ResizeMode,
+    ) -> Result<Self, String> {
         if w == 0 || h == 0 {
             return Err(format!("empty frame size {w}x{h}"));
         }
@@ -335,10 +218,9 @@ impl Preprocessor {
         let (cw, ch) = (geometry.content_width, geometry.content_height);
         let (cw2, ch2) = (w.div_ceil(2), h.div_ceil(2));
         let (sampling, blended) = match format {
-            VideoFormat::Nv12 | VideoFormat::I420 => {
-                let nv12 = format == VideoFormat::Nv12;
-                let c = info.colorimetry();
-                let matrix = YuvMatrix::new(c.matrix(), c.range() == gst_video::VideoColorRange::Range0_255);
+            PixelFormat::Nv12 | PixelFormat::I420 => {
+                let nv12 = format == PixelFormat::Nv12;
+                let matrix = YuvToRgb::new(colorimetry);
                 let sampling = Sampling::Yuv {
                     nv12,
                     luma_x: Axis::new(w, cw, 1),
@@ -357,11 +239,10 @@ impl Preprocessor {
                     ],
                 )
             }
-            f => match rgb_offsets(f) {
+            f => match f.packed() {
                 Some((bpp, offsets)) => {
                     let bpp = bpp as u32;
                     let sampling = Sampling::Packed {
-                        bpp,
                         offsets,
                         x: Axis::new(w, cw, bpp),
                         y: Axis::new(h, ch, 1),
@@ -402,6 +283,7 @@ impl Preprocessor {
         Ok(Self {
             mode,
             format,
+            colorimetry,
             sampling,
             blended,
             channels,
@@ -409,10 +291,18 @@ impl Preprocessor {
         })
     }
 
-    pub fn matches(&self, info: &gst_video::VideoInfo, spec: &TensorSpec, mode: ResizeMode) -> bool {
-        self.format == info.format()
-            && self.out.geometry.frame_width == info.width()
-            && self.out.geometry.frame_height == info.height()
+    /// Whether this preprocessor is the one for frames of this format, size and colorimetry.
+    pub fn matches(
+        &self,
+        format: PixelFormat,
+        (w, h): (u32, u32),
+        colorimetry: Colorimetry,
+        spec: &TensorSpec,
+        mode: ResizeMode,
+    ) -> bool {
+        self.format == format
+            && (self.out.geometry.frame_width, self.out.geometry.frame_height) == (w, h)
+            && self.colorimetry == colorimetry
             && &self.out.spec == spec
             && self.mode == mode
     }
@@ -420,7 +310,7 @@ impl Preprocessor {
     /// Fills the tensor from one mapped frame, one output row at a time: a vectorised vertical blend of the
     /// two source rows, a horizontal gather-and-blend of the sampled columns into planar channel rows, a
     /// vectorised YUV -> RGB conversion, then normalisation into the tensor.
-    pub fn process(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<(), String> {
+    pub fn process(&mut self, frame: &Frame) -> Result<(), String> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
@@ -432,33 +322,25 @@ impl Preprocessor {
     /// The same code compiled for AVX2 (the build's baseline is SSE2): the row loops vectorise twice as wide.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn process_avx2(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<(), String> {
+    unsafe fn process_avx2(&mut self, frame: &Frame) -> Result<(), String> {
         self.process_rows(frame)
     }
 
     #[inline(always)]
-    fn process_rows(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<(), String> {
-        let (w, h) = (frame.width(), frame.height());
-        if (w, h) != (self.out.geometry.frame_width, self.out.geometry.frame_height) || frame.format() != self.format {
+    fn process_rows(&mut self, frame: &Frame) -> Result<(), String> {
+        let (w, h) = (frame.width, frame.height);
+        if (w, h) != (self.out.geometry.frame_width, self.out.geometry.frame_height) || frame.format != self.format {
             return Err(format!(
                 "frame {}x{} {:?} does not match the negotiated caps",
-                w,
-                h,
-                frame.format()
+                w, h, frame.format
             ));
         }
-        let strides = frame.plane_stride();
-        let plane = |i: u32, row_bytes: usize, rows: u32| {
-            let data = frame.plane_data(i).map_err(|e| format!("cannot read plane {i}: {e}"))?;
-            Plane::new(data, strides[i as usize], row_bytes, rows)
-        };
-        let (cw2, ch2) = (w.div_ceil(2), h.div_ceil(2));
         let rows = self.out.geometry.content_height as usize;
         let [c0, c1, c2] = &mut self.channels;
         let [b0, b1, b2] = &mut self.blended;
         match &self.sampling {
-            Sampling::Packed { bpp, offsets, x, y } => {
-                let p = plane(0, (w * bpp) as usize, h)?;
+            Sampling::Packed { offsets, x, y } => {
+                let p = frame.plane(0)?;
                 for row in 0..rows {
                     let blended = p.blend_rows(y, row, b0);
                     sample_row(blended, x, *offsets, [c0, c1, c2]);
@@ -473,11 +355,11 @@ impl Preprocessor {
                 chroma_y,
                 matrix,
             } => {
-                let luma = plane(0, w as usize, h)?;
+                let luma = frame.plane(0)?;
                 let (u, v) = if *nv12 {
-                    (plane(1, cw2 as usize * 2, ch2)?, None)
+                    (frame.plane(1)?, None)
                 } else {
-                    (plane(1, cw2 as usize, ch2)?, Some(plane(2, cw2 as usize, ch2)?))
+                    (frame.plane(1)?, Some(frame.plane(2)?))
                 };
                 for row in 0..rows {
                     sample_row(luma.blend_rows(luma_y, row, b0), luma_x, [0], [c0]);
@@ -582,18 +464,5 @@ mod tests {
             s.to_frame(&BBox::new(0.25, 0.25, 0.5, 0.5)),
             BBox::new(160.0, 120.0, 320.0, 240.0),
         );
-    }
-
-    #[test]
-    fn yuv_matrix_hits_the_reference_colours() {
-        let t = YuvMatrix::new(gst_video::VideoColorMatrix::Bt601, false);
-        assert_eq!(t.rgb(16, 128, 128), [0, 0, 0]);
-        assert_eq!(t.rgb(235, 128, 128), [255, 255, 255]);
-        // BT.601 limited-range red is Y=81, U=90, V=240.
-        let [r, g, b] = t.rgb(81, 90, 240);
-        assert!(r >= 253 && g <= 2 && b <= 2, "{r} {g} {b}");
-        let full = YuvMatrix::new(gst_video::VideoColorMatrix::Bt709, true);
-        assert_eq!(full.rgb(0, 128, 128), [0, 0, 0]);
-        assert_eq!(full.rgb(255, 128, 128), [255, 255, 255]);
     }
 }
