@@ -1,7 +1,10 @@
-//! The metadata contract between the elements: each box is a GstVideoRegionOfInterestMeta whose params hold
-//! either a `detection` structure (from `mobilenetdetect`) or a `ground-truth` structure (from a labelled
-//! source such as `detecttestsrc`), with `label`, `class-id` and, for detections, `confidence`.
+//! The metadata contract between the elements, both sides of it: each box is a GstVideoRegionOfInterestMeta
+//! whose params hold either a `detection` structure (from `mobilenetdetect`) or a `ground-truth` structure (from
+//! a labelled source such as `detecttestsrc`), with `label`, `class-id` and, for detections, `confidence` and
+//! the box normalised to the frame. With the `v1_24` feature each detection is also a GstAnalytics
+//! object-detection Mtd.
 
+use detection_common::BBox;
 use gst::glib;
 
 pub const DETECTION: &str = "detection";
@@ -57,6 +60,63 @@ pub struct OwnedBox {
     pub class_id: u32,
     pub confidence: f64,
     pub rect: (u32, u32, u32, u32),
+}
+
+/// A detection to attach to a frame.
+#[derive(Debug, Clone)]
+pub struct NewDetection<'a> {
+    pub label: std::borrow::Cow<'a, str>,
+    pub class_id: u32,
+    pub confidence: f32,
+    /// x, y, width, height in pixels.
+    pub rect: (u32, u32, u32, u32),
+    /// The same box normalised to the frame (0..1), unrounded.
+    pub norm: BBox,
+}
+
+/// Attaches a frame's detections: one ROI meta each and, with the `v1_24` feature, one GstAnalytics relation
+/// meta holding an object-detection Mtd per detection.
+pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator<Item = NewDetection<'a>> + Clone) {
+    for d in detections.clone() {
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, &d.label, d.rect);
+        meta.add_param(
+            gst::Structure::builder(DETECTION)
+                .field("label", d.label.as_ref())
+                .field("class-id", d.class_id)
+                .field("confidence", d.confidence as f64)
+                .field("x-min", d.norm.x0 as f64)
+                .field("y-min", d.norm.y0 as f64)
+                .field("x-max", d.norm.x1 as f64)
+                .field("y-max", d.norm.y1 as f64)
+                .build(),
+        );
+    }
+    #[cfg(feature = "v1_24")]
+    {
+        use gst_analytics::prelude::*;
+        let mut rmeta = gst_analytics::AnalyticsRelationMeta::add(buf);
+        for d in detections {
+            let _ = rmeta.add_od_mtd(
+                glib::Quark::from_str(d.label.as_ref()),
+                d.rect.0 as i32,
+                d.rect.1 as i32,
+                d.rect.2 as i32,
+                d.rect.3 as i32,
+                d.confidence,
+            );
+        }
+    }
+}
+
+/// Attaches one ground-truth box (a labelled source's own objects).
+pub fn attach_ground_truth(buf: &mut gst::BufferRef, label: &str, class_id: u32, rect: (u32, u32, u32, u32)) {
+    let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, label, rect);
+    meta.add_param(
+        gst::Structure::builder(GROUND_TRUTH)
+            .field("label", label)
+            .field("class-id", class_id)
+            .build(),
+    );
 }
 
 /// The boxes of `source` on `buf`, in meta order, as far as they lie inside a `width` x `height` frame.

@@ -1,5 +1,4 @@
 use super::scene::{CLASSES, Scene, SceneConfig, TruthBox};
-use crate::roimeta::GROUND_TRUTH;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -437,13 +436,7 @@ impl PushSrcImpl for DetectTestSrc {
             }
             for t in truth.iter() {
                 let label = CLASSES[t.class_id as usize - 1];
-                let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, label, (t.x, t.y, t.width, t.height));
-                meta.add_param(
-                    gst::Structure::builder(GROUND_TRUTH)
-                        .field("label", label)
-                        .field("class-id", t.class_id)
-                        .build(),
-                );
+                crate::roimeta::attach_ground_truth(buf, label, t.class_id, (t.x, t.y, t.width, t.height));
             }
         }
         *frame += 1;

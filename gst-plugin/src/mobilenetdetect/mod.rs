@@ -5,8 +5,10 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod loader;
+mod settings;
 
-pub use imp::{
+pub use settings::{
     BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModelFormatChoice, ResizeChoice,
     ScoreActivationChoice,
 };
