@@ -10,6 +10,7 @@
 
 use gst::glib;
 
+mod background;
 mod detectioncapture;
 mod detectionjson;
 mod detectionoverlay;

@@ -1,4 +1,5 @@
 use super::writer::{DatasetWriter, Sample, SavedBox};
+use crate::background::{Refused, Work, Writer};
 use crate::roimeta::{BoxSource, boxes};
 use detection_common::labels::{ClassRef, parse_class_list};
 use gst::glib;
@@ -57,15 +58,9 @@ impl Default for Settings {
     }
 }
 
-enum Job {
-    Sample(Sample),
-    /// EOS: acknowledge once everything queued before it is on disk.
-    Drain(crossbeam_channel::Sender<()>),
-}
-
 struct State {
-    sender: crossbeam_channel::Sender<Job>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    /// Samples are written on this thread; EOS waits until every queued sample is on disk.
+    writer: Writer<Sample>,
     frame: u64,
     last_capture: Option<gst::ClockTime>,
     negative_credit: f32,
@@ -89,46 +84,48 @@ pub struct DetectionCapture {
     lost: AtomicU64,
 }
 
-fn worker_loop(element: super::DetectionCapture, mut writer: DatasetWriter, jobs: crossbeam_channel::Receiver<Job>) {
-    let imp = element.imp();
-    for job in jobs {
-        match job {
-            Job::Sample(sample) => {
-                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.write(&sample)));
-                let Ok(written) = written else {
-                    // A bug, not a disk fault: stop capturing with an error instead of taking the process down.
-                    gst::element_error!(
-                        element,
-                        gst::LibraryError::Failed,
-                        ("the capture writer failed unexpectedly; samples written so far are complete")
-                    );
-                    return;
-                };
-                match written {
-                    Ok(_) => {
-                        imp.captured.fetch_add(1, Ordering::SeqCst);
-                        imp.bytes.store(writer.bytes, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        // A full disk or a permission changed mid-run: this sample left nothing the trainer reads,
-                        // earlier ones stay intact, and later ones are still tried (the fault may pass).
-                        let n = imp.lost.fetch_add(1, Ordering::SeqCst) + 1;
-                        gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
-                        if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
-                            gst::element_warning!(
-                                element,
-                                gst::ResourceError::Write,
-                                ("{} (samples lost so far: {}; capture goes on)", e, n)
-                            );
-                        }
-                        element.notify("lost");
-                    }
-                }
+/// The writer thread's side: samples into the dataset, failures counted as lost samples.
+struct SampleWriter {
+    element: super::DetectionCapture,
+    dataset: DatasetWriter,
+}
+
+impl Work for SampleWriter {
+    type Item = Sample;
+
+    fn write(&mut self, sample: Sample) -> Result<(), ()> {
+        let (element, imp) = (&self.element, self.element.imp());
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dataset.write(&sample)));
+        let Ok(written) = written else {
+            // A bug, not a disk fault: stop capturing with an error instead of taking the process down.
+            gst::element_error!(
+                element,
+                gst::LibraryError::Failed,
+                ("the capture writer failed unexpectedly; samples written so far are complete")
+            );
+            return Err(());
+        };
+        match written {
+            Ok(_) => {
+                imp.captured.fetch_add(1, Ordering::SeqCst);
+                imp.bytes.store(self.dataset.bytes, Ordering::SeqCst);
             }
-            Job::Drain(ack) => {
-                let _ = ack.send(());
+            Err(e) => {
+                // A full disk or a permission changed mid-run: this sample left nothing the trainer reads,
+                // earlier ones stay intact, and later ones are still tried (the fault may pass).
+                let n = imp.lost.fetch_add(1, Ordering::SeqCst) + 1;
+                gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
+                if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
+                    gst::element_warning!(
+                        element,
+                        gst::ResourceError::Write,
+                        ("{} (samples lost so far: {}; capture goes on)", e, n)
+                    );
+                }
+                element.notify("lost");
             }
         }
+        Ok(())
     }
 }
 
@@ -212,12 +209,9 @@ impl DetectionCapture {
     }
 
     fn drain(&self) {
-        let sender = self.state.lock().unwrap().as_ref().map(|s| s.sender.clone());
-        if let Some(sender) = sender {
-            let (ack, done) = crossbeam_channel::bounded(1);
-            if sender.send(Job::Drain(ack)).is_ok() {
-                let _ = done.recv();
-            }
+        let queue = self.state.lock().unwrap().as_ref().map(|s| s.writer.queue.clone());
+        if let Some(queue) = queue {
+            queue.drain();
         }
     }
 }
@@ -478,15 +472,14 @@ impl BaseTransformImpl for DetectionCapture {
         self.dropped.store(0, Ordering::SeqCst);
         self.lost.store(0, Ordering::SeqCst);
         let existing = writer.next_index();
-        let (sender, jobs) = crossbeam_channel::bounded(s.queue_size as usize);
-        let element = self.obj().clone();
-        let worker = std::thread::Builder::new()
-            .name("detectioncapture-writer".into())
-            .spawn(move || worker_loop(element, writer, jobs))
+        let samples = SampleWriter {
+            element: self.obj().clone(),
+            dataset: writer,
+        };
+        let writer = Writer::start("detectioncapture-writer", s.queue_size as usize, samples)
             .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
         *self.state.lock().unwrap() = Some(State {
-            sender,
-            worker: Some(worker),
+            writer,
             frame: 0,
             last_capture: None,
             negative_credit: 0.0,
@@ -500,15 +493,9 @@ impl BaseTransformImpl for DetectionCapture {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(mut state) = self.state.lock().unwrap().take() {
-            let worker = state.worker.take();
-            drop(state);
-            // Never from the writer itself (an application may stop the pipeline from a handler of its warning).
-            if let Some(w) = worker
-                && w.thread().id() != std::thread::current().id()
-            {
-                let _ = w.join();
-            }
+        let state = self.state.lock().unwrap().take();
+        if let Some(state) = state {
+            state.writer.stop();
         }
         Ok(())
     }
@@ -560,20 +547,18 @@ impl BaseTransformImpl for DetectionCapture {
         if !self.select(&s, state, buf.as_ref(), (info.width(), info.height()), &mut chosen) {
             return Ok(gst::FlowSuccess::Ok);
         }
-        let job = Job::Sample(Sample {
+        let sample = Sample {
             buffer: buf.clone(),
             info,
             boxes: chosen,
-        });
-        match state.sender.try_send(job) {
+        };
+        match state.writer.queue.offer(sample) {
             Ok(()) => state.queued += 1,
-            Err(crossbeam_channel::TrySendError::Full(job))
-                if !*state.live.get_or_insert_with(|| self.upstream_is_live()) =>
-            {
+            Err(Refused::Full(sample)) if !*state.live.get_or_insert_with(|| self.upstream_is_live()) => {
                 // A non-live source (a file, a test clip) can wait for the disk: back-pressure, nothing lost.
-                let sender = state.sender.clone();
+                let queue = state.writer.queue.clone();
                 drop(guard);
-                if sender.send(job).is_err() {
+                if queue.send(sample).is_err() {
                     gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
                     return Err(gst::FlowError::Error);
                 }
@@ -581,7 +566,7 @@ impl BaseTransformImpl for DetectionCapture {
                     state.queued += 1;
                 }
             }
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 // A live source must never stall: skip the frame and count it.
                 drop(guard);
                 let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
@@ -595,7 +580,7 @@ impl BaseTransformImpl for DetectionCapture {
                 }
                 self.obj().notify("dropped");
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+            Err(Refused::Stopped) => {
                 drop(guard);
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
                 return Err(gst::FlowError::Error);

@@ -1,3 +1,4 @@
+use crate::background::{Work, Writer};
 use crate::roimeta::{BoxSource, boxes};
 use gst::glib;
 use gst::prelude::*;
@@ -5,9 +6,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{LazyLock, Mutex};
-use std::thread::JoinHandle;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -84,15 +83,9 @@ impl Output {
     }
 }
 
-enum Job {
-    Line(Vec<u8>),
-    /// Flush and acknowledge (EOS): the element holds EOS until every line is written.
-    Drain(SyncSender<()>),
-}
-
 struct State {
-    sender: SyncSender<Job>,
-    writer: Option<JoinHandle<()>>,
+    /// Lines go out on this thread; EOS waits until every line is written.
+    writer: Writer<Vec<u8>>,
     frame: u64,
     line: String,
     /// Whether lines go out as UDP datagrams (and must fit one).
@@ -123,17 +116,34 @@ fn block_sigpipe() {
     }
 }
 
-fn writer_loop(element: super::DetectionJson, mut out: Output, jobs: Receiver<Job>, location: String) {
-    block_sigpipe();
-    let imp = element.imp();
-    let failed = |e: std::io::Error| {
+/// The writer thread's side: lines to the output, failures counted as lost lines.
+struct LineWriter {
+    element: super::DetectionJson,
+    out: Output,
+    location: String,
+    /// After a failed write (a full disk) part of a line may be out: the next line starts on a new one.
+    unterminated: bool,
+}
+
+impl LineWriter {
+    fn failed(&self, e: std::io::Error) {
         // A reader that went away (closed stdout, no UDP receiver) or a full disk must not stop the video:
         // the line is counted as lost and later lines are still tried.
-        let n = imp.lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        gst::warning!(CAT, obj = element, "cannot write to {location}: {e} ({n} lines lost)");
+        let n = self
+            .element
+            .imp()
+            .lost
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let location = &self.location;
+        gst::warning!(
+            CAT,
+            obj = self.element,
+            "cannot write to {location}: {e} ({n} lines lost)"
+        );
         if n == 1 || n.is_power_of_two() {
             gst::element_warning!(
-                element,
+                self.element,
                 gst::ResourceError::Write,
                 (
                     "cannot write to {}: {} ({} lines lost so far; the stream goes on)",
@@ -143,32 +153,33 @@ fn writer_loop(element: super::DetectionJson, mut out: Output, jobs: Receiver<Jo
                 )
             );
         }
-    };
-    // After a failed write (a full disk) part of a line may be out: the next line starts on a new one.
-    let mut unterminated = false;
-    for job in jobs {
-        match job {
-            Job::Line(l) => {
-                let result = if unterminated && !matches!(out, Output::Udp(..)) {
-                    out.write_line(b"\n").and_then(|()| out.write_line(&l))
-                } else {
-                    out.write_line(&l)
-                };
-                unterminated = result.is_err();
-                if let Err(e) = result {
-                    failed(e);
-                }
-            }
-            Job::Drain(ack) => {
-                if let Err(e) = out.flush() {
-                    failed(e);
-                }
-                let _ = ack.send(());
-            }
-        }
     }
-    if let Err(e) = out.flush() {
-        failed(e);
+}
+
+impl Work for LineWriter {
+    type Item = Vec<u8>;
+
+    fn started(&mut self) {
+        block_sigpipe();
+    }
+
+    fn write(&mut self, line: Vec<u8>) -> Result<(), ()> {
+        let result = if self.unterminated && !matches!(self.out, Output::Udp(..)) {
+            self.out.write_line(b"\n").and_then(|()| self.out.write_line(&line))
+        } else {
+            self.out.write_line(&line)
+        };
+        self.unterminated = result.is_err();
+        if let Err(e) = result {
+            self.failed(e);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.failed(e);
+        }
     }
 }
 
@@ -269,12 +280,9 @@ impl DetectionJson {
     }
 
     fn drain(&self) {
-        let sender = self.state.lock().unwrap().as_ref().map(|s| s.sender.clone());
-        if let Some(sender) = sender {
-            let (ack, done) = sync_channel(1);
-            if sender.send(Job::Drain(ack)).is_ok() {
-                let _ = done.recv();
-            }
+        let queue = self.state.lock().unwrap().as_ref().map(|s| s.writer.queue.clone());
+        if let Some(queue) = queue {
+            queue.drain();
         }
     }
 }
@@ -378,17 +386,18 @@ impl BaseTransformImpl for DetectionJson {
         let location = self.settings.lock().unwrap().location.clone();
         let udp = location.starts_with("udp://");
         let out = Output::open(&location).map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
-        let (sender, jobs) = sync_channel(QUEUE_LINES);
-        let element = self.obj().clone();
-        let writer = std::thread::Builder::new()
-            .name("detectionjson-writer".into())
-            .spawn(move || writer_loop(element, out, jobs, location))
+        let lines = LineWriter {
+            element: self.obj().clone(),
+            out,
+            location,
+            unterminated: false,
+        };
+        let writer = Writer::start("detectionjson-writer", QUEUE_LINES, lines)
             .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
         self.lost.store(0, std::sync::atomic::Ordering::SeqCst);
         self.split.store(0, std::sync::atomic::Ordering::SeqCst);
         *self.state.lock().unwrap() = Some(State {
-            sender,
-            writer: Some(writer),
+            writer,
             frame: 0,
             line: String::with_capacity(1024),
             udp,
@@ -399,15 +408,9 @@ impl BaseTransformImpl for DetectionJson {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(mut state) = self.state.lock().unwrap().take() {
-            let writer = state.writer.take();
-            drop(state);
-            // Never from the writer itself (an application may stop the pipeline from a handler of its warning).
-            if let Some(w) = writer
-                && w.thread().id() != std::thread::current().id()
-            {
-                let _ = w.join();
-            }
+        let state = self.state.lock().unwrap().take();
+        if let Some(state) = state {
+            state.writer.stop();
         }
         Ok(())
     }
@@ -451,10 +454,10 @@ impl BaseTransformImpl for DetectionJson {
             (line.as_bytes().to_vec(), Vec::new())
         };
         state.line = line;
-        let sender = state.sender.clone();
+        let queue = state.writer.queue.clone();
         drop(guard);
         for bytes in std::iter::once(first).chain(more) {
-            sender.send(Job::Line(bytes)).map_err(|_| {
+            queue.send(bytes).map_err(|_| {
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["the JSON writer stopped"]);
                 gst::FlowError::Error
             })?;
