@@ -8,9 +8,11 @@
 //!   the tests and the benchmark to build models without Python.
 
 pub mod boxes;
+pub mod files;
 pub mod labels;
 pub mod map;
 pub mod metadata;
+pub mod mobilenet_v2;
 pub mod nms;
 pub mod onnx;
 pub mod voc;

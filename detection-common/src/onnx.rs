@@ -3,9 +3,6 @@
 //! and benchmarks build their models with it, so nothing depends on Python or a download.
 
 use prost::Message;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const IR_VERSION: i64 = 8;
 pub const DEFAULT_OPSET: i64 = 13;
@@ -376,38 +373,6 @@ impl GraphBuilder {
     }
 }
 
-/// A temporary name beside `path` that no other writer — thread or process — uses at the same time:
-/// `.NAME.PID.N.tmp` (the PID lets a later writer tell a dead writer's leftovers from a live one's).
-pub fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
-}
-
-/// Writes bytes to `path` atomically: a temporary file in the same folder, fsync, then rename, so a reader
-/// (a pipeline watching a model, the trainer reading a dataset) never sees a half-written file, and after a
-/// power cut a name never points at data that did not land.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if path.file_name().is_none() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} has no file name", path.display()),
-        ));
-    }
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,18 +392,5 @@ mod tests {
         assert_eq!(graph.initializer[0].raw_data, 2.0f32.to_le_bytes());
         assert_eq!(m.metadata_props[0].key, "k");
         assert_eq!(m.opset_import[0].version, DEFAULT_OPSET);
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("onnx-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("m.onnx");
-        write_atomically(&p, b"abc").unwrap();
-        write_atomically(&p, b"defg").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"defg");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(write_atomically(Path::new("/nonexistent-dir/x.onnx"), b"x").is_err());
     }
 }

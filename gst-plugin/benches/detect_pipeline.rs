@@ -227,7 +227,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("ssdlite_mobilenet_v2_300.onnx");
     let labels = ["stop", "yield", "speed-limit", "pedestrian"];
-    detection_common::onnx::write_atomically(&model, &mobilenetdetect_testkit::ssdlite::build(&labels, 42)).unwrap();
+    detection_common::files::write_atomically(&model, &mobilenetdetect_testkit::ssdlite::build(&labels, 42)).unwrap();
     let model = model.display().to_string();
 
     println!("SSDLite-MobileNetV2 300x300, {frames} frames, {threads} ONNX Runtime threads");

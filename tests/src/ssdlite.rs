@@ -106,33 +106,28 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
         relu6_max,
     };
 
-    let mut h = net.conv(&x, 3, 32, 3, 2, 1, true);
-    let mut cin = 32;
+    use detection_common::mobilenet_v2::{BLOCKS, LAST_CHANNELS, STEM_CHANNELS, STRIDE32_BLOCK};
+    let (stem, last) = (STEM_CHANNELS as i64, LAST_CHANNELS as i64);
+    let mut h = net.conv(&x, 3, stem, 3, 2, 1, true);
+    let mut cin = stem;
     let mut head1 = None;
-    // (expansion t, channels c, repeats n, stride s) as in MobileNetV2.
-    for (t, c, n, s) in [
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    ] {
+    let mut block = 0;
+    for (t, c, n, s) in BLOCKS.map(|(t, c, n, s)| (t as i64, c as i64, n, s as i64)) {
         for i in 0..n {
             let (out, expansion) = net.inverted_residual(&h, cin, c, if i == 0 { s } else { 1 }, t);
             // The first stride-32 block's expansion (576 channels at 19x19) feeds the first head.
-            if c == 160 && i == 0 {
+            if block == STRIDE32_BLOCK {
                 head1 = expansion;
             }
+            block += 1;
             h = out;
             cin = c;
         }
     }
-    let head2 = net.conv(&h, 320, 1280, 1, 1, 1, true);
-    let mut features = vec![(head1.expect("expansion layer"), 576), (head2.clone(), 1280)];
+    let head2 = net.conv(&h, cin, last, 1, 1, 1, true);
+    let mut features = vec![(head1.expect("expansion layer"), 576), (head2.clone(), last)];
     let mut e = head2;
-    let mut ec = 1280;
+    let mut ec = last;
     for cout in [512, 256, 256, 64] {
         let a = net.conv(&e, ec, cout / 2, 1, 1, 1, true);
         let b = net.conv(&a, cout / 2, cout / 2, 3, 2, cout / 2, true);

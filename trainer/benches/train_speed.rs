@@ -12,7 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use detection_common::BBox;
 use mobilenet_trainer::loss::{Target, anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::{StepOptions, train_step, train_step_on_features};
+use mobilenet_trainer::step::{StepOptions, train_step, train_step_on_features};
 use std::time::Instant;
 
 fn main() {

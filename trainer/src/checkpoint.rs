@@ -7,6 +7,7 @@ use burn::module::Module;
 use burn::store::burn_pack::Reader;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
+use detection_common::files::write_atomically_with;
 use detection_common::labels::Labels;
 use std::path::Path;
 
@@ -24,20 +25,19 @@ pub struct CheckpointInfo {
     pub epoch: usize,
 }
 
-/// Writes `model` to `path` atomically (a temporary name, then a rename): a crash mid-write keeps the old file.
+/// Writes `model` to `path` atomically: a crash mid-write keeps the old file.
 pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), String> {
-    let staged = path.with_extension("bpk.tmp");
-    let mut store = BurnpackStore::from_file(&staged)
-        .overwrite(true)
-        .auto_extension(false)
-        .metadata(KEY_LABELS, info.labels.foreground().join("\n"))
-        .metadata(KEY_WIDTH, info.config.width.to_string())
-        .metadata(KEY_INPUT_SIZE, info.config.input_size.to_string())
-        .metadata(KEY_EPOCH, info.epoch.to_string());
-    model
-        .save_into(&mut store)
-        .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
-    std::fs::rename(&staged, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    write_atomically_with(path, |staged| {
+        let mut store = BurnpackStore::from_file(staged)
+            .overwrite(true)
+            .auto_extension(false)
+            .metadata(KEY_LABELS, info.labels.foreground().join("\n"))
+            .metadata(KEY_WIDTH, info.config.width.to_string())
+            .metadata(KEY_INPUT_SIZE, info.config.input_size.to_string())
+            .metadata(KEY_EPOCH, info.epoch.to_string());
+        model.save_into(&mut store).map_err(|e| format!("{e}"))
+    })
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Reads a checkpoint's metadata without loading its weights.

@@ -8,7 +8,7 @@ use crate::data::{Decoded, decode};
 use crate::model::{SsdLite, SsdLiteConfig};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use detection_common::Detection;
 use detection_common::boxes::{Anchor, BoxEncoding, decode_box};
 use detection_common::labels::Labels;
@@ -33,13 +33,14 @@ pub enum Detector {
         config: SsdLiteConfig,
         anchors: Vec<Anchor>,
         labels: Labels,
+        device: Device,
     },
     Onnx(Box<Model>),
 }
 
 impl Detector {
-    /// A `.onnx` file goes through ONNX Runtime; anything else is read as a burnpack checkpoint.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    /// A `.onnx` file goes through ONNX Runtime; anything else is read as a burnpack checkpoint, run on `device`.
+    pub fn open(path: &Path, device: &Device) -> Result<Self, String> {
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
             let model = Model::load(&ModelOptions {
                 path: path.to_path_buf(),
@@ -49,16 +50,17 @@ impl Detector {
             .map_err(|e| e.to_string())?;
             return Ok(Detector::Onnx(Box::new(model)));
         }
-        let (model, info) = checkpoint::load(path, &crate::device::compute())?;
-        Ok(Self::from_model(model.valid(), info.config, info.labels))
+        let (model, info) = checkpoint::load(path, device)?;
+        Ok(Self::from_model(model.valid(), info.config, info.labels, device))
     }
 
-    pub fn from_model(model: SsdLite, config: SsdLiteConfig, labels: Labels) -> Self {
+    pub fn from_model(model: SsdLite, config: SsdLiteConfig, labels: Labels, device: &Device) -> Self {
         Detector::Checkpoint {
             anchors: config.anchors(),
             model,
             config,
             labels,
+            device: device.clone(),
         }
     }
 
@@ -73,17 +75,18 @@ impl Detector {
     pub fn detect(&mut self, images: &[Decoded]) -> Result<Vec<Vec<Detection>>, String> {
         match self {
             Detector::Checkpoint {
-                model, config, anchors, ..
+                model,
+                config,
+                anchors,
+                device,
+                ..
             } => {
                 let size = config.input_size;
                 let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
                 for d in images {
                     pixels.extend(prepare(&d.source(), size, &AugmentConfig::none(), &mut Rng::new(0)).pixels);
                 }
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(pixels, [images.len(), 3, size, size]),
-                    &crate::device::compute(),
-                );
+                let x = Tensor::<4>::from_data(TensorData::new(pixels, [images.len(), 3, size, size]), &*device);
                 let (enc, logits) = model.forward(x);
                 let enc: Vec<f32> = enc.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
                 let scores: Vec<f32> = softmax(logits, 2)
@@ -180,8 +183,8 @@ impl Report {
             );
         }
         out += &format!(
-            "{} images: mAP@0.5 {:.4}   mAP@[.5:.95] {:.4}\n",
-            self.images, self.map50, self.map50_95
+            "mAP@0.5 {:.4}   mAP@[.5:.95] {:.4}   ({} images)\n",
+            self.map50, self.map50_95, self.images
         );
         out
     }

@@ -123,7 +123,7 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     let mut features = Vec::new();
     for (i, block) in model.backbone.blocks.iter().enumerate() {
         let expanded = block.expand.as_ref().map(|e| w.conv_bn(&h, e));
-        if i == 13 {
+        if i == detection_common::mobilenet_v2::STRIDE32_BLOCK {
             features.push(expanded.clone().expect("the stride-32 block expands"));
         }
         let d = w.conv_bn(expanded.as_deref().unwrap_or(&h), &block.depthwise);

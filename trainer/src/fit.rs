@@ -1,32 +1,35 @@
 //! `train`: the training driver. Initialises the model (ImageNet backbone, a checkpoint, or scratch), decodes
 //! and augments images on a worker thread, runs AdamW or SGD with warmup + cosine decay (optionally with the
-//! backbone frozen for the first epochs and a smaller backbone rate), evaluates VOC mAP@0.5 on the validation
-//! split after every epoch, and writes atomically: the last checkpoint and optimizer state (for `--resume`),
-//! the best checkpoint and its ONNX export, the metrics CSV and a PNG chart of loss and mAP.
+//! backbone frozen for the first epochs, its features cached, and a smaller backbone rate), evaluates VOC
+//! mAP@0.5 on the validation split after every epoch, and writes atomically: the last checkpoint and optimizer
+//! state (for `--resume`), the best checkpoint and its ONNX export, and the metrics log.
 
 use crate::augment::{AugmentConfig, Prepared, Rng, prepare};
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{Merged, decode};
 use crate::evaluate::{Detector, evaluate_samples};
 use crate::export::export_onnx;
+use crate::feature_cache::FeatureCache;
 use crate::loss::{Target, anchor_corners, batch_targets};
+use crate::metrics::{EpochMetrics, MetricsLog};
 use crate::model::{SsdLite, SsdLiteConfig};
-use crate::train::{StepOptions, learning_rate, train_step, train_step_on_features};
+use crate::progress::{Progress, rate_and_eta};
+use crate::step::{StepOptions, learning_rate, train_step, train_step_on_features};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use detection_common::voc::{Sample, Split};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Where the weights start.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Init {
-    /// torchvision's ImageNet MobileNetV2 backbone; extras and heads random.
-    ImageNet(PathBuf),
+    /// torchvision's ImageNet MobileNetV2 backbone; extras and heads random. `None`: the weights file
+    /// `scripts/setup` recorded (or `$MOBILENETDETECT_PRETRAINED`).
+    ImageNet(Option<PathBuf>),
     /// One of our checkpoints (fine-tuning); its labels must be a prefix of the dataset's.
     Checkpoint(PathBuf),
     Scratch,
@@ -39,13 +42,15 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// A training run's configuration. `Default` is the recipe `mobilenet-trainer train` uses: the CLI's defaults
+/// are read from here, so there is one set.
 #[derive(Debug, Clone)]
 pub struct FitOptions {
     pub out: PathBuf,
+    /// The network's width and input size; `num_classes` is taken from the dataset's labels.
+    pub model: SsdLiteConfig,
     pub epochs: usize,
     pub batch_size: usize,
-    pub input_size: usize,
-    pub width: f32,
     pub lr: f64,
     pub warmup_steps: usize,
     pub seed: u64,
@@ -55,8 +60,9 @@ pub struct FitOptions {
     pub init: Init,
     pub optimizer: OptimizerKind,
     pub weight_decay: f64,
-    /// Epochs at the start with the backbone frozen (only extras and heads learn, and much faster).
-    pub freeze_backbone_epochs: usize,
+    /// Epochs at the start with the backbone frozen (only extras and heads learn, and much faster). `None`:
+    /// every epoch when starting from pretrained weights (the fast CPU recipe), none from scratch.
+    pub freeze_backbone_epochs: Option<usize>,
     /// The backbone's learning rate as a fraction of `lr` once it trains.
     pub backbone_lr_scale: f64,
     pub augment: AugmentConfig,
@@ -67,25 +73,27 @@ pub struct FitOptions {
     pub cache_megabytes: usize,
 }
 
-impl FitOptions {
-    /// Sensible defaults for `out`.
-    pub fn new(out: PathBuf) -> Self {
+impl Default for FitOptions {
+    fn default() -> Self {
         Self {
-            out,
+            out: PathBuf::from("training"),
+            model: SsdLiteConfig {
+                num_classes: 0,
+                width: 1.0,
+                input_size: 300,
+            },
             epochs: 30,
             batch_size: 16,
-            input_size: 300,
-            width: 1.0,
             lr: 1e-3,
             warmup_steps: 100,
             seed: 0,
             resume: false,
             patience: 0,
-            init: Init::Scratch,
+            init: Init::ImageNet(None),
             optimizer: OptimizerKind::AdamW,
             weight_decay: 1e-4,
-            freeze_backbone_epochs: 0,
-            backbone_lr_scale: 1.0,
+            freeze_backbone_epochs: None,
+            backbone_lr_scale: 0.1,
             augment: AugmentConfig::default(),
             cached_variants: 4,
             cache_megabytes: 4096,
@@ -93,9 +101,17 @@ impl FitOptions {
     }
 }
 
+impl FitOptions {
+    /// How many epochs start with the backbone frozen.
+    pub fn frozen_epochs(&self) -> usize {
+        self.freeze_backbone_epochs
+            .unwrap_or(if self.init == Init::Scratch { 0 } else { self.epochs })
+    }
+}
+
 /// Decodes and augments batches on a worker thread, so the model never waits on JPEG decoding. Each image's
 /// augmentation is seeded from (seed, epoch, index): runs repeat exactly whatever the thread timing.
-fn batches(
+pub(crate) fn batches(
     samples: Vec<Sample>,
     labels: detection_common::labels::Labels,
     size: usize,
@@ -130,13 +146,13 @@ fn batches(
     rx
 }
 
-fn to_tensor(batch: &[Prepared], size: usize, device: &Device) -> Tensor<4> {
+pub(crate) fn to_tensor(batch: &[Prepared], size: usize, device: &Device) -> Tensor<4> {
     let pixels: Vec<f32> = batch.iter().flat_map(|p| p.pixels.iter().copied()).collect();
     Tensor::from_data(TensorData::new(pixels, [batch.len(), 3, size, size]), device)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    detection_common::onnx::write_atomically(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    detection_common::files::write_atomically(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn new_optimizer(opts: &FitOptions) -> ModuleOptimizer {
@@ -146,43 +162,6 @@ fn new_optimizer(opts: &FitOptions) -> ModuleOptimizer {
             .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
             .with_weight_decay(Some(WeightDecayConfig::new(opts.weight_decay as f32)))
             .init(),
-    }
-}
-
-const METRICS_HEADER: &str = "epoch,train_loss,val_map50,lr,seconds,images_per_second,frozen_backbone";
-
-/// One row of metrics.csv.
-#[derive(Debug, Clone, Copy)]
-struct EpochMetrics {
-    epoch: usize,
-    loss: f32,
-    map: f32,
-}
-
-fn read_metrics(path: &Path, up_to_epoch: usize) -> (Vec<String>, Vec<EpochMetrics>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (mut lines, mut rows) = (Vec::new(), Vec::new());
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if let (Some(epoch), Some(loss), Some(map)) = (
-            f.first().and_then(|v| v.parse::<usize>().ok()),
-            f.get(1).and_then(|v| v.parse::<f32>().ok()),
-            f.get(2).and_then(|v| v.parse::<f32>().ok()),
-        ) && epoch <= up_to_epoch
-        {
-            lines.push(line.to_string());
-            rows.push(EpochMetrics { epoch, loss, map });
-        }
-    }
-    (lines, rows)
-}
-
-fn chart(out: &Path, rows: &[EpochMetrics]) {
-    let loss: Vec<(usize, f32)> = rows.iter().map(|r| (r.epoch + 1, r.loss)).collect();
-    let map: Vec<(usize, f32)> = rows.iter().map(|r| (r.epoch + 1, r.map)).collect();
-    // The chart is a convenience: a missing font must not stop training.
-    if let Err(e) = crate::plot::metrics_chart(&out.join("metrics.png"), &loss, &map) {
-        eprintln!("warning: {e}");
     }
 }
 
@@ -196,107 +175,6 @@ enum StepInput {
 /// One step's input and its targets, or why it could not be read.
 type StepBatch = Result<(StepInput, Vec<Vec<Target>>), String>;
 
-/// Backbone features of one (augmented) training image.
-struct CachedImage {
-    stride16: Vec<f32>,
-    stride32: Vec<f32>,
-    targets: Vec<Target>,
-}
-
-/// Backbone features of every training image in a few augmented versions (the first without augmentation).
-struct FeatureCache {
-    versions: Vec<Vec<CachedImage>>,
-    dims16: [usize; 3],
-    dims32: [usize; 3],
-}
-
-impl FeatureCache {
-    /// How many versions fit in `megabytes` (at most `wanted`).
-    fn versions_within(cfg: &SsdLiteConfig, images: usize, wanted: usize, megabytes: usize) -> usize {
-        let [s16, s32, ..] = cfg.feature_sizes();
-        let [c16, c32, ..] = cfg.feature_channels();
-        let bytes_per_image = 4 * (c16 * s16 * s16 + c32 * s32 * s32);
-        let fit = megabytes.saturating_mul(1 << 20) / (bytes_per_image * images.max(1));
-        wanted.min(fit)
-    }
-
-    fn build(
-        model: &SsdLite,
-        cfg: &SsdLiteConfig,
-        train: &[Sample],
-        merged: &Merged,
-        opts: &FitOptions,
-        versions: usize,
-    ) -> Result<Self, String> {
-        let backbone = model.backbone.valid();
-        let device = crate::device::compute();
-        let [s16, s32, ..] = cfg.feature_sizes();
-        let [c16, c32, ..] = cfg.feature_channels();
-        let started = Instant::now();
-        let mut all = Vec::with_capacity(versions);
-        for v in 0..versions {
-            let augment = if v == 0 { AugmentConfig::none() } else { opts.augment };
-            let mut images = Vec::with_capacity(train.len());
-            // In dataset order: the version's seed alone decides its augmentation.
-            let stream = batches(
-                train.to_vec(),
-                merged.labels.clone(),
-                cfg.input_size,
-                16,
-                opts.seed.wrapping_mul(7919).wrapping_add(v as u64),
-                augment,
-                false,
-            );
-            for batch in stream {
-                let batch = batch?;
-                let (f16, f32_) = backbone.forward(to_tensor(&batch, cfg.input_size, &device));
-                let f16: Vec<f32> = f16.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-                let f32_: Vec<f32> = f32_.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-                let (n16, n32) = (c16 * s16 * s16, c32 * s32 * s32);
-                for (b, p) in batch.into_iter().enumerate() {
-                    images.push(CachedImage {
-                        stride16: f16[b * n16..(b + 1) * n16].to_vec(),
-                        stride32: f32_[b * n32..(b + 1) * n32].to_vec(),
-                        targets: p.targets,
-                    });
-                }
-                eprint!(
-                    "\rcaching backbone features: version {}/{versions}, {}/{} images   ",
-                    v + 1,
-                    images.len(),
-                    train.len()
-                );
-            }
-            all.push(images);
-        }
-        eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
-        Ok(Self {
-            versions: all,
-            dims16: [c16, s16, s16],
-            dims32: [c32, s32, s32],
-        })
-    }
-
-    /// A batch as (stride-16 features, stride-32 features, targets) on `device`.
-    fn batch(&self, picks: &[(usize, usize)], device: &Device) -> (Tensor<4>, Tensor<4>, Vec<Vec<Target>>) {
-        let n = picks.len();
-        let (mut a, mut b, mut t) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
-        for &(v, i) in picks {
-            let c = &self.versions[v][i];
-            a.extend_from_slice(&c.stride16);
-            b.extend_from_slice(&c.stride32);
-            t.push(c.targets.clone());
-        }
-        let [c16, h16, w16] = self.dims16;
-        let [c32, h32, w32] = self.dims32;
-        (
-            Tensor::from_data(TensorData::new(a, [n, c16, h16, w16]), device),
-            Tensor::from_data(TensorData::new(b, [n, c32, h32, w32]), device),
-            t,
-        )
-    }
-}
-
 /// A checkpoint (.bpk) or one of our exported models (.onnx) as a trainable model.
 fn load_any(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
@@ -306,7 +184,8 @@ fn load_any(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), S
     }
 }
 
-pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
+/// Trains on `merged` on `device` (a CPU or GPU device; autodiff is added here).
+pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), String> {
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
     let train: Vec<Sample> = merged
         .samples
@@ -327,13 +206,13 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
         eprintln!("warning: no validation images; validating on the training split");
         val = train.clone();
     }
-    let device = crate::device::compute().autodiff();
+    let compute = device.clone();
+    let device = device.clone().autodiff();
     let checkpoint_path = opts.out.join("checkpoint.bpk");
     let optimizer_path = opts.out.join("optimizer.bpk");
-    let metrics_path = opts.out.join("metrics.csv");
     let mut optimizer = new_optimizer(opts);
     let mut first_epoch = 0;
-    let mut rows = Vec::new();
+    let mut metrics;
     if opts.resume && !checkpoint_path.exists() {
         // Starting afresh would overwrite metrics.csv and the model of the run the user meant to continue.
         return Err(format!(
@@ -361,25 +240,27 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             );
         }
         first_epoch = info.epoch + 1;
-        // Rows after the checkpoint's epoch belong to an epoch whose checkpoint never landed.
-        let (lines, kept) = read_metrics(&metrics_path, info.epoch);
-        write_atomic(
-            &metrics_path,
-            format!("{METRICS_HEADER}\n{}", lines.join("\n") + "\n").as_bytes(),
-        )?;
-        rows = kept;
+        metrics = MetricsLog::resume(&opts.out, info.epoch)?;
         eprintln!("resuming after epoch {first_epoch} from {}", checkpoint_path.display());
         (model.train(), info.config)
     } else {
         let cfg = SsdLiteConfig {
             num_classes: merged.labels.len(),
-            width: opts.width,
-            input_size: opts.input_size,
+            ..opts.model.clone()
         };
         let mut model = cfg.init(&device);
         match &opts.init {
             Init::ImageNet(path) => {
-                let n = crate::pretrained::load_imagenet_backbone(&mut model, &cfg, path)?;
+                let path = match path.clone().or_else(crate::pretrained::default_weights) {
+                    Some(p) => p,
+                    None => {
+                        return Err(format!(
+                            "no ImageNet weights: run scripts/setup, give --pretrained FILE ({}), or --init scratch",
+                            crate::pretrained::WEIGHTS_FILE
+                        ));
+                    }
+                };
+                let n = crate::pretrained::load_imagenet_backbone(&mut model, &cfg, &path)?;
                 eprintln!("backbone: ImageNet weights from {} ({n} tensors)", path.display());
             }
             Init::Checkpoint(path) => {
@@ -417,12 +298,10 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             }
             Init::Scratch => eprintln!("training from scratch (no pretrained backbone)"),
         }
-        write_atomic(&metrics_path, format!("{METRICS_HEADER}\n").as_bytes())?;
+        metrics = MetricsLog::start(&opts.out)?;
         (model, cfg)
     };
-    let mut best = rows
-        .iter()
-        .fold((-1f32, 0usize), |b, r| if r.map > b.0 { (r.map, r.epoch) } else { b });
+    let mut best = metrics.best();
     eprintln!(
         "{} training / {} validation images, {} classes, input {}x{}, width {}, {} parameters",
         train.len(),
@@ -440,9 +319,10 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
     // Small datasets have few steps: never spend more than a tenth of the run warming up.
     let warmup = opts.warmup_steps.min(total_steps / 10);
     let mut cache: Option<FeatureCache> = None;
+    let frozen_epochs = opts.frozen_epochs();
     for epoch in first_epoch..opts.epochs {
         let started = Instant::now();
-        let frozen = epoch < opts.freeze_backbone_epochs;
+        let frozen = epoch < frozen_epochs;
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut lr = opts.lr;
         if frozen && cache.is_none() && opts.cached_variants > 0 {
@@ -450,7 +330,16 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             if versions == 0 {
                 eprintln!("note: the backbone features do not fit in --cache-megabytes; computing them every step");
             } else {
-                cache = Some(FeatureCache::build(&model, &cfg, &train, merged, opts, versions)?);
+                cache = Some(FeatureCache::build(
+                    &model,
+                    &cfg,
+                    &train,
+                    &merged.labels,
+                    opts.augment,
+                    opts.seed,
+                    versions,
+                    &compute,
+                )?);
             }
         }
         if !frozen {
@@ -499,6 +388,9 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
                 }))
             }
         };
+        // Images/s and ETA count training only: the first epoch's feature caching is not part of it.
+        let training_started = Instant::now();
+        let mut progress = Progress::new(format!("epoch {}/{}", epoch + 1, opts.epochs), train.len() as u64);
         for (i, input) in inputs.enumerate() {
             let (input, targets) = input?;
             let batch_len = targets.len();
@@ -526,25 +418,23 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             }
             loss_sum += loss.total as f64 * batch_len as f64;
             seen += batch_len;
-            let elapsed = started.elapsed().as_secs_f64();
-            let rate = seen as f64 / elapsed.max(1e-9);
-            let eta = (train.len() - seen.min(train.len())) as f64 / rate.max(1e-9);
-            let done = (seen * 20 / train.len()).min(20);
-            eprint!(
-                "\repoch {}/{} [{}{}] {seen}/{} loss {:.4} | {rate:.1} images/s | ETA {eta:.0}s{}   ",
-                epoch + 1,
-                opts.epochs,
-                "#".repeat(done),
-                ".".repeat(20 - done),
-                train.len(),
-                loss_sum / seen as f64,
-                if frozen { " (backbone frozen)" } else { "" }
-            );
+            let (rate, eta) = rate_and_eta(seen, train.len(), training_started);
+            let mean = loss_sum / seen as f64;
+            progress.update(seen as u64, || {
+                format!(
+                    "loss {mean:.4} | {rate:.1} images/s | ETA {eta:.0}s{}",
+                    if frozen { " (backbone frozen)" } else { "" }
+                )
+            });
         }
-        eprintln!();
-        let train_secs = started.elapsed().as_secs_f64();
+        let train_secs = training_started.elapsed().as_secs_f64();
+        progress.finish(format!(
+            "loss {:.4} | {:.1} images/s | {train_secs:.0}s",
+            loss_sum / seen.max(1) as f64,
+            seen as f64 / train_secs.max(1e-9)
+        ));
         let valid = model.valid();
-        let mut detector = Detector::from_model(valid.clone(), cfg.clone(), merged.labels.clone());
+        let mut detector = Detector::from_model(valid.clone(), cfg.clone(), merged.labels.clone(), &compute);
         let map = evaluate_samples(&mut detector, &val, &merged.labels)?.map50;
         let secs = started.elapsed().as_secs_f64();
         let mean_loss = (loss_sum / seen as f64) as f32;
@@ -570,22 +460,15 @@ pub fn fit(merged: &Merged, opts: &FitOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot serialise the optimizer state: {e:?}"))?;
         write_atomic(&optimizer_path, &record)?;
         checkpoint::save(&valid, &info, &checkpoint_path)?;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| format!("cannot append to {}: {e}", metrics_path.display()))?;
-        writeln!(
-            f,
-            "{epoch},{mean_loss:.5},{map:.5},{lr:.6},{secs:.1},{:.2},{frozen}",
-            seen as f64 / train_secs
-        )
-        .map_err(|e| format!("cannot append to {}: {e}", metrics_path.display()))?;
-        rows.push(EpochMetrics {
+        metrics.push(EpochMetrics {
             epoch,
             loss: mean_loss,
             map,
-        });
-        chart(&opts.out, &rows);
+            lr,
+            seconds: secs,
+            images_per_second: seen as f64 / train_secs.max(1e-9),
+            frozen_backbone: frozen,
+        })?;
         if opts.patience > 0 && epoch >= best.1 + opts.patience {
             eprintln!("early stop: no better validation mAP for {} epochs", opts.patience);
             break;

@@ -6,6 +6,7 @@ use mobilenet_trainer::augment::AugmentConfig;
 use mobilenet_trainer::data::Merged;
 use mobilenet_trainer::evaluate::{Detector, evaluate_samples};
 use mobilenet_trainer::fit::{FitOptions, Init, OptimizerKind};
+use mobilenet_trainer::model::SsdLiteConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,15 +43,15 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = defaults().epochs)]
         epochs: usize,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = defaults().batch_size)]
         batch_size: usize,
         /// Square input size in pixels (the exported model's input).
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = defaults().model.input_size)]
         input_size: usize,
         /// MobileNetV2 width multiplier (ImageNet weights exist for 1.0 only).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = defaults().model.width)]
         width: f32,
         /// Initial weights: `imagenet` (torchvision's MobileNetV2 backbone), `scratch`, or a checkpoint (.bpk)
         /// or exported model (.onnx) of ours to fine-tune — e.g. the model a pipeline runs now (new classes
@@ -64,11 +65,11 @@ enum Command {
         #[arg(long, default_value = "adamw")]
         optimizer: String,
         /// Peak learning rate (linear warmup, then cosine decay).
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, default_value_t = defaults().lr)]
         lr: f64,
-        #[arg(long, default_value_t = 1e-4)]
+        #[arg(long, default_value_t = defaults().weight_decay)]
         weight_decay: f64,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = defaults().warmup_steps)]
         warmup_steps: usize,
         /// Train only the extra layers and heads for this many epochs, then the whole network. Default: every
         /// epoch when starting from ImageNet or a checkpoint (the fast CPU recipe), none from scratch.
@@ -76,16 +77,16 @@ enum Command {
         freeze_backbone_epochs: Option<usize>,
         /// While the backbone is frozen, cache its features for this many augmented versions of each image
         /// (computed once, reused every epoch); 0 computes them every step.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = defaults().cached_variants)]
         cache_versions: usize,
         /// Memory the feature cache may use.
-        #[arg(long, default_value_t = 4096)]
+        #[arg(long, default_value_t = defaults().cache_megabytes)]
         cache_megabytes: usize,
         /// The backbone's learning rate relative to --lr.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = defaults().backbone_lr_scale)]
         backbone_lr_scale: f64,
         /// Largest zoom-out (expand) factor of the augmentation; 1 turns zoom-out off.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = defaults().augment.max_zoom_out)]
         max_zoom_out: f32,
         /// Turn off SSD's IoU-constrained random crop.
         #[arg(long)]
@@ -96,7 +97,7 @@ enum Command {
         /// Turn off horizontal flips (for classes whose meaning flips, e.g. arrows).
         #[arg(long)]
         no_flip: bool,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = defaults().seed)]
         seed: u64,
         /// cpu (burn's flex backend) or wgpu (a GPU; needs a trainer built with --features wgpu).
         #[arg(long, default_value = "cpu")]
@@ -105,7 +106,7 @@ enum Command {
         #[arg(long)]
         resume: bool,
         /// Stop after this many epochs without a better validation mAP (0: never).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = defaults().patience)]
         patience: usize,
         /// Train on the valid samples of a dataset with problems (they are counted and listed).
         #[arg(long)]
@@ -156,32 +157,11 @@ fn main() -> ExitCode {
             detections,
             json,
         } => match mobilenet_trainer::score::score(&truth, &detections) {
-            Ok((eval, names, coco)) => {
+            Ok(report) => {
                 if json {
-                    let per_class: Vec<String> = eval
-                        .classes
-                        .iter()
-                        .map(|(id, c)| {
-                            format!(
-                                "{{\"label\":{:?},\"ap50\":{:.4},\"objects\":{}}}",
-                                names[id], c.ap, c.ground_truths
-                            )
-                        })
-                        .collect();
-                    println!(
-                        "{{\"map50\":{:.4},\"map50_95\":{:.4},\"classes\":[{}]}}",
-                        eval.map,
-                        coco,
-                        per_class.join(",")
-                    );
+                    println!("{}", report.json());
                 } else {
-                    for (id, c) in &eval.classes {
-                        println!(
-                            "{:<20} AP@0.5 {:.3}  ({} objects, {} detections)",
-                            names[id], c.ap, c.ground_truths, c.predictions
-                        );
-                    }
-                    println!("mAP@0.5 {:.3}   mAP@[.5:.95] {:.3}", eval.map, coco);
+                    print!("{}", report.table());
                 }
                 ExitCode::SUCCESS
             }
@@ -217,24 +197,16 @@ fn main() -> ExitCode {
             patience,
             skip_bad,
         } => {
-            if let Err(code) = choose_device(&device) {
-                return code;
-            }
+            let device = match choose_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
             let merged = match open_data(&data, skip_bad) {
                 Ok(m) => m,
                 Err(code) => return code,
             };
             let init = match init.as_str() {
-                "imagenet" => match pretrained.or_else(mobilenet_trainer::pretrained::default_weights) {
-                    Some(p) => Init::ImageNet(p),
-                    None => {
-                        eprintln!(
-                            "error: no ImageNet weights: run scripts/setup, give --pretrained FILE ({}), or --init scratch",
-                            mobilenet_trainer::pretrained::WEIGHTS_FILE
-                        );
-                        return ExitCode::from(2);
-                    }
-                },
+                "imagenet" => Init::ImageNet(pretrained),
                 "scratch" => Init::Scratch,
                 path => Init::Checkpoint(PathBuf::from(path)),
             };
@@ -250,15 +222,18 @@ fn main() -> ExitCode {
                 eprintln!("error: --max-zoom-out {max_zoom_out}: expected 1 to 8");
                 return ExitCode::from(2);
             }
-            let freeze_backbone_epochs =
-                freeze_backbone_epochs.unwrap_or(if init == Init::Scratch { 0 } else { epochs });
+            let defaults = defaults();
             let opts = FitOptions {
+                out,
+                model: SsdLiteConfig {
+                    input_size,
+                    width,
+                    ..defaults.model
+                },
                 epochs,
                 cached_variants: cache_versions,
                 cache_megabytes,
                 batch_size: batch_size.max(1),
-                input_size,
-                width,
                 lr,
                 warmup_steps,
                 seed,
@@ -271,14 +246,17 @@ fn main() -> ExitCode {
                 backbone_lr_scale,
                 augment: AugmentConfig {
                     max_zoom_out,
-                    zoom_out_probability: if max_zoom_out > 1.0 { 0.5 } else { 0.0 },
+                    zoom_out_probability: if max_zoom_out > 1.0 {
+                        defaults.augment.zoom_out_probability
+                    } else {
+                        0.0
+                    },
                     crop: !no_crop,
                     flip: !no_flip,
                     photometric: !no_photometric,
                 },
-                ..FitOptions::new(out)
             };
-            match mobilenet_trainer::fit::fit(&merged, &opts) {
+            match mobilenet_trainer::fit::fit(&merged, &opts, &device) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -294,9 +272,10 @@ fn main() -> ExitCode {
             json,
             device,
         } => {
-            if let Err(code) = choose_device(&device) {
-                return code;
-            }
+            let device = match choose_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
             let merged = match open_data(&data, false) {
                 Ok(m) => m,
                 Err(code) => return code,
@@ -321,7 +300,8 @@ fn main() -> ExitCode {
                 eprintln!("error: no images in the {split} split");
                 return ExitCode::from(2);
             }
-            let result = Detector::open(&model).and_then(|mut d| evaluate_samples(&mut d, &samples, &merged.labels));
+            let result =
+                Detector::open(&model, &device).and_then(|mut d| evaluate_samples(&mut d, &samples, &merged.labels));
             let report = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -348,12 +328,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Export { checkpoint, output } => {
-            let result = mobilenet_trainer::checkpoint::load(&checkpoint, &mobilenet_trainer::device::compute())
-                .and_then(|(model, info)| {
+            let result = mobilenet_trainer::checkpoint::load(&checkpoint, &mobilenet_trainer::device::cpu()).and_then(
+                |(model, info)| {
                     let bytes = mobilenet_trainer::export::export_onnx(&model, &info.config, &info.labels);
-                    detection_common::onnx::write_atomically(&output, &bytes)
+                    detection_common::files::write_atomically(&output, &bytes)
                         .map_err(|e| format!("cannot write {}: {e}", output.display()))
-                });
+                },
+            );
             match result {
                 Ok(()) => {
                     eprintln!("wrote {}", output.display());
@@ -401,11 +382,14 @@ fn open_data(data: &[PathBuf], skip_bad: bool) -> Result<Merged, ExitCode> {
     Ok(merged)
 }
 
-fn choose_device(name: &str) -> Result<(), ExitCode> {
-    let kind = mobilenet_trainer::device::parse(name).map_err(|e| {
+fn choose_device(name: &str) -> Result<burn::tensor::Device, ExitCode> {
+    mobilenet_trainer::device::parse(name).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
-    })?;
-    mobilenet_trainer::device::select(kind);
-    Ok(())
+    })
+}
+
+/// The training recipe's defaults, shown by --help and used when an option is left out.
+fn defaults() -> FitOptions {
+    FitOptions::default()
 }

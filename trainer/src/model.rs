@@ -128,18 +128,7 @@ impl ExtraBlock {
 
 /// Anchors per location on each of the six maps.
 pub const ANCHORS_PER_LOCATION: [usize; 6] = [3, 6, 6, 6, 6, 6];
-/// MobileNetV2 blocks: (expansion t, channels c, repeats n, first stride s).
-const BLOCKS: [(usize, usize, usize, usize); 7] = [
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-];
-/// Index of the first stride-32 block (its expansion layer feeds the first head).
-const STRIDE32_BLOCK: usize = 13;
+use detection_common::mobilenet_v2::{BLOCKS, LAST_CHANNELS, STEM_CHANNELS, STRIDE32_BLOCK};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SsdLiteConfig {
@@ -219,9 +208,9 @@ impl SsdLiteConfig {
     pub fn feature_channels(&self) -> [usize; 6] {
         let c96 = make_divisible(96.0 * self.width, 8);
         let last = if self.width > 1.0 {
-            make_divisible(1280.0 * self.width, 8)
+            make_divisible(LAST_CHANNELS as f32 * self.width, 8)
         } else {
-            1280
+            LAST_CHANNELS
         };
         // Extras keep torchvision's widths scaled by the multiplier (at least 16 channels).
         let e = |c: f32| make_divisible((c * self.width).max(16.0), 8);
@@ -240,7 +229,7 @@ impl SsdLiteConfig {
 
     pub fn init(&self, device: &Device) -> SsdLite {
         let w = self.width;
-        let mut cin = make_divisible(32.0 * w, 8);
+        let mut cin = make_divisible(STEM_CHANNELS as f32 * w, 8);
         let stem = ConvBn::new(3, cin, 3, 2, 1, true, device);
         let mut blocks = Vec::new();
         for (t, c, n, s) in BLOCKS {

@@ -2,6 +2,8 @@
 //! recall curves per class (`eval --pr-curve FILE`). Text uses the system's DejaVu Sans (fonts-dejavu-core,
 //! installed by scripts/setup).
 
+use image::ImageEncoder;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
@@ -32,22 +34,26 @@ fn err(path: &Path) -> impl Fn(String) -> String + '_ {
     move |e| format!("cannot draw {}: {e}", path.display())
 }
 
-/// Writes the PNG to a temporary name and renames it: a viewer never sees half a file.
-fn draw_atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staged = path.with_file_name(format!(".{name}.tmp.png"));
-    draw(&staged)?;
-    std::fs::rename(&staged, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Draws a `width` x `height` chart in memory and writes it as a PNG through the project's atomic write: a
+/// viewer never sees half a file.
+fn draw_atomically(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    draw(BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area())?;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    detection_common::files::write_atomically(path, &png).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Loss (left axis) and validation mAP@0.5 (right axis) per epoch, epochs numbered from 1.
 pub fn metrics_chart(path: &Path, loss: &[(usize, f32)], map: &[(usize, f32)]) -> Result<(), String> {
     font().map_err(err(path))?;
-    draw_atomically(path, |file| {
-        let root = BitMapBackend::new(file, (800, 450)).into_drawing_area();
+    draw_atomically(path, (800, 450), |root| {
         let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let epochs = loss.iter().map(|p| p.0).max().unwrap_or(1).max(2);
@@ -101,8 +107,7 @@ pub type ClassCurve = (String, f32, Vec<(f32, f32)>);
 /// Precision against recall, one line per class, AP in the legend.
 pub fn pr_chart(path: &Path, classes: &[ClassCurve]) -> Result<(), String> {
     font().map_err(err(path))?;
-    draw_atomically(path, |file| {
-        let root = BitMapBackend::new(file, (700, 600)).into_drawing_area();
+    draw_atomically(path, (700, 600), |root| {
         let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let mut chart = ChartBuilder::on(&root)

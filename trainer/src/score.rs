@@ -1,8 +1,10 @@
 //! `score`: accuracy of a pipeline run from two `detectionjson` logs of the same frames, one written with
 //! `source=ground-truth` and one with `source=detections`.
 
+use crate::evaluate::{Report, report};
 use detection_common::BBox;
-use detection_common::map::{Evaluation, GroundTruth, Prediction, coco_map, evaluate};
+use detection_common::labels::Labels;
+use detection_common::map::{GroundTruth, Prediction};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -42,8 +44,9 @@ fn read_log(path: &Path) -> Result<BTreeMap<u64, Vec<FrameBox>>, String> {
     Ok(frames)
 }
 
-/// (mAP@0.5 evaluation with per-class results by label, COCO mAP).
-pub fn score(truth: &Path, detections: &Path) -> Result<(Evaluation, BTreeMap<u32, String>, f32), String> {
+/// The same report as `eval` (VOC mAP@0.5, COCO mAP@[.5:.95], per class) over the frames of the truth log;
+/// classes are matched by label, numbered in order of appearance.
+pub fn score(truth: &Path, detections: &Path) -> Result<Report, String> {
     let (t, d) = (read_log(truth)?, read_log(detections)?);
     let mut ids: BTreeMap<String, u32> = BTreeMap::new();
     let mut id_of = |label: &str| {
@@ -71,6 +74,8 @@ pub fn score(truth: &Path, detections: &Path) -> Result<(Evaluation, BTreeMap<u3
             });
         }
     }
-    let names = ids.into_iter().map(|(l, i)| (i, l)).collect();
-    Ok((evaluate(&gts, &preds, 0.5), names, coco_map(&gts, &preds)))
+    let mut names: Vec<(u32, String)> = ids.into_iter().map(|(l, i)| (i, l)).collect();
+    names.sort();
+    let labels = Labels::from_names(names.into_iter().map(|(_, l)| l).collect());
+    Ok(report(&gts, &preds, &labels, t.len()))
 }

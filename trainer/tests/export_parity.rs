@@ -12,7 +12,7 @@ use detection_common::metadata::ModelFormat;
 use mobilenet_trainer::export::export_onnx;
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::train_step;
+use mobilenet_trainer::step::train_step;
 
 #[test]
 fn onnx_export_matches_burn_and_loads_in_the_element() {
@@ -51,7 +51,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     let dir = std::env::temp_dir().join(format!("trainer-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.onnx");
-    detection_common::onnx::write_atomically(&path, &bytes).unwrap();
+    detection_common::files::write_atomically(&path, &bytes).unwrap();
 
     let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
     let mut session = ort::session::Session::builder(env)

@@ -6,7 +6,7 @@ mod common;
 use common::{full_step, sample_batch};
 use mobilenet_trainer::loss::{anchor_corners, batch_targets};
 use mobilenet_trainer::model::SsdLiteConfig;
-use mobilenet_trainer::train::train_step;
+use mobilenet_trainer::step::train_step;
 
 #[test]
 fn loss_falls_on_synthetic_squares() {

@@ -34,6 +34,10 @@ fn trains_exports_and_resumes() {
     let (code, log) = train(&data, &out, &["--epochs", "2"]);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("val mAP@0.5"), "{log}");
+    // Not a terminal: plain lines, no carriage-return progress, one summary line per epoch.
+    assert!(!log.contains('\r'), "{log:?}");
+    assert!(log.lines().all(|l| l.len() < 300), "{log}");
+    assert_eq!(log.lines().filter(|l| l.starts_with("epoch 1/2 ")).count(), 1, "{log}");
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
     assert!(out.join("checkpoint.bpk").exists());

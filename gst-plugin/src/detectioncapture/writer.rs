@@ -9,7 +9,7 @@
 //! sample number no other writer used and they merge their labels instead of overwriting each other's.
 
 // Files reach the folder whole (temporary name unique per writer, synced, renamed).
-use detection_common::onnx::{temp_path, write_atomically};
+use detection_common::files::{temp_path, write_atomically};
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
 use std::fs::File;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //!   mobilenetdetect-models blob OUT.onnx      bright-blob detector (finds videotestsrc pattern=ball)
 //!   mobilenetdetect-models ssdlite OUT.onnx   SSDLite-MobileNetV2 300x300, seeded random weights
 
-use detection_common::onnx::write_atomically;
+use detection_common::files::write_atomically;
 use mobilenetdetect_testkit::{models, ssdlite};
 use std::path::Path;
 use std::process::ExitCode;

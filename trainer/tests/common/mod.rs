@@ -58,8 +58,8 @@ pub fn sample_batch(
 }
 
 /// A step that trains the whole network at `lr`.
-pub fn full_step(lr: f64) -> mobilenet_trainer::train::StepOptions {
-    mobilenet_trainer::train::StepOptions {
+pub fn full_step(lr: f64) -> mobilenet_trainer::step::StepOptions {
+    mobilenet_trainer::step::StepOptions {
         lr,
         backbone_lr: lr,
         frozen_backbone: false,
