@@ -4,7 +4,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/scripts/env.sh"
 # scripts/test builds the plugin before running the tests that call these scripts (no nested cargo there).
 if [[ -z ${MOBILENETDETECT_PREBUILT:-} || ! -f $CARGO_TARGET_DIR/release/libgstmobilenetdetect.so ]]; then
-  (cd "$root" && cargo build --release -q -p gst-plugin-mobilenetdetect)
+  build_release gst-plugin-mobilenetdetect "the GStreamer plugin (libgstmobilenetdetect.so)"
 fi
 export GST_PLUGIN_PATH="$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 
