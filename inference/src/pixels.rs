@@ -309,7 +309,7 @@ mod tests {
                     let [y, u, v] = c.to_yuv(rgb.map(|v| v as f32));
                     let got = back.rgb(y, u, v);
                     for k in 0..3 {
-                        assert!((got[k] as i32 - rgb[k] as i32).abs() <= 3, "{c:?} {rgb:?} -> {got:?}");
+                        assert!((got[k] as i32 - rgb[k]).abs() <= 3, "{c:?} {rgb:?} -> {got:?}");
                     }
                 }
             }
