@@ -88,6 +88,8 @@ struct State {
     writer: Writer<Vec<u8>>,
     frame: u64,
     line: String,
+    /// Where each detection of `line` ends (to split a frame into datagrams without parsing it).
+    detection_ends: Vec<usize>,
     /// Whether lines go out as UDP datagrams (and must fit one).
     udp: bool,
     /// Frame size from the negotiated caps.
@@ -203,8 +205,18 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 impl DetectionJson {
-    fn format_frame(line: &mut String, buf: &gst::BufferRef, frame: u64, (w, h): (u32, u32), source: BoxSource) {
+    /// Writes a frame's line into `line` and where each detection's object ends into `ends` (both reused);
+    /// returns where the first detection starts.
+    fn format_frame(
+        line: &mut String,
+        ends: &mut Vec<usize>,
+        buf: &gst::BufferRef,
+        frame: u64,
+        (w, h): (u32, u32),
+        source: BoxSource,
+    ) -> usize {
         line.clear();
+        ends.clear();
         let _ = write!(line, "{{\"frame\":{frame},\"timestamp\":");
         match buf.pts() {
             Some(t) => {
@@ -213,6 +225,7 @@ impl DetectionJson {
             None => line.push_str("null"),
         }
         let _ = write!(line, ",\"width\":{w},\"height\":{h},\"detections\":[");
+        let first = line.len();
         for (i, b) in boxes(buf, source, (w, h)).enumerate() {
             if i > 0 {
                 line.push(',');
@@ -232,30 +245,21 @@ impl DetectionJson {
                 (x + bw) as f64 / fw,
                 (y + bh) as f64 / fh
             );
+            ends.push(line.len());
         }
         line.push_str("]}\n");
+        first
     }
 
     /// For UDP: a frame line longer than one datagram becomes several lines, each a complete JSON object with
     /// the frame's fields, `part` (0-based), `parts`, and as many whole detections as fit. A single detection
     /// that alone exceeds a datagram (an absurd label) is left out of them and counted as lost.
-    fn split_for_datagrams(&self, line: &str) -> Vec<Vec<u8>> {
+    /// `first` and `ends` are where `format_frame` put the detections.
+    fn split_for_datagrams(&self, line: &str, first: usize, ends: &[usize]) -> Vec<Vec<u8>> {
         const MARK: &str = ",\"detections\":[";
-        let (Some(head_end), Some(body)) = (line.find(MARK), line.strip_suffix("]}\n")) else {
-            return vec![line.as_bytes().to_vec()];
-        };
-        let head = &line[..head_end];
-        let items = &body[head_end + MARK.len()..];
-        // Each detection is an object ending in "}}" (its box object closes it): cut there.
-        let mut detections = Vec::new();
-        let mut rest = items;
-        while let Some(end) = rest.find("}},{\"label\"") {
-            detections.push(&rest[..end + 2]);
-            rest = &rest[end + 3..];
-        }
-        if !rest.is_empty() {
-            detections.push(rest);
-        }
+        let head = &line[..first - MARK.len()];
+        let starts = std::iter::once(first).chain(ends.iter().map(|e| e + 1));
+        let detections = starts.zip(ends).map(|(start, &end)| &line[start..end]);
         let room = MAX_DATAGRAM.saturating_sub(head.len() + 64);
         let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
         let mut used = 0;
@@ -400,6 +404,7 @@ impl BaseTransformImpl for DetectionJson {
             writer,
             frame: 0,
             line: String::with_capacity(1024),
+            detection_ends: Vec::with_capacity(128),
             udp,
             size: (0, 0),
         });
@@ -437,7 +442,14 @@ impl BaseTransformImpl for DetectionJson {
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let mut line = std::mem::take(&mut state.line);
-        Self::format_frame(&mut line, buf.as_ref(), state.frame, state.size, source);
+        let first = Self::format_frame(
+            &mut line,
+            &mut state.detection_ends,
+            buf.as_ref(),
+            state.frame,
+            state.size,
+            source,
+        );
         state.frame += 1;
         // The usual frame is one line; only an oversized UDP frame builds a list of parts.
         let (first, more) = if state.udp && line.len() > MAX_DATAGRAM {
@@ -448,7 +460,7 @@ impl BaseTransformImpl for DetectionJson {
                 "frame of {} bytes split into datagrams ({n} frames so far)",
                 line.len()
             );
-            let mut parts = self.split_for_datagrams(&line);
+            let mut parts = self.split_for_datagrams(&line, first, &state.detection_ends);
             (parts.remove(0), parts)
         } else {
             (line.as_bytes().to_vec(), Vec::new())

@@ -67,6 +67,14 @@ impl State {
     }
 }
 
+/// The model in use, as the setters see it.
+struct RunningModel {
+    /// To check a class filter set while running.
+    labels: Arc<detection_common::labels::Labels>,
+    /// The model-related settings it was loaded with: restored when a reload with new ones fails.
+    settings: Settings,
+}
+
 #[derive(Default)]
 pub struct MobilenetDetect {
     settings: Mutex<Settings>,
@@ -75,10 +83,8 @@ pub struct MobilenetDetect {
     /// Between start and stop. Setters and the watcher read this instead of locking the state, which the
     /// streaming thread holds during inference (a setter called from a synchronous bus handler must not wait).
     running: std::sync::atomic::AtomicBool,
-    /// The labels of the running model, to check a class filter set while running.
-    model_labels: Mutex<Option<Arc<detection_common::labels::Labels>>>,
-    /// The model-related settings of the running model: restored when a reload with new ones fails.
-    active_settings: Mutex<Option<Settings>>,
+    /// What the setters need to know about the model in use, without taking the state lock.
+    running_model: Mutex<Option<RunningModel>>,
     pub(super) loader: ModelLoader,
 }
 
@@ -118,8 +124,10 @@ impl MobilenetDetect {
             posts.push(Post::Warning(gst::LibraryError::Init, w.clone()));
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
-        *self.model_labels.lock().unwrap() = Some(Arc::new(model.labels.clone()));
-        *self.active_settings.lock().unwrap() = Some(settings);
+        *self.running_model.lock().unwrap() = Some(RunningModel {
+            labels: Arc::new(model.labels.clone()),
+            settings,
+        });
     }
 
     fn post(&self, posts: Vec<Post>) {
@@ -138,7 +146,7 @@ impl MobilenetDetect {
     /// After a failed reload: the model-related settings go back to those of the running model, so the
     /// properties say what actually runs.
     pub(super) fn restore_active_settings(&self, failed: &Settings) {
-        let Some(active) = self.active_settings.lock().unwrap().clone() else {
+        let Some(active) = self.running_model.lock().unwrap().as_ref().map(|m| m.settings.clone()) else {
             return;
         };
         let mut s = self.settings.lock().unwrap();
@@ -512,8 +520,7 @@ impl BaseTransformImpl for MobilenetDetect {
         // A load in progress finishes (and is dropped) before the element stops.
         self.loader.stop();
         *self.state.lock().unwrap() = None;
-        *self.model_labels.lock().unwrap() = None;
-        *self.active_settings.lock().unwrap() = None;
+        *self.running_model.lock().unwrap() = None;
         Ok(())
     }
 
@@ -545,7 +552,7 @@ impl MobilenetDetect {
                     .map_err(|e| format!("invalid {name} '{t}': {e}"))
             }
             name @ ("classes" | "class-thresholds") => {
-                let Some(labels) = self.model_labels.lock().unwrap().clone() else {
+                let Some(labels) = self.running_model.lock().unwrap().as_ref().map(|m| m.labels.clone()) else {
                     return Ok(());
                 };
                 let s = self.settings.lock().unwrap();
