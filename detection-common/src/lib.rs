@@ -7,14 +7,17 @@
 //! - [`onnx`]: a small ONNX model writer (protobuf messages and a graph builder), used by the trainer's export,
 //!   the tests and the benchmark to build models without Python.
 
+pub mod assignment;
 pub mod boxes;
 pub mod files;
 pub mod labels;
 pub mod map;
 pub mod metadata;
 pub mod mobilenet_v2;
+pub mod mot;
 pub mod nms;
 pub mod onnx;
+pub mod track;
 pub mod voc;
 
 pub use boxes::BBox;
