@@ -6,6 +6,7 @@
 //! - `detectioncapture`: saves chosen frames and boxes as a Pascal VOC dataset for retraining.
 //! - `detectionjson`: writes the boxes of each frame as one JSON line (file, stdout, UDP).
 //! - `detectionoverlay`: draws boxes, labels and confidences on the frames.
+//! - `detectiontrack`: gives each detection a track id that stays with its object.
 //! - `detecttestsrc`: moving labelled objects with ground-truth boxes, for demos and tests.
 
 use gst::glib;
@@ -14,6 +15,7 @@ mod background;
 mod detectioncapture;
 mod detectionjson;
 mod detectionoverlay;
+mod detectiontrack;
 mod detecttestsrc;
 mod mobilenetdetect;
 mod roimeta;
@@ -24,6 +26,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     detectioncapture::register(plugin)?;
     detectionjson::register(plugin)?;
     detectionoverlay::register(plugin)?;
+    detectiontrack::register(plugin)?;
     detecttestsrc::register(plugin)?;
     Ok(())
 }

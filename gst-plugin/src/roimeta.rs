@@ -40,6 +40,8 @@ pub struct MetaBox<'a> {
     pub confidence: f64,
     /// x, y, width, height in pixels.
     pub rect: (u32, u32, u32, u32),
+    /// The object's identity (from `detectiontrack`, or the source's own for ground truth).
+    pub track_id: Option<u64>,
 }
 
 impl MetaBox<'_> {
@@ -50,6 +52,7 @@ impl MetaBox<'_> {
             class_id: self.class_id,
             confidence: self.confidence,
             rect: self.rect,
+            track_id: self.track_id,
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct OwnedBox {
     pub class_id: u32,
     pub confidence: f64,
     pub rect: (u32, u32, u32, u32),
+    pub track_id: Option<u64>,
 }
 
 /// A detection to attach to a frame.
@@ -72,6 +76,10 @@ pub struct NewDetection<'a> {
     pub rect: (u32, u32, u32, u32),
     /// The same box normalised to the frame (0..1), unrounded.
     pub norm: BBox,
+    /// The PTS of the frame the detector ran on (an earlier frame when detections are carried over).
+    pub inference_pts: Option<gst::ClockTime>,
+    /// From `detectiontrack`.
+    pub track_id: Option<u64>,
 }
 
 /// Attaches a frame's detections: one ROI meta each and, with the `v1_24` feature, one GstAnalytics relation
@@ -88,6 +96,8 @@ pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator
                 .field("y-min", d.norm.y0 as f64)
                 .field("x-max", d.norm.x1 as f64)
                 .field("y-max", d.norm.y1 as f64)
+                .field_if_some("inference-pts", d.inference_pts.map(|t| t.nseconds()))
+                .field_if_some("track-id", d.track_id)
                 .build(),
         );
     }
@@ -108,15 +118,47 @@ pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator
     }
 }
 
-/// Attaches one ground-truth box (a labelled source's own objects).
-pub fn attach_ground_truth(buf: &mut gst::BufferRef, label: &str, class_id: u32, rect: (u32, u32, u32, u32)) {
+/// Attaches one ground-truth box (a labelled source's own objects) with the object's identity.
+pub fn attach_ground_truth(
+    buf: &mut gst::BufferRef,
+    label: &str,
+    class_id: u32,
+    track_id: u64,
+    rect: (u32, u32, u32, u32),
+) {
     let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, label, rect);
     meta.add_param(
         gst::Structure::builder(GROUND_TRUTH)
             .field("label", label)
             .field("class-id", class_id)
+            .field("track-id", track_id)
             .build(),
     );
+}
+
+/// Removes the detections from `buf` and returns them (to attach them again changed, e.g. with track ids).
+pub fn take_detections(buf: &mut gst::BufferRef) -> Vec<NewDetection<'static>> {
+    let mut taken = Vec::new();
+    buf.foreach_meta_mut(|mut meta| {
+        let Some(roi) = meta.downcast_mut::<gst_video::VideoRegionOfInterestMeta>() else {
+            return std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Keep);
+        };
+        let Some(p) = roi.param(DETECTION) else {
+            return std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Keep);
+        };
+        let num = |k: &str| p.get::<f64>(k).unwrap_or(0.0) as f32;
+        taken.push(NewDetection {
+            label: std::borrow::Cow::Owned(roi.roi_type().to_string()),
+            class_id: p.get::<u32>("class-id").unwrap_or(0),
+            confidence: p.get::<f64>("confidence").unwrap_or(1.0) as f32,
+            rect: roi.rect(),
+            norm: BBox::new(num("x-min"), num("y-min"), num("x-max"), num("y-max")),
+            inference_pts: p.get::<u64>("inference-pts").ok().map(gst::ClockTime::from_nseconds),
+            track_id: p.get::<u64>("track-id").ok(),
+        });
+        std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
+    });
+    taken
 }
 
 /// The boxes of `source` on `buf`, in meta order, as far as they lie inside a `width` x `height` frame.
@@ -142,6 +184,7 @@ pub fn boxes(
                 class_id: p.get::<u32>("class-id").unwrap_or(0),
                 confidence,
                 rect: clip_rect(m.rect(), width, height)?,
+                track_id: p.get::<u64>("track-id").ok(),
             })
         })
 }

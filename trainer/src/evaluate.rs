@@ -14,6 +14,7 @@ use detection_common::boxes::{Anchor, BoxEncoding, decode_box};
 use detection_common::labels::Labels;
 use detection_common::map::{ClassResult, GroundTruth, Prediction, coco_map, evaluate};
 use detection_common::metadata::{ChannelOrder, InputLayout};
+use detection_common::mot::MotMetrics;
 use detection_common::nms::{nms_in_place, push_candidate};
 use detection_common::voc::Sample;
 use detection_inference::preprocess::TensorType;
@@ -168,6 +169,8 @@ pub struct Report {
     pub map50: f32,
     pub map50_95: f32,
     pub classes: Vec<ClassReport>,
+    /// Tracking accuracy, when both sides carry identities (`score` on logs with `track_id`).
+    pub tracking: Option<MotMetrics>,
 }
 
 impl Report {
@@ -180,6 +183,13 @@ impl Report {
             out += &format!(
                 "{:<20} {:>8.3} {:>12.3} {:>8} {:>11}\n",
                 c.label, c.ap50, c.ap50_95, c.objects, c.detections
+            );
+        }
+        if let Some(t) = &self.tracking {
+            out += &format!(
+                "tracking: IDF1 {:.4}   MOTA {:.4}   ID switches {}   ({} objects, {} tracks; {} misses, {} false \
+                 positives)\n",
+                t.idf1, t.mota, t.id_switches, t.truth_ids, t.track_ids, t.misses, t.false_positives
             );
         }
         out += &format!(
@@ -200,10 +210,16 @@ impl Report {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "images": self.images, "map50": self.map50, "map50_95": self.map50_95, "classes": classes,
-        })
-        .to_string()
+        });
+        if let Some(t) = &self.tracking {
+            v["tracking"] = serde_json::json!({
+                "idf1": t.idf1, "mota": t.mota, "id_switches": t.id_switches, "misses": t.misses,
+                "false_positives": t.false_positives, "objects": t.truth_ids, "tracks": t.track_ids,
+            });
+        }
+        v.to_string()
     }
 }
 
@@ -284,5 +300,6 @@ pub fn report(gts: &[GroundTruth], preds: &[Prediction], labels: &Labels, images
         map50: voc.map,
         map50_95: coco_map(gts, preds),
         classes,
+        tracking: None,
     }
 }

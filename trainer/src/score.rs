@@ -5,6 +5,7 @@ use crate::evaluate::{Report, report};
 use detection_common::BBox;
 use detection_common::labels::Labels;
 use detection_common::map::{GroundTruth, Prediction};
+use detection_common::mot::{MotFrame, TrackedBox, mot_metrics};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -12,6 +13,7 @@ struct FrameBox {
     label: String,
     confidence: f32,
     bbox: BBox,
+    track_id: Option<u64>,
 }
 
 /// Frame number -> boxes (normalised) read from a detectionjson log.
@@ -37,6 +39,7 @@ fn read_log(path: &Path) -> Result<BTreeMap<u64, Vec<FrameBox>>, String> {
                     .to_string(),
                 confidence: d["confidence"].as_f64().unwrap_or(1.0) as f32,
                 bbox: BBox::new(num("x_min")?, num("y_min")?, num("x_max")?, num("y_max")?),
+                track_id: d["track_id"].as_u64(),
             });
         }
         frames.insert(frame, boxes);
@@ -45,7 +48,9 @@ fn read_log(path: &Path) -> Result<BTreeMap<u64, Vec<FrameBox>>, String> {
 }
 
 /// The same report as `eval` (VOC mAP@0.5, COCO mAP@[.5:.95], per class) over the frames of the truth log;
-/// classes are matched by label, numbered in order of appearance.
+/// classes are matched by label, numbered in order of appearance. When every box of both logs has a
+/// `track_id` (ground truth from `detecttestsrc`, detections through `detectiontrack`), the report also holds
+/// IDF1, MOTA and identity switches (IoU 0.5, same class).
 pub fn score(truth: &Path, detections: &Path) -> Result<Report, String> {
     let (t, d) = (read_log(truth)?, read_log(detections)?);
     let mut ids: BTreeMap<String, u32> = BTreeMap::new();
@@ -74,8 +79,34 @@ pub fn score(truth: &Path, detections: &Path) -> Result<Report, String> {
             });
         }
     }
-    let mut names: Vec<(u32, String)> = ids.into_iter().map(|(l, i)| (i, l)).collect();
+    let mut names: Vec<(u32, String)> = ids.iter().map(|(l, i)| (*i, l.clone())).collect();
     names.sort();
     let labels = Labels::from_names(names.into_iter().map(|(_, l)| l).collect());
-    Ok(report(&gts, &preds, &labels, t.len()))
+    let mut out = report(&gts, &preds, &labels, t.len());
+    let all_tracked = |log: &BTreeMap<u64, Vec<FrameBox>>| {
+        let mut boxes = log.values().flatten().peekable();
+        boxes.peek().is_some() && log.values().flatten().all(|b| b.track_id.is_some())
+    };
+    if all_tracked(&t) && all_tracked(&d) {
+        let tracked = |boxes: Option<&Vec<FrameBox>>| -> Vec<TrackedBox> {
+            boxes
+                .into_iter()
+                .flatten()
+                .map(|b| TrackedBox {
+                    id: b.track_id.expect("checked above"),
+                    class_id: ids[&b.label],
+                    bbox: b.bbox,
+                })
+                .collect()
+        };
+        let frames: Vec<MotFrame> = t
+            .keys()
+            .map(|f| MotFrame {
+                truth: tracked(t.get(f)),
+                tracks: tracked(d.get(f)),
+            })
+            .collect();
+        out.tracking = Some(mot_metrics(&frames, 0.5));
+    }
+    Ok(out)
 }

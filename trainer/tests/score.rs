@@ -66,3 +66,57 @@ fn scores_detections_against_ground_truth() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn logs_with_track_ids_get_idf1_mota_and_id_switches() {
+    let dir = std::env::temp_dir().join(format!("trainer-score-tracks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let frame = |f: u64, boxes: &[(u64, f64)]| {
+        let d: Vec<String> = boxes
+            .iter()
+            .map(|(id, x)| {
+                format!(
+                    "{{\"label\":\"stop\",\"track_id\":{id},\"class_id\":1,\"confidence\":0.9,\"x\":0,\"y\":0,\"width\":1,\"height\":1,\"box\":{{\"x_min\":{x},\"y_min\":0.1,\"x_max\":{},\"y_max\":0.3}}}}",
+                    x + 0.2
+                )
+            })
+            .collect();
+        format!(
+            "{{\"frame\":{f},\"timestamp\":0,\"width\":100,\"height\":100,\"detections\":[{}]}}\n",
+            d.join(",")
+        )
+    };
+    // Object 1 all along; the tracker calls it 5, then 6 after frame 4 (one switch).
+    let (mut truth, mut tracks) = (String::new(), String::new());
+    for f in 0..8u64 {
+        let x = 0.05 * f as f64;
+        truth += &frame(f, &[(1, x)]);
+        tracks += &frame(f, &[(if f < 4 { 5 } else { 6 }, x)]);
+    }
+    let (t, d) = (dir.join("truth.jsonl"), dir.join("tracks.jsonl"));
+    std::fs::write(&t, truth).unwrap();
+    std::fs::write(&d, tracks).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer"))
+        .args(["score", "--json", "--truth"])
+        .arg(&t)
+        .arg("--detections")
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tracking = &v["tracking"];
+    assert_eq!(tracking["id_switches"], 1, "{v}");
+    assert!((tracking["idf1"].as_f64().unwrap() - 0.5).abs() < 1e-4, "{v}");
+    assert!((tracking["mota"].as_f64().unwrap() - 0.875).abs() < 1e-4, "{v}");
+    // The plain table says it too.
+    let out = Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer"))
+        .args(["score", "--truth"])
+        .arg(&t)
+        .arg("--detections")
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tracking: IDF1 0.5000"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

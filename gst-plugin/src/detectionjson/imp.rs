@@ -233,6 +233,9 @@ impl DetectionJson {
             let (x, y, bw, bh) = b.rect;
             line.push_str("{\"label\":");
             json_string(line, b.label);
+            if let Some(id) = b.track_id {
+                let _ = write!(line, ",\"track_id\":{id}");
+            }
             let (fw, fh) = (w.max(1) as f64, h.max(1) as f64);
             let _ = write!(
                 line,

@@ -51,6 +51,7 @@ struct Settings {
     font: Option<String>,
     show_labels: bool,
     show_confidence: bool,
+    by_track: bool,
     min_confidence: f64,
 }
 
@@ -63,6 +64,7 @@ impl Default for Settings {
             font: None,
             show_labels: true,
             show_confidence: true,
+            by_track: true,
             min_confidence: 0.0,
         }
     }
@@ -164,6 +166,15 @@ impl ObjectImpl for DetectionOverlay {
                     .default_value(true)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("by-track")
+                    .nick("Colour and label by track")
+                    .blurb(
+                        "Boxes with a track id (from detectiontrack, or a source's identities) get one colour per \
+                            track and '#ID' in their label; otherwise the colour is per class",
+                    )
+                    .default_value(true)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecDouble::builder("min-confidence")
                     .nick("Minimum confidence")
                     .blurb(
@@ -189,6 +200,7 @@ impl ObjectImpl for DetectionOverlay {
             "font" => s.font = value.get().expect("type checked upstream"),
             "show-labels" => s.show_labels = value.get().expect("type checked upstream"),
             "show-confidence" => s.show_confidence = value.get().expect("type checked upstream"),
+            "by-track" => s.by_track = value.get().expect("type checked upstream"),
             "min-confidence" => s.min_confidence = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
@@ -203,6 +215,7 @@ impl ObjectImpl for DetectionOverlay {
             "font" => s.font.to_value(),
             "show-labels" => s.show_labels.to_value(),
             "show-confidence" => s.show_confidence.to_value(),
+            "by-track" => s.by_track.to_value(),
             "min-confidence" => s.min_confidence.to_value(),
             other => unimplemented!("property {other}"),
         }
@@ -287,15 +300,24 @@ impl VideoFilterImpl for DetectionOverlay {
             class_id,
             confidence,
             rect: (x, y, w, h),
+            track_id,
         } in &found
         {
-            let colour = Colour::new(PALETTE[*class_id as usize % PALETTE.len()]);
+            let track = track_id.filter(|_| s.by_track);
+            let colour = Colour::new(match track {
+                // A stride through the palette, so consecutive ids get different colours.
+                Some(id) => PALETTE[(id.wrapping_mul(7) % PALETTE.len() as u64) as usize],
+                None => PALETTE[*class_id as usize % PALETTE.len()],
+            });
             let (x0, y0, x1, y1) = (*x as i32, *y as i32, (*x + *w) as i32, (*y + *h) as i32);
             canvas.rect_outline(x0, y0, x1, y1, t, colour);
             if !s.show_labels {
                 continue;
             }
             state.text.clear();
+            if let Some(id) = track {
+                let _ = write!(state.text, "#{id} ");
+            }
             state.text.push_str(label);
             if s.show_confidence && s.source == BoxSource::Detections {
                 let _ = write!(state.text, " {:.2}", confidence);

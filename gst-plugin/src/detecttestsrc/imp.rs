@@ -436,7 +436,7 @@ impl PushSrcImpl for DetectTestSrc {
             }
             for t in truth.iter() {
                 let label = CLASSES[t.class_id as usize - 1];
-                crate::roimeta::attach_ground_truth(buf, label, t.class_id, (t.x, t.y, t.width, t.height));
+                crate::roimeta::attach_ground_truth(buf, label, t.class_id, t.track_id, (t.x, t.y, t.width, t.height));
             }
         }
         *frame += 1;

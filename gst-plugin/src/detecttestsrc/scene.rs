@@ -47,6 +47,8 @@ pub struct SceneConfig {
 
 #[derive(Debug, Clone)]
 struct Object {
+    /// The object's identity: a bounce may turn it into another sign, which is another object.
+    id: u64,
     class_id: u32,
     size: f32,
     x: f32,
@@ -58,6 +60,8 @@ struct Object {
 /// A ground-truth box in pixels, clipped to the frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TruthBox {
+    /// Stable while the object lives (from 1; a bounce into another class makes a new object).
+    pub track_id: u64,
     pub class_id: u32,
     pub x: u32,
     pub y: u32,
@@ -73,6 +77,7 @@ pub struct Scene {
     background: Vec<u8>,
     objects: Vec<Object>,
     rng: Rng,
+    next_id: u64,
 }
 
 impl Scene {
@@ -84,7 +89,7 @@ impl Scene {
         } else {
             config.classes.clone()
         };
-        let objects = (0..config.num_objects)
+        let objects: Vec<Object> = (0..config.num_objects)
             .map(|i| {
                 let size = rng
                     .range(config.min_size as f32, config.max_size.max(config.min_size) as f32)
@@ -92,6 +97,7 @@ impl Scene {
                 let angle = rng.range(0.0, std::f32::consts::TAU);
                 let speed = rng.range(0.3, 1.0) * config.speed;
                 Object {
+                    id: i as u64 + 1,
                     // Cycle through the classes so every class shows up in a clip with enough objects.
                     class_id: classes[(i as usize + rng.next_u64() as usize % classes.len()) % classes.len()],
                     size,
@@ -108,6 +114,7 @@ impl Scene {
             width,
             height,
             background,
+            next_id: objects.len() as u64 + 1,
             objects,
             rng,
         }
@@ -125,6 +132,7 @@ impl Scene {
             let y1 = ((o.y + o.size).round() as u32).min(self.height);
             if x1 > x0 && y1 > y0 {
                 truth.push(TruthBox {
+                    track_id: o.id,
                     class_id: o.class_id,
                     x: x0,
                     y: y0,
@@ -164,7 +172,13 @@ impl Scene {
                 bounced = true;
             }
             if bounced {
-                o.class_id = self.classes[self.rng.next_u64() as usize % self.classes.len()];
+                let class_id = self.classes[self.rng.next_u64() as usize % self.classes.len()];
+                // Another sign is another object; the same sign (resized) stays the same object.
+                if class_id != o.class_id {
+                    o.id = self.next_id;
+                    self.next_id += 1;
+                }
+                o.class_id = class_id;
                 o.size = self.rng.range(min, max).min(fw.min(fh));
                 o.x = o.x.clamp(0.0, (fw - o.size).max(0.0));
                 o.y = o.y.clamp(0.0, (fh - o.size).max(0.0));

@@ -42,6 +42,8 @@ struct State {
     frame_index: u64,
     candidates: Vec<Detection>,
     latest: Vec<FrameDetection>,
+    /// The PTS of the frame `latest` was computed on.
+    latest_pts: Option<gst::ClockTime>,
     /// Label per class id, computed once per model (ids without a label are shown as "class-N").
     label_names: Vec<String>,
 }
@@ -278,6 +280,7 @@ impl MobilenetDetect {
         let geometry: Geometry = pre.out.geometry;
         let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
         state.latest.clear();
+        state.latest_pts = buf.pts();
         for d in &state.candidates {
             let px = geometry.to_frame(&d.bbox);
             let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
@@ -333,6 +336,8 @@ impl MobilenetDetect {
             confidence: d.score,
             rect: d.rect,
             norm: d.norm,
+            inference_pts: state.latest_pts,
+            track_id: None,
         });
         crate::roimeta::attach_detections(buf, detections);
     }
@@ -505,6 +510,7 @@ impl BaseTransformImpl for MobilenetDetect {
             frame_index: 0,
             candidates: Vec::with_capacity(1024),
             latest: Vec::with_capacity(DEFAULT_MAX_DETECTIONS as usize),
+            latest_pts: None,
         });
         self.running.store(true, Ordering::SeqCst);
         self.post(posts);
