@@ -80,6 +80,8 @@ pub struct NewDetection<'a> {
     pub inference_pts: Option<gst::ClockTime>,
     /// From `detectiontrack`.
     pub track_id: Option<u64>,
+    /// When the track was first seen (for the GstAnalytics tracking Mtd).
+    pub first_seen: Option<gst::ClockTime>,
 }
 
 /// Attaches a frame's detections: one ROI meta each and, with the `v1_24` feature, one GstAnalytics relation
@@ -106,14 +108,25 @@ pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator
         use gst_analytics::prelude::*;
         let mut rmeta = gst_analytics::AnalyticsRelationMeta::add(buf);
         for d in detections {
-            let _ = rmeta.add_od_mtd(
+            let Ok(od) = rmeta.add_od_mtd(
                 glib::Quark::from_str(d.label.as_ref()),
                 d.rect.0 as i32,
                 d.rect.1 as i32,
                 d.rect.2 as i32,
                 d.rect.3 as i32,
                 d.confidence,
-            );
+            ) else {
+                continue;
+            };
+            let od = od.id();
+            // The track as a tracking Mtd related to its box.
+            if let Some(id) = d.track_id {
+                let first_seen = d.first_seen.unwrap_or(gst::ClockTime::ZERO);
+                if let Ok(tracking) = rmeta.add_tracking_mtd(id, first_seen) {
+                    let tracking = tracking.id();
+                    let _ = rmeta.set_relation(gst_analytics::RelTypes::RELATE_TO, od, tracking);
+                }
+            }
         }
     }
 }
@@ -155,6 +168,7 @@ pub fn take_detections(buf: &mut gst::BufferRef) -> Vec<NewDetection<'static>> {
             norm: BBox::new(num("x-min"), num("y-min"), num("x-max"), num("y-max")),
             inference_pts: p.get::<u64>("inference-pts").ok().map(gst::ClockTime::from_nseconds),
             track_id: p.get::<u64>("track-id").ok(),
+            first_seen: None,
         });
         std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
     });

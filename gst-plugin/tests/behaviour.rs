@@ -339,6 +339,7 @@ fn property_enums_are_registered_as_plugin_api() {
         "GstMobilenetDetectChannelOrder",
         "GstMobilenetDetectResize",
         "GstMobilenetDetectBoxSource",
+        "GstDetectionCaptureTrackPolicy",
     ] {
         let t = gst::glib::Type::from_name(name).unwrap_or_else(|| panic!("{name} is not registered"));
         assert!(t.plugin_api_flags().is_some(), "{t} is not marked as plugin API");

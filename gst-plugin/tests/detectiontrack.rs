@@ -241,3 +241,65 @@ fn ground_truth_identities_reach_the_json_log() {
     }
     assert!(ids.len() >= 4, "{ids:?}");
 }
+
+/// One frame with tracked detections: (track id, confidence, x) boxes of 20x20 at y=10; x encodes the frame.
+fn tracked_frame(frame: u64, boxes: &[(u64, f64, u32)]) -> gst::Buffer {
+    let mut buf = gst::Buffer::with_size(160 * 120 * 4).unwrap();
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(frame * 33_333_333));
+        for &(id, confidence, x) in boxes {
+            let mut meta = gst_video::VideoRegionOfInterestMeta::add(b, "stop", (x, 10, 20, 20));
+            meta.add_param(
+                gst::Structure::builder("detection")
+                    .field("label", "stop")
+                    .field("class-id", 1u32)
+                    .field("confidence", confidence)
+                    .field("track-id", id)
+                    .build(),
+            );
+        }
+    }
+    buf
+}
+
+/// The frames (by the x of their first box) detectioncapture saved under a track policy: track 1 on frames
+/// 0-59 (confidence 0.9, 0.5 on frame 20), track 2 on frames 40-99 (0.8, 0.45 on frame 70), at x = frame.
+fn captured_frames(policy: &str) -> Vec<u32> {
+    init();
+    let dir = temp_dir(&format!("track-capture-{policy}"));
+    let e = gst::ElementFactory::make("detectioncapture").build().unwrap();
+    e.set_property("location", dir.to_str().unwrap());
+    e.set_property_from_str("track-policy", policy);
+    let mut h = harness(&e, &caps(gst_video::VideoFormat::Rgbx, 160, 120));
+    // A file-like source: the capture waits for the disk instead of skipping frames.
+    h.set_live(false);
+    for f in 0..100u64 {
+        let mut boxes = Vec::new();
+        if f < 60 {
+            boxes.push((1, if f == 20 { 0.5 } else { 0.9 }, f as u32));
+        }
+        if f >= 40 {
+            boxes.push((2, if f == 70 { 0.45 } else { 0.8 }, f as u32));
+        }
+        h.push(tracked_frame(f, &boxes)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    drop(h);
+    let ds = detection_common::voc::Dataset::open(&dir).unwrap();
+    let mut frames: Vec<u32> = ds
+        .samples
+        .iter()
+        .map(|s| s.annotation.objects.iter().map(|o| o.xmin as u32).min().unwrap())
+        .collect();
+    frames.sort();
+    frames
+}
+
+#[test]
+fn capture_keeps_each_tracked_object_once_at_its_first_or_most_uncertain_frame() {
+    assert_eq!(captured_frames("all").len(), 100);
+    assert_eq!(captured_frames("first"), vec![0, 40]);
+    // Track 1's frame is written when it has been gone for 30 frames, track 2's at EOS.
+    assert_eq!(captured_frames("most-uncertain"), vec![20, 70]);
+}

@@ -7,6 +7,7 @@ use mobilenet_trainer::data::Merged;
 use mobilenet_trainer::evaluate::{Detector, evaluate_samples};
 use mobilenet_trainer::fit::{FitOptions, Init, OptimizerKind};
 use mobilenet_trainer::model::SsdLiteConfig;
+use mobilenet_trainer::score::Tracking;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,7 +25,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Accuracy of a pipeline run: mAP@0.5 (VOC, all-point) and mAP@[.5:.95] from two detectionjson logs of the
-    /// same frames (source=ground-truth and source=detections).
+    /// same frames (source=ground-truth and source=detections); with track ids on both sides (detecttestsrc's
+    /// ground truth, detections through detectiontrack) also IDF1, MOTA and ID switches.
     Score {
         #[arg(long)]
         truth: PathBuf,
@@ -33,6 +35,10 @@ enum Command {
         /// Print the numbers as JSON.
         #[arg(long)]
         json: bool,
+        /// Tracking figures for the greedy-IoU baseline (GStreamer's ioutracker method: detections >= 0.5
+        /// matched to the previous frame's at IoU >= 0.3) instead of the log's track ids.
+        #[arg(long)]
+        greedy_baseline: bool,
     },
     /// Train (or fine-tune) on captures; writes OUT/model.onnx and OUT/best.bpk (best validation mAP),
     /// OUT/checkpoint.bpk + OUT/optimizer.bpk (for --resume), OUT/metrics.csv and OUT/metrics.png every epoch.
@@ -156,7 +162,19 @@ fn main() -> ExitCode {
             truth,
             detections,
             json,
-        } => match mobilenet_trainer::score::score(&truth, &detections) {
+            greedy_baseline,
+        } => match mobilenet_trainer::score::score(
+            &truth,
+            &detections,
+            if greedy_baseline {
+                Tracking::GreedyIou {
+                    min_iou: 0.3,
+                    min_confidence: 0.5,
+                }
+            } else {
+                Tracking::FromLog
+            },
+        ) {
             Ok(report) => {
                 if json {
                     println!("{}", report.json());

@@ -21,9 +21,31 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
 
+/// How tracked objects (boxes with a track id, from `detectiontrack`) are captured.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstDetectionCaptureTrackPolicy")]
+pub enum TrackPolicy {
+    #[default]
+    #[enum_value(name = "Every chosen frame, tracked or not", nick = "all")]
+    All,
+    #[enum_value(name = "Each track once, at its first chosen frame", nick = "first")]
+    First,
+    #[enum_value(
+        name = "Each track once, at the frame where its confidence is nearest the middle of the uncertain band \
+                (saved when the track ends)",
+        nick = "most-uncertain"
+    )]
+    MostUncertain,
+}
+
+/// Frames a track may be unseen before `most-uncertain` saves its frame.
+const TRACK_GONE_FRAMES: u64 = 30;
+
 #[derive(Debug, Clone)]
 struct Settings {
     location: Option<String>,
+    track_policy: TrackPolicy,
     labels: String,
     source: BoxSource,
     every_n_frames: u32,
@@ -42,6 +64,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             location: None,
+            track_policy: TrackPolicy::All,
             labels: String::new(),
             source: BoxSource::Detections,
             every_n_frames: 1,
@@ -71,6 +94,24 @@ struct State {
     classes: Vec<ClassRef>,
     /// Whether upstream is live, asked the first time the queue is full.
     live: Option<bool>,
+    /// The chosen frame's qualifying boxes with a track id, and their confidences (filled by `select`).
+    frame_tracks: Vec<(u64, Option<f32>)>,
+    /// Whether the chosen frame also has a qualifying box without a track id.
+    frame_untracked: bool,
+    /// Tracks already saved (policies `first` and `most-uncertain`).
+    saved_tracks: std::collections::HashSet<u64>,
+    /// `most-uncertain`: per live track, its best frame so far.
+    candidates: std::collections::HashMap<u64, Candidate>,
+}
+
+/// A tracked object's best frame so far, held until the track ends.
+struct Candidate {
+    /// The frame number and its sample (a deep copy: an upstream buffer pool must not be starved).
+    frame: u64,
+    sample: Sample,
+    /// |confidence - middle of the uncertain band|: smaller is more uncertain.
+    distance: f32,
+    last_seen: u64,
 }
 
 #[derive(Default)]
@@ -162,8 +203,18 @@ impl DetectionCapture {
         let ground_truth = s.source == BoxSource::GroundTruth;
         // A class id far beyond any label set is damaged metadata: labels.txt would need a line per id.
         let plausible = |id: u32| id as usize <= detection_common::labels::MAX_CLASS_ID;
+        let mut tracks = std::mem::take(&mut state.frame_tracks);
+        tracks.clear();
+        let mut untracked = false;
         for b in boxes(buf, s.source, size).filter(|b| plausible(b.class_id)) {
             let confidence = (!ground_truth).then_some(b.confidence as f32);
+            let qualifies =
+                wanted(b.label, b.class_id) && confidence.is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high);
+            match b.track_id {
+                Some(id) if qualifies => tracks.push((id, confidence)),
+                None if qualifies => untracked = true,
+                _ => {}
+            }
             out.push(SavedBox {
                 // A label is one line of labels.txt and XML text: no control characters.
                 label: detection_common::labels::clean_label(b.label, b.class_id as usize),
@@ -183,12 +234,10 @@ impl DetectionCapture {
             }
         } else {
             // A hard example: some box of a wanted class with a confidence in the uncertain band.
-            out.iter().any(|b| {
-                wanted(&b.label, b.class_id)
-                    && b.confidence
-                        .is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high)
-            })
+            !tracks.is_empty() || untracked
         };
+        state.frame_tracks = tracks;
+        state.frame_untracked = untracked;
         if !keep {
             return false;
         }
@@ -206,6 +255,148 @@ impl DetectionCapture {
             state.last_capture = now;
         }
         true
+    }
+
+    /// What to write for a chosen frame under the track policy: the frame itself, nothing (its tracks are
+    /// saved already), or (`most-uncertain`) the best frames of tracks that have ended.
+    fn apply_track_policy(
+        &self,
+        s: &Settings,
+        state: &mut State,
+        sample: Sample,
+    ) -> Result<Vec<Sample>, gst::FlowError> {
+        let frame = state.frame.saturating_sub(1);
+        let tracks = std::mem::take(&mut state.frame_tracks);
+        let only_tracked = !tracks.is_empty() && !state.frame_untracked;
+        let out = match s.track_policy {
+            TrackPolicy::All => vec![sample],
+            _ if !only_tracked => vec![sample],
+            TrackPolicy::First => {
+                let new: Vec<u64> = tracks
+                    .iter()
+                    .map(|t| t.0)
+                    .filter(|id| !state.saved_tracks.contains(id))
+                    .collect();
+                if new.is_empty() {
+                    Vec::new()
+                } else {
+                    state.saved_tracks.extend(new);
+                    vec![sample]
+                }
+            }
+            TrackPolicy::MostUncertain => {
+                let middle = (s.uncertain_low + s.uncertain_high) / 2.0;
+                let mut copy: Option<Sample> = None;
+                for &(id, confidence) in &tracks {
+                    if state.saved_tracks.contains(&id) {
+                        continue;
+                    }
+                    let distance = confidence.map(|c| (c - middle).abs()).unwrap_or(0.0);
+                    if state.candidates.get(&id).is_none_or(|c| distance < c.distance) {
+                        if copy.is_none() {
+                            // A copy of the frame: holding the upstream buffer could starve its pool.
+                            let buffer = sample.buffer.copy_deep().map_err(|_| gst::FlowError::Error)?;
+                            copy = Some(Sample {
+                                buffer,
+                                info: sample.info.clone(),
+                                boxes: sample.boxes.clone(),
+                            });
+                        }
+                        let held = copy.as_ref().expect("copied above");
+                        let candidate = Candidate {
+                            frame,
+                            sample: Sample {
+                                buffer: held.buffer.clone(),
+                                info: held.info.clone(),
+                                boxes: held.boxes.clone(),
+                            },
+                            distance,
+                            last_seen: frame,
+                        };
+                        state.candidates.insert(id, candidate);
+                    } else if let Some(c) = state.candidates.get_mut(&id) {
+                        c.last_seen = frame;
+                    }
+                }
+                Self::ended_candidates(state, Some(frame))
+            }
+        };
+        Ok(out)
+    }
+
+    /// Takes the held frames of tracks unseen for a while (all of them with `now` None, at EOS); a frame that
+    /// was best for several tracks is written once.
+    fn ended_candidates(state: &mut State, now: Option<u64>) -> Vec<Sample> {
+        let ended: Vec<u64> = state
+            .candidates
+            .iter()
+            .filter(|(_, c)| now.is_none_or(|now| c.last_seen + TRACK_GONE_FRAMES < now))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut frames: Vec<(u64, Sample)> = Vec::new();
+        for id in ended {
+            let c = state.candidates.remove(&id).expect("listed above");
+            state.saved_tracks.insert(id);
+            if !frames.iter().any(|(f, _)| *f == c.frame) {
+                frames.push((c.frame, c.sample));
+            }
+        }
+        frames.sort_by_key(|(f, _)| *f);
+        frames.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Queues a sample for the writer: back-pressure for a non-live source, a counted skip for a live one.
+    fn enqueue(&self, sample: Sample) -> Result<(), gst::FlowError> {
+        let mut guard = self.state.lock().unwrap();
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        match state.writer.queue.offer(sample) {
+            Ok(()) => state.queued += 1,
+            Err(Refused::Full(sample)) if !*state.live.get_or_insert_with(|| self.upstream_is_live()) => {
+                // A non-live source (a file, a test clip) can wait for the disk: back-pressure, nothing lost.
+                let queue = state.writer.queue.clone();
+                drop(guard);
+                if queue.send(sample).is_err() {
+                    gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
+                    return Err(gst::FlowError::Error);
+                }
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.queued += 1;
+                }
+            }
+            Err(Refused::Full(_)) => {
+                // A live source must never stall: skip the frame and count it.
+                drop(guard);
+                let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
+                gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
+                if n == 1 || n.is_multiple_of(100) {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("the disk is not keeping up: {} frames skipped so far", n)
+                    );
+                }
+                self.obj().notify("dropped");
+            }
+            Err(Refused::Stopped) => {
+                drop(guard);
+                gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
+                return Err(gst::FlowError::Error);
+            }
+        }
+        Ok(())
+    }
+
+    /// At EOS: the held frames of every track still alive.
+    fn flush_candidates(&self) {
+        let samples = match self.state.lock().unwrap().as_mut() {
+            Some(state) => Self::ended_candidates(state, None),
+            None => return,
+        };
+        for sample in samples {
+            if self.enqueue(sample).is_err() {
+                break;
+            }
+        }
     }
 
     fn drain(&self) {
@@ -271,6 +462,13 @@ impl ObjectImpl for DetectionCapture {
                     .maximum(1.0)
                     .default_value(1.0)
                     .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("track-policy", TrackPolicy::All)
+                    .nick("Track policy")
+                    .blurb("For boxes with a track id (detectiontrack): save every chosen frame (all), each object \
+                            once at its first chosen frame (first), or once at its most uncertain frame, saved when \
+                            its track ends or at EOS (most-uncertain) — instead of dozens of near-identical frames")
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("classes")
                     .nick("Classes")
@@ -352,6 +550,7 @@ impl ObjectImpl for DetectionCapture {
             }
             "source" => s.source = v.get().expect("type checked upstream"),
             "every-n-frames" => s.every_n_frames = v.get().expect("type checked upstream"),
+            "track-policy" => s.track_policy = v.get().expect("type checked upstream"),
             "min-interval" => s.min_interval = v.get().expect("type checked upstream"),
             "uncertain-low" => s.uncertain_low = v.get().expect("type checked upstream"),
             "uncertain-high" => s.uncertain_high = v.get().expect("type checked upstream"),
@@ -382,6 +581,7 @@ impl ObjectImpl for DetectionCapture {
             "labels" => s.labels.to_value(),
             "source" => s.source.to_value(),
             "every-n-frames" => s.every_n_frames.to_value(),
+            "track-policy" => s.track_policy.to_value(),
             "min-interval" => s.min_interval.to_value(),
             "uncertain-low" => s.uncertain_low.to_value(),
             "uncertain-high" => s.uncertain_high.to_value(),
@@ -488,6 +688,10 @@ impl BaseTransformImpl for DetectionCapture {
             info: None,
             classes: parse_class_list(&s.classes),
             live: None,
+            frame_tracks: Vec::new(),
+            frame_untracked: false,
+            saved_tracks: Default::default(),
+            candidates: Default::default(),
         });
         Ok(())
     }
@@ -511,7 +715,8 @@ impl BaseTransformImpl for DetectionCapture {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
-            // EOS goes on only once every queued sample is on disk.
+            // EOS goes on only once every queued sample is on disk, held track frames included.
+            self.flush_candidates();
             self.drain();
         }
         self.parent_sink_event(event)
@@ -552,39 +757,10 @@ impl BaseTransformImpl for DetectionCapture {
             info,
             boxes: chosen,
         };
-        match state.writer.queue.offer(sample) {
-            Ok(()) => state.queued += 1,
-            Err(Refused::Full(sample)) if !*state.live.get_or_insert_with(|| self.upstream_is_live()) => {
-                // A non-live source (a file, a test clip) can wait for the disk: back-pressure, nothing lost.
-                let queue = state.writer.queue.clone();
-                drop(guard);
-                if queue.send(sample).is_err() {
-                    gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
-                    return Err(gst::FlowError::Error);
-                }
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
-                    state.queued += 1;
-                }
-            }
-            Err(Refused::Full(_)) => {
-                // A live source must never stall: skip the frame and count it.
-                drop(guard);
-                let n = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
-                gst::warning!(CAT, imp = self, "writer queue full, frame skipped ({n} so far)");
-                if n == 1 || n.is_multiple_of(100) {
-                    gst::element_imp_warning!(
-                        self,
-                        gst::ResourceError::Write,
-                        ("the disk is not keeping up: {} frames skipped so far", n)
-                    );
-                }
-                self.obj().notify("dropped");
-            }
-            Err(Refused::Stopped) => {
-                drop(guard);
-                gst::element_imp_error!(self, gst::ResourceError::Write, ["the capture writer stopped"]);
-                return Err(gst::FlowError::Error);
-            }
+        let samples = self.apply_track_policy(&s, state, sample)?;
+        drop(guard);
+        for sample in samples {
+            self.enqueue(sample)?;
         }
         Ok(gst::FlowSuccess::Ok)
     }

@@ -39,6 +39,8 @@ struct State {
     /// The label of each class id seen, for predicted boxes.
     labels: HashMap<u32, String>,
     inputs: Vec<TrackInput>,
+    /// When each live track was first seen (buffer PTS).
+    first_seen: HashMap<u64, gst::ClockTime>,
 }
 
 #[derive(Default)]
@@ -213,6 +215,7 @@ impl BaseTransformImpl for DetectionTrack {
             size: (0, 0),
             labels: HashMap::new(),
             inputs: Vec::with_capacity(128),
+            first_seen: HashMap::new(),
         });
         Ok(())
     }
@@ -271,6 +274,7 @@ impl BaseTransformImpl for DetectionTrack {
                             norm: b.scale(1.0 / w.max(1) as f32, 1.0 / h.max(1) as f32),
                             inference_pts: buf.pts(),
                             track_id: Some(t.id),
+                            first_seen: state.first_seen.get(&t.id).copied(),
                         })
                     })
                     .collect::<Vec<_>>();
@@ -295,9 +299,15 @@ impl BaseTransformImpl for DetectionTrack {
                 state.labels.entry(d.class_id).or_insert_with(|| d.label.to_string());
             }
             let ids = state.tracker.update(&state.inputs);
+            let now = buf.pts().unwrap_or(gst::ClockTime::ZERO);
             for (d, id) in detections.iter_mut().zip(ids) {
                 d.track_id = id;
+                d.first_seen = id.map(|id| *state.first_seen.entry(id).or_insert(now));
             }
+            let tracker = &state.tracker;
+            state
+                .first_seen
+                .retain(|id, _| tracker.tracks().iter().any(|t| t.id == *id));
         }
         drop(guard);
         attach_detections(buf, detections.into_iter());

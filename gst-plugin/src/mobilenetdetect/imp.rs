@@ -338,6 +338,7 @@ impl MobilenetDetect {
             norm: d.norm,
             inference_pts: state.latest_pts,
             track_id: None,
+            first_seen: None,
         });
         crate::roimeta::attach_detections(buf, detections);
     }
