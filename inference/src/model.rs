@@ -15,6 +15,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 
 /// Everything the user can say about how to load and read a model; `None` means "from the model, else default".
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -87,9 +88,10 @@ impl InputDesc {
     }
 }
 
-/// A loaded detector.
+/// A loaded detector. Several users (elements on several streams) can share one through [`Model::shared`]:
+/// inference then takes turns on one session instead of loading the model once per stream.
 pub struct Model {
-    session: Session,
+    session: Mutex<Session>,
     pub path: PathBuf,
     pub format: ModelFormat,
     pub input: InputDesc,
@@ -120,6 +122,26 @@ fn meta_parse<T>(value: Option<&String>, key: &str, parse: impl Fn(&str) -> Opti
             .map(Some)
             .ok_or_else(|| LoadError::Unsupported(format!("model metadata {key}='{v}' is not a valid value"))),
     }
+}
+
+/// Models in use in this process, by what was loaded: the options and the files' identities (a replaced file
+/// is another model).
+static SHARED: Mutex<Vec<(String, Weak<Model>)>> = Mutex::new(Vec::new());
+
+/// What identifies a loaded model: the options and, for each file, its inode, size and modification time.
+fn share_key(opts: &ModelOptions) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let file = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    };
+    format!(
+        "{opts:?} {:?} {:?} {:?}",
+        file(&Some(opts.path.clone())),
+        file(&opts.anchors_file),
+        file(&opts.labels_file)
+    )
 }
 
 impl Model {
@@ -385,7 +407,7 @@ impl Model {
         };
 
         Ok(Model {
-            session,
+            session: Mutex::new(session),
             path: path.clone(),
             format,
             input,
@@ -396,11 +418,26 @@ impl Model {
         })
     }
 
+    /// The model these options describe, shared with every other user in the process that asked for the same
+    /// one (same options, same files): one session in memory however many streams run it.
+    pub fn shared(opts: &ModelOptions) -> Result<Arc<Model>, LoadError> {
+        let key = share_key(opts);
+        // Held while loading, so that two streams starting together load once.
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(_, m)| m.strong_count() > 0);
+        if let Some(model) = shared.iter().find(|(k, _)| *k == key).and_then(|(_, m)| m.upgrade()) {
+            return Ok(model);
+        }
+        let model = Arc::new(Model::load(opts)?);
+        shared.push((key, Arc::downgrade(&model)));
+        Ok(model)
+    }
+
     /// Runs the model on a prepared tensor (`f32s` or `u8s`, as `spec.dtype` says) and puts its detections
     /// after `post` (class gate, NMS) into `out`, boxes normalised to the tensor. Nothing is allocated per
     /// call beyond what ONNX Runtime does.
     pub fn detect(
-        &mut self,
+        &self,
         spec: &TensorSpec,
         f32s: &[f32],
         u8s: &[u8],
@@ -412,14 +449,16 @@ impl Model {
             InputLayout::Nchw => [1, 3, h, w],
             InputLayout::Nhwc => [1, h, w, 3],
         };
+        // A panic in another user's run leaves the session as usable as before: take it anyway.
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = match spec.dtype {
             TensorType::F32 => {
                 let t = TensorRef::from_array_view((shape, f32s)).map_err(|e| format!("input tensor: {e}"))?;
-                self.session.run(ort::inputs![t])
+                session.run(ort::inputs![t])
             }
             TensorType::U8 => {
                 let t = TensorRef::from_array_view((shape, u8s)).map_err(|e| format!("input tensor: {e}"))?;
-                self.session.run(ort::inputs![t])
+                session.run(ort::inputs![t])
             }
         }
         .map_err(|e| format!("inference failed: {e}"))?;

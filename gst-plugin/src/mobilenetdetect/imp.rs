@@ -33,7 +33,8 @@ struct FrameDetection {
 }
 
 struct State {
-    model: Model,
+    /// Shared with every other element running the same model with the same options.
+    model: Arc<Model>,
     post: PostProcess,
     /// The `filter_version` `post` was built from.
     post_version: u64,
@@ -111,9 +112,9 @@ fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
 }
 
 impl MobilenetDetect {
-    pub(super) fn load(settings: &Settings) -> Result<(Model, PostProcess), LoadError> {
+    pub(super) fn load(settings: &Settings) -> Result<(Arc<Model>, PostProcess), LoadError> {
         let opts = settings.model_options()?;
-        let model = Model::load(&opts)?;
+        let model = Model::shared(&opts)?;
         let post = settings.post_process(&model).map_err(LoadError::Settings)?;
         Ok((model, post))
     }

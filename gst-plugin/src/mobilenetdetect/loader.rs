@@ -17,7 +17,7 @@ const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// A model loaded off the streaming thread, waiting to be swapped in between two frames.
 pub(super) struct PendingModel {
     pub generation: u64,
-    pub model: Model,
+    pub model: Arc<Model>,
     pub post: PostProcess,
     pub settings: Settings,
 }
