@@ -187,6 +187,11 @@ impl Track {
     pub fn bbox(&self) -> BBox {
         self.filter.bbox()
     }
+
+    /// Frames since the track was last matched (0 when matched on this frame).
+    pub fn missed(&self) -> u32 {
+        self.missed
+    }
 }
 
 /// The result of one frame for one input detection: the id of the track it belongs to, if it has one yet.

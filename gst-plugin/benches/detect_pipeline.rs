@@ -93,6 +93,34 @@ fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
     ((times.len() - warmup) as f64 / span.as_secs_f64(), peak_rss_mb())
 }
 
+/// N pipelines' worth of branches in one pipeline (one process): frames/s over all streams and peak memory.
+fn child_streams(model: &str, threads: usize, frames: usize, streams: usize) -> (f64, f64) {
+    gst::init().unwrap();
+    gstmobilenetdetect::plugin_register_static().unwrap();
+    let branch = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=NV12,width=640,height=480 ! \
+         mobilenetdetect model={model} threads={threads} ! fakesink sync=false"
+    );
+    let launch = vec![branch; streams].join("  ");
+    let p = gst::parse::launch(&launch)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let started = Instant::now();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    p.set_state(gst::State::Null).unwrap();
+    ((streams * frames) as f64 / seconds, peak_rss_mb())
+}
+
 fn run_child(mode: &str, model: &str, threads: usize, frames: usize) -> (f64, f64) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([mode, model, &threads.to_string(), &frames.to_string()])
@@ -216,6 +244,9 @@ fn main() {
         let (fps, mb) = match mode.as_str() {
             "bare-ort" => child_bare_ort(model, threads, frames),
             "pipeline" => child_pipeline(model, threads, frames),
+            streams if streams.starts_with("streams-") => {
+                child_streams(model, threads, frames, streams["streams-".len()..].parse().unwrap())
+            }
             other => panic!("unknown mode {other}"),
         };
         println!("RESULT {fps} {mb}");
@@ -246,6 +277,22 @@ fn main() {
         "ratio (b)/(a): {:.3} of the frames/s (goal >= 0.97), {:+.1} MB memory (goal <= +30 MB)",
         gst_fps / ort_fps,
         gst_mb - ort_mb
+    );
+
+    // Several cameras in one process: the elements share one loaded model.
+    println!();
+    let per_stream = (frames / 2).max(20);
+    let (one_fps, one_mb) = run_child("streams-1", &model, threads, per_stream);
+    let (four_fps, four_mb) = run_child("streams-4", &model, threads, per_stream);
+    println!(
+        "streams (videotestsrc 640x480 NV12 ! mobilenetdetect ! fakesink each, {per_stream} frames per stream, one process)"
+    );
+    println!("  1 stream : {one_fps:>7.2} frames/s in all, peak memory {one_mb:>6.1} MB");
+    println!("  4 streams: {four_fps:>7.2} frames/s in all, peak memory {four_mb:>6.1} MB");
+    println!(
+        "  memory 4 streams / 1 stream: {:.2}x (goal <= 1.3x); frames/s in all: {:.2}x",
+        four_mb / one_mb,
+        four_fps / one_fps
     );
 
     gst::init().unwrap();

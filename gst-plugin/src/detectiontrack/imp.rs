@@ -21,6 +21,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 struct Settings {
     tracker: TrackerConfig,
     predict: bool,
+    hold_frames: u32,
 }
 
 impl Default for Settings {
@@ -28,6 +29,7 @@ impl Default for Settings {
         Self {
             tracker: TrackerConfig::default(),
             predict: true,
+            hold_frames: DEFAULT_HOLD_FRAMES,
         }
     }
 }
@@ -42,6 +44,48 @@ struct State {
     /// When each live track was first seen (buffer PTS).
     first_seen: HashMap<u64, gst::ClockTime>,
 }
+
+impl State {
+    /// The predicted boxes of tracks with an id that are tracked (`min_missed` 0) or missed for between
+    /// `min_missed` and `max_missed` frames.
+    fn predicted_boxes(
+        &self,
+        pts: Option<gst::ClockTime>,
+        max_missed: u32,
+        min_missed: u32,
+    ) -> Vec<NewDetection<'static>> {
+        let (w, h) = self.size;
+        self.tracker
+            .tracks()
+            .iter()
+            .filter(|t| t.id != 0 && t.state != TrackState::Tentative)
+            .filter(|t| (min_missed..=max_missed).contains(&t.missed()))
+            .filter(|t| min_missed > 0 || t.state == TrackState::Tracked)
+            .filter_map(|t| {
+                let b = t.bbox().clamp(0.0, w as f32, h as f32);
+                let (x0, y0, x1, y1) = (b.x0.round(), b.y0.round(), b.x1.round(), b.y1.round());
+                (x1 > x0 && y1 > y0).then(|| NewDetection {
+                    label: Cow::Owned(
+                        self.labels
+                            .get(&t.class_id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("class-{}", t.class_id)),
+                    ),
+                    class_id: t.class_id,
+                    confidence: t.score,
+                    rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
+                    norm: b.scale(1.0 / w.max(1) as f32, 1.0 / h.max(1) as f32),
+                    inference_pts: pts,
+                    track_id: Some(t.id),
+                    first_seen: self.first_seen.get(&t.id).copied(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Frames a missed object is still reported by default.
+const DEFAULT_HOLD_FRAMES: u32 = 0;
 
 #[derive(Default)]
 pub struct DetectionTrack {
@@ -118,6 +162,16 @@ impl ObjectImpl for DetectionTrack {
                     .default_value(d.min_hits)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("hold-frames")
+                    .nick("Hold frames")
+                    .blurb(
+                        "A tracked object the detector misses is still reported, at its predicted box, for up to \
+                            this many frames (a detector's flicker is not the object leaving); 0: only detected boxes",
+                    )
+                    .maximum(1000)
+                    .default_value(DEFAULT_HOLD_FRAMES)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("predict")
                     .nick("Predict skipped frames")
                     .blurb(
@@ -144,6 +198,7 @@ impl ObjectImpl for DetectionTrack {
             "lost-frames" => t.lost_frames = value.get().expect("type checked upstream"),
             "min-hits" => t.min_hits = value.get().expect("type checked upstream"),
             "predict" => s.predict = value.get().expect("type checked upstream"),
+            "hold-frames" => s.hold_frames = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -160,6 +215,7 @@ impl ObjectImpl for DetectionTrack {
             "lost-frames" => t.lost_frames.to_value(),
             "min-hits" => t.min_hits.to_value(),
             "predict" => s.predict.to_value(),
+            "hold-frames" => s.hold_frames.to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -239,7 +295,10 @@ impl BaseTransformImpl for DetectionTrack {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let predict = self.settings.lock().unwrap().predict;
+        let (predict, hold_frames) = {
+            let s = self.settings.lock().unwrap();
+            (s.predict, s.hold_frames)
+        };
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let mut detections = take_detections(buf);
@@ -251,33 +310,7 @@ impl BaseTransformImpl for DetectionTrack {
         if carried {
             state.tracker.predict_only();
             if predict {
-                let (w, h) = state.size;
-                let predicted = state
-                    .tracker
-                    .tracks()
-                    .iter()
-                    .filter(|t| t.state == TrackState::Tracked && t.id != 0)
-                    .filter_map(|t| {
-                        let b = t.bbox().clamp(0.0, w as f32, h as f32);
-                        let (x0, y0, x1, y1) = (b.x0.round(), b.y0.round(), b.x1.round(), b.y1.round());
-                        (x1 > x0 && y1 > y0).then(|| NewDetection {
-                            label: Cow::Owned(
-                                state
-                                    .labels
-                                    .get(&t.class_id)
-                                    .cloned()
-                                    .unwrap_or_else(|| format!("class-{}", t.class_id)),
-                            ),
-                            class_id: t.class_id,
-                            confidence: t.score,
-                            rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
-                            norm: b.scale(1.0 / w.max(1) as f32, 1.0 / h.max(1) as f32),
-                            inference_pts: buf.pts(),
-                            track_id: Some(t.id),
-                            first_seen: state.first_seen.get(&t.id).copied(),
-                        })
-                    })
-                    .collect::<Vec<_>>();
+                let predicted = state.predicted_boxes(buf.pts(), u32::MAX, 0);
                 gst::trace!(
                     CAT,
                     imp = self,
@@ -308,6 +341,10 @@ impl BaseTransformImpl for DetectionTrack {
             state
                 .first_seen
                 .retain(|id, _| tracker.tracks().iter().any(|t| t.id == *id));
+            if hold_frames > 0 {
+                // Objects missed on this frame for a short while: reported where they are predicted to be.
+                detections.extend(state.predicted_boxes(buf.pts(), hold_frames, 1));
+            }
         }
         drop(guard);
         attach_detections(buf, detections.into_iter());
