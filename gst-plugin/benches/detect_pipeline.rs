@@ -78,6 +78,14 @@ fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
             t.lock().unwrap().push(Instant::now());
             gst::PadProbeReturn::Ok
         });
+    play_to_eos(&p);
+    let times = times.lock().unwrap();
+    let span = times[times.len() - 1].duration_since(times[warmup - 1]);
+    ((times.len() - warmup) as f64 / span.as_secs_f64(), peak_rss_mb())
+}
+
+/// Plays `p` to EOS (an error fails the benchmark) and stops it.
+fn play_to_eos(p: &gst::Pipeline) {
     p.set_state(gst::State::Playing).unwrap();
     let bus = p.bus().unwrap();
     for msg in bus.iter_timed(gst::ClockTime::NONE) {
@@ -88,9 +96,6 @@ fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
         }
     }
     p.set_state(gst::State::Null).unwrap();
-    let times = times.lock().unwrap();
-    let span = times[times.len() - 1].duration_since(times[warmup - 1]);
-    ((times.len() - warmup) as f64 / span.as_secs_f64(), peak_rss_mb())
 }
 
 /// N pipelines' worth of branches in one pipeline (one process): frames/s over all streams and peak memory.
@@ -107,17 +112,8 @@ fn child_streams(model: &str, threads: usize, frames: usize, streams: usize) -> 
         .downcast::<gst::Pipeline>()
         .unwrap();
     let started = Instant::now();
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    for msg in bus.iter_timed(gst::ClockTime::NONE) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
-            _ => {}
-        }
-    }
+    play_to_eos(&p);
     let seconds = started.elapsed().as_secs_f64();
-    p.set_state(gst::State::Null).unwrap();
     ((streams * frames) as f64 / seconds, peak_rss_mb())
 }
 

@@ -4,6 +4,22 @@ use detection_inference::pixels::{ColorMatrix, Colorimetry, Frame, PixelFormat};
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
 
+/// Sink and src templates of an element that passes any raw video through (it reads metadata, not pixels).
+pub fn any_video_templates() -> Vec<gst::PadTemplate> {
+    let caps = gst::Caps::new_empty_simple("video/x-raw");
+    [gst::PadDirection::Src, gst::PadDirection::Sink]
+        .into_iter()
+        .map(|direction| {
+            let name = if direction == gst::PadDirection::Src {
+                "src"
+            } else {
+                "sink"
+            };
+            gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &caps).expect("a valid template")
+        })
+        .collect()
+}
+
 /// Every element reads and writes the same formats: the ones the inference core's pixel table knows.
 pub const FORMATS: [VideoFormat; PixelFormat::ALL.len()] = {
     let mut out = [VideoFormat::Unknown; PixelFormat::ALL.len()];
