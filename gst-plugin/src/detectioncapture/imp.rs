@@ -1,3 +1,4 @@
+use super::tracks::{TrackMemory, TrackPolicy};
 use super::writer::{DatasetWriter, Sample, SavedBox};
 use crate::background::{Refused, Work, Writer};
 use crate::roimeta::{BoxSource, boxes};
@@ -20,27 +21,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
-
-/// How tracked objects (boxes with a track id, from `detectiontrack`) are captured.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstDetectionCaptureTrackPolicy")]
-pub enum TrackPolicy {
-    #[default]
-    #[enum_value(name = "Every chosen frame, tracked or not", nick = "all")]
-    All,
-    #[enum_value(name = "Each track once, at its first chosen frame", nick = "first")]
-    First,
-    #[enum_value(
-        name = "Each track once, at the frame where its confidence is nearest the middle of the uncertain band \
-                (saved when the track ends)",
-        nick = "most-uncertain"
-    )]
-    MostUncertain,
-}
-
-/// Frames a track may be unseen before `most-uncertain` saves its frame.
-const TRACK_GONE_FRAMES: u64 = 30;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -94,24 +74,8 @@ struct State {
     classes: Vec<ClassRef>,
     /// Whether upstream is live, asked the first time the queue is full.
     live: Option<bool>,
-    /// The chosen frame's qualifying boxes with a track id, and their confidences (filled by `select`).
-    frame_tracks: Vec<(u64, Option<f32>)>,
-    /// Whether the chosen frame also has a qualifying box without a track id.
-    frame_untracked: bool,
-    /// Tracks already saved (policies `first` and `most-uncertain`).
-    saved_tracks: std::collections::HashSet<u64>,
-    /// `most-uncertain`: per live track, its best frame so far.
-    candidates: std::collections::HashMap<u64, Candidate>,
-}
-
-/// A tracked object's best frame so far, held until the track ends.
-struct Candidate {
-    /// The frame number and its sample (a deep copy: an upstream buffer pool must not be starved).
-    frame: u64,
-    sample: Sample,
-    /// |confidence - middle of the uncertain band|: smaller is more uncertain.
-    distance: f32,
-    last_seen: u64,
+    /// What the track policy remembers.
+    tracks: TrackMemory,
 }
 
 #[derive(Default)]
@@ -203,7 +167,7 @@ impl DetectionCapture {
         let ground_truth = s.source == BoxSource::GroundTruth;
         // A class id far beyond any label set is damaged metadata: labels.txt would need a line per id.
         let plausible = |id: u32| id as usize <= detection_common::labels::MAX_CLASS_ID;
-        let mut tracks = std::mem::take(&mut state.frame_tracks);
+        let mut tracks = std::mem::take(&mut state.tracks.frame_tracks);
         tracks.clear();
         let mut untracked = false;
         for b in boxes(buf, s.source, size).filter(|b| plausible(b.class_id)) {
@@ -236,8 +200,8 @@ impl DetectionCapture {
             // A hard example: some box of a wanted class with a confidence in the uncertain band.
             !tracks.is_empty() || untracked
         };
-        state.frame_tracks = tracks;
-        state.frame_untracked = untracked;
+        state.tracks.frame_tracks = tracks;
+        state.tracks.frame_untracked = untracked;
         if !keep {
             return false;
         }
@@ -255,94 +219,6 @@ impl DetectionCapture {
             state.last_capture = now;
         }
         true
-    }
-
-    /// What to write for a chosen frame under the track policy: the frame itself, nothing (its tracks are
-    /// saved already), or (`most-uncertain`) the best frames of tracks that have ended.
-    fn apply_track_policy(
-        &self,
-        s: &Settings,
-        state: &mut State,
-        sample: Sample,
-    ) -> Result<Vec<Sample>, gst::FlowError> {
-        let frame = state.frame.saturating_sub(1);
-        let tracks = std::mem::take(&mut state.frame_tracks);
-        let only_tracked = !tracks.is_empty() && !state.frame_untracked;
-        let out = match s.track_policy {
-            TrackPolicy::All => vec![sample],
-            _ if !only_tracked => vec![sample],
-            TrackPolicy::First => {
-                let new: Vec<u64> = tracks
-                    .iter()
-                    .map(|t| t.0)
-                    .filter(|id| !state.saved_tracks.contains(id))
-                    .collect();
-                if new.is_empty() {
-                    Vec::new()
-                } else {
-                    state.saved_tracks.extend(new);
-                    vec![sample]
-                }
-            }
-            TrackPolicy::MostUncertain => {
-                let middle = (s.uncertain_low + s.uncertain_high) / 2.0;
-                let mut copy: Option<Sample> = None;
-                for &(id, confidence) in &tracks {
-                    if state.saved_tracks.contains(&id) {
-                        continue;
-                    }
-                    let distance = confidence.map(|c| (c - middle).abs()).unwrap_or(0.0);
-                    if state.candidates.get(&id).is_none_or(|c| distance < c.distance) {
-                        if copy.is_none() {
-                            // A copy of the frame: holding the upstream buffer could starve its pool.
-                            let buffer = sample.buffer.copy_deep().map_err(|_| gst::FlowError::Error)?;
-                            copy = Some(Sample {
-                                buffer,
-                                info: sample.info.clone(),
-                                boxes: sample.boxes.clone(),
-                            });
-                        }
-                        let held = copy.as_ref().expect("copied above");
-                        let candidate = Candidate {
-                            frame,
-                            sample: Sample {
-                                buffer: held.buffer.clone(),
-                                info: held.info.clone(),
-                                boxes: held.boxes.clone(),
-                            },
-                            distance,
-                            last_seen: frame,
-                        };
-                        state.candidates.insert(id, candidate);
-                    } else if let Some(c) = state.candidates.get_mut(&id) {
-                        c.last_seen = frame;
-                    }
-                }
-                Self::ended_candidates(state, Some(frame))
-            }
-        };
-        Ok(out)
-    }
-
-    /// Takes the held frames of tracks unseen for a while (all of them with `now` None, at EOS); a frame that
-    /// was best for several tracks is written once.
-    fn ended_candidates(state: &mut State, now: Option<u64>) -> Vec<Sample> {
-        let ended: Vec<u64> = state
-            .candidates
-            .iter()
-            .filter(|(_, c)| now.is_none_or(|now| c.last_seen + TRACK_GONE_FRAMES < now))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut frames: Vec<(u64, Sample)> = Vec::new();
-        for id in ended {
-            let c = state.candidates.remove(&id).expect("listed above");
-            state.saved_tracks.insert(id);
-            if !frames.iter().any(|(f, _)| *f == c.frame) {
-                frames.push((c.frame, c.sample));
-            }
-        }
-        frames.sort_by_key(|(f, _)| *f);
-        frames.into_iter().map(|(_, s)| s).collect()
     }
 
     /// Queues a sample for the writer: back-pressure for a non-live source, a counted skip for a live one.
@@ -389,7 +265,7 @@ impl DetectionCapture {
     /// At EOS: the held frames of every track still alive.
     fn flush_candidates(&self) {
         let samples = match self.state.lock().unwrap().as_mut() {
-            Some(state) => Self::ended_candidates(state, None),
+            Some(state) => state.tracks.ended(None),
             None => return,
         };
         for sample in samples {
@@ -688,10 +564,7 @@ impl BaseTransformImpl for DetectionCapture {
             info: None,
             classes: parse_class_list(&s.classes),
             live: None,
-            frame_tracks: Vec::new(),
-            frame_untracked: false,
-            saved_tracks: Default::default(),
-            candidates: Default::default(),
+            tracks: TrackMemory::default(),
         });
         Ok(())
     }
@@ -757,7 +630,10 @@ impl BaseTransformImpl for DetectionCapture {
             info,
             boxes: chosen,
         };
-        let samples = self.apply_track_policy(&s, state, sample)?;
+        let frame = state.frame.saturating_sub(1);
+        let samples = state
+            .tracks
+            .choose(s.track_policy, (s.uncertain_low, s.uncertain_high), frame, sample)?;
         drop(guard);
         for sample in samples {
             self.enqueue(sample)?;

@@ -6,6 +6,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod tracks;
 mod writer;
 
 glib::wrapper! {
@@ -14,7 +15,7 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    imp::TrackPolicy::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    tracks::TrackPolicy::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "detectioncapture",
