@@ -11,6 +11,7 @@ pub mod decode;
 pub mod model;
 mod outputs;
 pub mod pixels;
+pub mod pool;
 pub mod postprocess;
 pub mod preprocess;
 pub mod providers;

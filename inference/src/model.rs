@@ -11,11 +11,17 @@ use detection_common::Detection;
 use detection_common::boxes::{BoxEncoding, parse_anchors, read_anchors_file};
 use detection_common::labels::Labels;
 use detection_common::metadata::{self as meta, BoxOrder, ChannelOrder, InputLayout, ModelFormat, ScoreActivation};
+use ort::AsPointer;
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::{DynValue, TensorElementType, TensorRef};
+use std::ffi::CString;
 use std::fmt;
 use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
+
+/// The most outputs a detector may have (the TF Object Detection API layout has four).
+const MAX_OUTPUTS: usize = 8;
 
 /// Everything the user can say about how to load and read a model; `None` means "from the model, else default".
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -88,10 +94,15 @@ impl InputDesc {
     }
 }
 
-/// A loaded detector. Several users (elements on several streams) can share one through [`Model::shared`]:
-/// inference then takes turns on one session instead of loading the model once per stream.
+/// A loaded detector. Several users (elements on several streams, several requests of one element) share one
+/// through [`Model::shared`] and [`Model::detect`] takes `&self`: on the CPU provider runs happen at once on
+/// the one session, on accelerators they take turns (see [`Model::concurrent_runs`]).
 pub struct Model {
-    session: Mutex<Session>,
+    session: Session,
+    /// Held during a run when runs must take turns.
+    turns: Option<Mutex<()>>,
+    input_name: CString,
+    output_names: Vec<CString>,
     pub path: PathBuf,
     pub format: ModelFormat,
     pub input: InputDesc,
@@ -406,8 +417,26 @@ impl Model {
             }
         };
 
+        let c_name = |n: &str| {
+            CString::new(n).map_err(|_| unsupported(format!("the name of input/output '{n}' contains a NUL byte")))
+        };
+        let input_name = c_name(session.inputs()[0].name())?;
+        let output_names = session
+            .outputs()
+            .iter()
+            .map(|o| c_name(o.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if output_names.len() > MAX_OUTPUTS {
+            return Err(unsupported(format!(
+                "{} outputs; a detector has at most {MAX_OUTPUTS}",
+                output_names.len()
+            )));
+        }
         Ok(Model {
-            session: Mutex::new(session),
+            session,
+            turns: (!concurrent_provider(provider)).then(|| Mutex::new(())),
+            input_name,
+            output_names,
             path: path.clone(),
             format,
             input,
@@ -449,29 +478,85 @@ impl Model {
             InputLayout::Nchw => [1, 3, h, w],
             InputLayout::Nhwc => [1, h, w, 3],
         };
-        // A panic in another user's run leaves the session as usable as before: take it anyway.
-        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = match spec.dtype {
             TensorType::F32 => {
                 let t = TensorRef::from_array_view((shape, f32s)).map_err(|e| format!("input tensor: {e}"))?;
-                session.run(ort::inputs![t])
+                self.run(t.ptr())
             }
             TensorType::U8 => {
                 let t = TensorRef::from_array_view((shape, u8s)).map_err(|e| format!("input tensor: {e}"))?;
-                session.run(ort::inputs![t])
+                self.run(t.ptr())
             }
         }
         .map_err(|e| format!("inference failed: {e}"))?;
+        let outputs = &outputs[..self.output_names.len()];
         // Borrowed views of the outputs: nothing is copied or allocated per frame here.
         let get = |i: usize| -> Result<(&[i64], &[f32]), String> {
             if i >= outputs.len() {
                 return Err(format!("the model has no output {i}"));
             }
             outputs[i]
+                .as_ref()
+                .ok_or_else(|| format!("ONNX Runtime returned no value for output {i}"))?
                 .try_extract_tensor::<f32>()
                 .map(|(s, d)| (&s[..], d))
                 .map_err(|e| format!("output {i} is not a float tensor: {e}"))
         };
         post.run(&self.decoder, get, out)
     }
+
+    /// Whether runs on this model happen at once from several threads (CPU provider) or take turns.
+    pub fn concurrent_runs(&self) -> bool {
+        self.turns.is_none()
+    }
+
+    /// One run of the session on `input`, all outputs, through ONNX Runtime's C API. ONNX Runtime documents
+    /// `Run` as callable concurrently on one session, and the CPU provider keeps no per-run state in it; `ort`
+    /// still takes `&mut self` for every run because some accelerator providers are not safe that way: on
+    /// those, runs take turns (`turns`). This is what lets one session serve several requests and streams.
+    fn run(&self, input: *const ort::sys::OrtValue) -> Result<[Option<DynValue>; MAX_OUTPUTS], String> {
+        let _turn = self
+            .turns
+            .as_ref()
+            // A panic in another user's run leaves the session as usable as before: take it anyway.
+            .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
+        let input_names = [self.input_name.as_ptr()];
+        let inputs = [input];
+        let mut output_names = [std::ptr::null(); MAX_OUTPUTS];
+        for (slot, name) in output_names.iter_mut().zip(&self.output_names) {
+            *slot = name.as_ptr();
+        }
+        let n = self.output_names.len();
+        let mut raw: [*mut ort::sys::OrtValue; MAX_OUTPUTS] = [std::ptr::null_mut(); MAX_OUTPUTS];
+        // SAFETY: the session, names and input outlive the call; `raw` has room for the `n` outputs asked for,
+        // and ONNX Runtime allocates each with the session's allocator (handed to `from_ptr` below).
+        let status = unsafe {
+            (ort::api().Run)(
+                self.session.ptr().cast_mut(),
+                std::ptr::null(),
+                input_names.as_ptr(),
+                inputs.as_ptr(),
+                1,
+                output_names.as_ptr(),
+                n,
+                raw.as_mut_ptr(),
+            )
+        };
+        // Take ownership of whatever came back before looking at the status, so nothing leaks.
+        let allocator = self.session.allocator();
+        let outputs = raw.map(|p| {
+            NonNull::new(p).map(|p| {
+                // SAFETY: a value ONNX Runtime just returned to us, owned from here on.
+                unsafe { DynValue::from_ptr(p, Some(allocator)) }
+            })
+        });
+        // SAFETY: `status` is what `Run` returned; ownership passes to the result.
+        unsafe { ort::Error::result_from_status(status) }.map_err(|e| e.to_string())?;
+        Ok(outputs)
+    }
+}
+
+/// Providers on which concurrent runs of one session are known to be safe.
+fn concurrent_provider(provider: &str) -> bool {
+    provider == crate::providers::Provider::Cpu.as_str()
 }

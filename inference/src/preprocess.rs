@@ -307,6 +307,17 @@ impl Preprocessor {
             && self.mode == mode
     }
 
+    /// Hands the tensor just filled over (to an inference running on another thread) and puts `spare` in its
+    /// place, or a copy when `spare` is missing or was made for another tensor: a few tensors go round in
+    /// turn and nothing is allocated per frame once there are enough.
+    pub fn take_output(&mut self, spare: Option<TensorOut>) -> TensorOut {
+        let next = match spare {
+            Some(t) if self.out.same_kind(&t) => t,
+            _ => self.out.clone(),
+        };
+        std::mem::replace(&mut self.out, next)
+    }
+
     /// Fills the tensor from one mapped frame, one output row at a time: a vectorised vertical blend of the
     /// two source rows, a horizontal gather-and-blend of the sampled columns into planar channel rows, a
     /// vectorised YUV -> RGB conversion, then normalisation into the tensor.
@@ -382,6 +393,7 @@ impl Preprocessor {
 }
 
 /// The tensor being filled and how pixels become tensor values.
+#[derive(Clone)]
 pub struct TensorOut {
     pub spec: TensorSpec,
     pub geometry: Geometry,
@@ -393,6 +405,16 @@ pub struct TensorOut {
 }
 
 impl TensorOut {
+    /// Whether `other` was made by a preprocessor of the same shape (so its padding and normalisation agree).
+    pub fn same_kind(&self, other: &TensorOut) -> bool {
+        self.spec == other.spec
+            && self.geometry == other.geometry
+            && self.scale == other.scale
+            && self.bias == other.bias
+            && self.f32s.len() == other.f32s.len()
+            && self.u8s.len() == other.u8s.len()
+    }
+
     /// Writes the R, G, B channel rows of content row `row` into the tensor (layout, channel order,
     /// normalisation, letterbox offset).
     #[inline(always)]
