@@ -1,17 +1,19 @@
+use super::frames::{Frames, Inference, LabelNames, label_names};
 use super::loader::ModelLoader;
 use super::settings::*;
 use detection_common::metadata::parse_triplet;
-use detection_common::{BBox, Detection};
-use detection_inference::preprocess::{Geometry, Preprocessor};
+use detection_inference::preprocess::Preprocessor;
 use detection_inference::{ClassGate, LoadError, Model, PostProcess};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -21,53 +23,24 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// A detection mapped to the frame, ready to become metadata.
-#[derive(Debug, Clone)]
-struct FrameDetection {
-    class_id: u32,
-    score: f32,
-    /// Normalised to the frame (0..1).
-    norm: BBox,
-    /// Integer pixel rectangle (x, y, width, height).
-    rect: (u32, u32, u32, u32),
-}
+/// Environment variable: milliseconds slept after each inference, a test's way to make a model slow
+/// without using CPU (live-mode tests).
+const ADDED_DELAY_ENV: &str = "MOBILENETDETECT_TEST_INFERENCE_DELAY_MS";
 
 struct State {
     /// Shared with every other element running the same model with the same options.
     model: Arc<Model>,
-    post: PostProcess,
+    post: Arc<PostProcess>,
     /// The `filter_version` `post` was built from.
     post_version: u64,
     info: Option<gst_video::VideoInfo>,
     pre: Option<Preprocessor>,
     frame_index: u64,
-    candidates: Vec<Detection>,
-    latest: Vec<FrameDetection>,
-    /// The PTS of the frame `latest` was computed on.
-    latest_pts: Option<gst::ClockTime>,
-    /// Label per class id, computed once per model (ids without a label are shown as "class-N").
-    label_names: Vec<String>,
-}
-
-fn label_names(model: &Model) -> Vec<String> {
-    (0..model.labels.len().max(1))
-        .map(|i| {
-            model
-                .labels
-                .name(i)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("class-{i}"))
-        })
-        .collect()
-}
-
-impl State {
-    fn label(&self, class_id: u32) -> std::borrow::Cow<'_, str> {
-        match self.label_names.get(class_id as usize) {
-            Some(l) if class_id > 0 => l.into(),
-            _ => format!("class-{class_id}").into(),
-        }
-    }
+    /// Live mode: frames since the last one sent to inference.
+    since_request: u64,
+    label_names: LabelNames,
+    live: bool,
+    frames: Frames,
 }
 
 /// The model in use, as the setters see it.
@@ -89,6 +62,9 @@ pub struct MobilenetDetect {
     /// What the setters need to know about the model in use, without taking the state lock.
     running_model: Mutex<Option<RunningModel>>,
     pub(super) loader: ModelLoader,
+    /// The latency this element adds, in nanoseconds, as answered to latency queries: an estimate from a
+    /// warm-up run at start, raised (with a latency message) when frames are held longer.
+    latency_ns: AtomicU64,
 }
 
 /// Something to post once the streaming thread has let go of the state lock: a handler that runs
@@ -166,6 +142,8 @@ impl MobilenetDetect {
             classes: s.classes.clone(),
             class_thresholds: s.class_thresholds.clone(),
             interval: s.interval,
+            inflight: s.inflight,
+            mode: s.mode,
             post_messages: s.post_messages,
             watch_model: s.watch_model,
             filter_version: s.filter_version,
@@ -196,9 +174,10 @@ impl MobilenetDetect {
             posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
             state.model = p.model;
-            state.post = p.post;
+            state.post = Arc::new(p.post);
             state.pre = None;
-            state.latest.clear();
+            state.frames.latest.clear();
+            state.frames.forget_spare_tensors();
             posts.push(Post::Message(
                 gst::message::Element::builder(
                     gst::Structure::builder("mobilenetdetect-model-changed")
@@ -211,8 +190,9 @@ impl MobilenetDetect {
         }
     }
 
-    fn infer_frame(
-        &self,
+    /// Fills the model's input tensor from `buf` (the preprocessor is made again when the caps, model or
+    /// resize mode changed).
+    fn preprocess(
         state: &mut State,
         buf: &gst::BufferRef,
         settings: &FrameSettings,
@@ -241,77 +221,32 @@ impl MobilenetDetect {
         {
             let pre = Preprocessor::new(format, size, colorimetry, spec, settings.resize).map_err(negotiation)?;
             state.pre = Some(pre);
+            state.frames.forget_spare_tensors();
         }
         let pre = state.pre.as_mut().expect("preprocessor was just set");
-        let started = std::time::Instant::now();
-        {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-                (
-                    gst::error_msg!(
-                        gst::CoreError::Failed,
-                        ["cannot map the video frame for reading (buffer smaller than its caps or video meta say)"]
-                    ),
-                    gst::FlowError::Error,
-                )
-            })?;
-            crate::video::frame(&frame).and_then(|f| pre.process(&f)).map_err(|e| {
-                (
-                    gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
-                    gst::FlowError::Error,
-                )
-            })?;
-        }
-        let preprocessed = std::time::Instant::now();
-        state
-            .model
-            .detect(
-                &pre.out.spec,
-                &pre.out.f32s,
-                &pre.out.u8s,
-                &state.post,
-                &mut state.candidates,
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+            (
+                gst::error_msg!(
+                    gst::CoreError::Failed,
+                    ["cannot map the video frame for reading (buffer smaller than its caps or video meta say)"]
+                ),
+                gst::FlowError::Error,
             )
-            .map_err(|e| {
-                (
-                    gst::error_msg!(gst::StreamError::Failed, ["{}: {}", state.model.path.display(), e]),
-                    gst::FlowError::Error,
-                )
-            })?;
-        let inferred = std::time::Instant::now();
-        let geometry: Geometry = pre.out.geometry;
-        let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
-        state.latest.clear();
-        state.latest_pts = buf.pts();
-        for d in &state.candidates {
-            let px = geometry.to_frame(&d.bbox);
-            let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
-            if x1 <= x0 || y1 <= y0 {
-                continue;
-            }
-            state.latest.push(FrameDetection {
-                class_id: d.class_id,
-                score: d.score,
-                norm: px.scale(1.0 / fw, 1.0 / fh),
-                rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
-            });
-        }
-        gst::log!(
-            CAT,
-            imp = self,
-            "preprocess {:?}, inference {:?}, decode {:?}, {} detections",
-            preprocessed - started,
-            inferred - preprocessed,
-            inferred.elapsed(),
-            state.latest.len()
-        );
-        Ok(())
+        })?;
+        crate::video::frame(&frame).and_then(|f| pre.process(&f)).map_err(|e| {
+            (
+                gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
+                gst::FlowError::Error,
+            )
+        })
     }
 
-    fn detections_message(&self, state: &State, buf: &gst::BufferRef) -> gst::Message {
+    fn detections_message(&self, state: &State, pts: Option<gst::ClockTime>) -> gst::Message {
         let info = state.info.as_ref();
-        let detections = state.latest.iter().map(|d| {
+        let latest = &state.frames.latest;
+        let detections = latest.detections.iter().map(|d| {
             gst::Structure::builder(crate::roimeta::DETECTION)
-                .field("label", state.label(d.class_id).as_ref())
+                .field("label", latest.label(d.class_id).as_ref())
                 .field("class-id", d.class_id)
                 .field("confidence", d.score as f64)
                 .field("x", d.rect.0)
@@ -322,7 +257,7 @@ impl MobilenetDetect {
                 .to_send_value()
         });
         let s = gst::Structure::builder(super::MESSAGE_STRUCTURE)
-            .field("timestamp", buf.pts().map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("timestamp", pts.map(|t| t.nseconds()).unwrap_or(u64::MAX))
             .field("frame-width", info.map(|i| i.width()).unwrap_or(0))
             .field("frame-height", info.map(|i| i.height()).unwrap_or(0))
             .field("detections", gst::List::new(detections))
@@ -330,18 +265,30 @@ impl MobilenetDetect {
         gst::message::Element::builder(s).src(&*self.obj()).build()
     }
 
-    fn attach_metas(&self, state: &State, buf: &mut gst::BufferRef) {
-        let detections = state.latest.iter().map(|d| crate::roimeta::NewDetection {
-            label: state.label(d.class_id),
-            class_id: d.class_id,
-            confidence: d.score,
-            rect: d.rect,
-            norm: d.norm,
-            inference_pts: state.latest_pts,
-            track_id: None,
-            first_seen: None,
-        });
-        crate::roimeta::attach_detections(buf, detections);
+    /// A frame held `held` in the element: when that is well beyond the latency reported so far, report
+    /// more (a latency message makes the pipeline ask again).
+    fn note_hold(&self, held: Duration, posts: &mut Vec<Post>) {
+        let reported = Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed));
+        if held > reported.mul_f64(1.25) + Duration::from_millis(2) {
+            self.latency_ns.store(held.as_nanos() as u64, Ordering::Relaxed);
+            gst::info!(CAT, imp = self, "frames are held up to {held:?}: reporting that latency");
+            posts.push(Post::Message(gst::message::Latency::builder().src(&*self.obj()).build()));
+        }
+    }
+
+    /// The time one run of `model` takes, measured on a blank tensor (which also takes ONNX Runtime's slow
+    /// first run out of the stream). `None` when the run fails: the stream will say why.
+    fn warm_up(model: &Model, post: &PostProcess) -> Option<Duration> {
+        let spec = model.input.tensor_spec(320, 320);
+        let n = (spec.width * spec.height * 3) as usize;
+        let (f32s, u8s) = match spec.dtype {
+            detection_inference::preprocess::TensorType::F32 => (vec![0.0; n], Vec::new()),
+            detection_inference::preprocess::TensorType::U8 => (Vec::new(), vec![0; n]),
+        };
+        let mut out = Vec::new();
+        let started = Instant::now();
+        model.detect(&spec, &f32s, &u8s, post, &mut out).ok()?;
+        Some(started.elapsed())
     }
 }
 
@@ -385,6 +332,14 @@ impl ObjectImpl for MobilenetDetect {
                     .unwrap_or_else(|| DEFAULT_PROVIDERS.into())
             }
             "threads" => settings.threads = value.get().expect("type checked upstream"),
+            // Take effect at the next start.
+            "inflight" | "mode" => {
+                reload = false;
+                match pspec.name() {
+                    "inflight" => settings.inflight = value.get().expect("type checked upstream"),
+                    _ => settings.mode = value.get().expect("type checked upstream"),
+                }
+            }
             other => {
                 reload = false;
                 match other {
@@ -442,6 +397,8 @@ impl ObjectImpl for MobilenetDetect {
                 (!p.is_empty()).then(|| p.clone()).to_value()
             }
             "threads" => s.threads.to_value(),
+            "inflight" => s.inflight.to_value(),
+            "mode" => s.mode.to_value(),
             "resize" => s.resize.to_value(),
             "score-threshold" => s.score_threshold.to_value(),
             "iou-threshold" => s.iou_threshold.to_value(),
@@ -499,20 +456,45 @@ impl BaseTransformImpl for MobilenetDetect {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
+        let post = Arc::new(post);
+        let live = settings.mode == ModeChoice::Live;
+        // In order, a frame is held for about one run; live, frames are not held.
+        let estimate = Self::warm_up(&model, &post).filter(|_| !live).unwrap_or_default();
+        self.latency_ns.store(estimate.as_nanos() as u64, Ordering::Relaxed);
+        let added_delay = std::env::var(ADDED_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        let labels = label_names(&model);
+        let frames = Frames::new(settings.inflight.max(1) as usize, added_delay, labels.clone()).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::NoSpaceLeft,
+                ["cannot start the inference threads: {}", e]
+            )
+        })?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "{} mode, {} frame(s) in flight, runs {}, one run took {estimate:?}",
+            if live { "live" } else { "in-order" },
+            settings.inflight,
+            if model.concurrent_runs() { "at once" } else { "in turn" }
+        );
         let mut posts = Vec::new();
         self.announce_model(&model, settings.clone(), &mut posts);
         posts.push(Post::Notify("active-execution-provider"));
         *self.state.lock().unwrap() = Some(State {
-            label_names: label_names(&model),
+            label_names: labels,
             model,
             post,
             post_version: settings.filter_version,
             info: None,
             pre: None,
             frame_index: 0,
-            candidates: Vec::with_capacity(1024),
-            latest: Vec::with_capacity(DEFAULT_MAX_DETECTIONS as usize),
-            latest_pts: None,
+            since_request: u64::MAX,
+            live,
+            frames,
         });
         self.running.store(true, Ordering::SeqCst);
         self.post(posts);
@@ -527,17 +509,69 @@ impl BaseTransformImpl for MobilenetDetect {
         self.running.store(false, Ordering::SeqCst);
         // A load in progress finishes (and is dropped) before the element stops.
         self.loader.stop();
+        // Runs in flight finish before the state (and its inference threads) goes.
         *self.state.lock().unwrap() = None;
         *self.running_model.lock().unwrap() = None;
         Ok(())
     }
 
-    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn submit_input_buffer(&self, is_discont: bool, inbuf: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let arrived = Instant::now();
+        // The base class's bookkeeping (renegotiation, QoS) first; it may drop the buffer.
+        self.parent_submit_input_buffer(is_discont, inbuf)?;
+        let Some(buf) = self.take_queued_buffer() else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
         let mut posts = Vec::new();
-        let result = self.process_frame(buf, &mut posts);
+        let result = self.accept_frame(buf, arrived, &mut posts);
         // Posted without any lock held.
         self.post(posts);
         result
+    }
+
+    fn generate_output(&self) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        let mut posts = Vec::new();
+        let out = self.next_output(false, &mut posts);
+        self.post(posts);
+        Ok(match out? {
+            Some(buf) => gst_base::subclass::base_transform::GenerateOutputSuccess::Buffer(buf),
+            None => gst_base::subclass::base_transform::GenerateOutputSuccess::NoOutput,
+        })
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.frames.discard();
+                    state.frame_index = 0;
+                    state.since_request = u64::MAX;
+                }
+            }
+            // Frames held go out before whatever follows them in the stream (caps, segment, EOS...).
+            _ if event.is_serialized() => self.drain(),
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction == gst::PadDirection::Sink && matches!(query.view(), gst::QueryView::Drain(_)) {
+            self.drain();
+        }
+        if direction != gst::PadDirection::Src || !matches!(query.view(), gst::QueryView::Latency(_)) {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        }
+        if !BaseTransformImplExt::parent_query(self, direction, query) {
+            return false;
+        }
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let ours = gst::ClockTime::from_nseconds(self.latency_ns.load(Ordering::Relaxed));
+            let (live, min, max) = q.result();
+            gst::debug!(CAT, imp = self, "adding {ours} to the latency upstream ({min}, {max:?})");
+            q.set(live, min + ours, max.map(|m| m + ours));
+        }
+        true
     }
 }
 
@@ -577,9 +611,11 @@ impl MobilenetDetect {
         }
     }
 
-    fn process_frame(
+    /// A frame arrives: maybe preprocess it and send it to inference, then queue it for output.
+    fn accept_frame(
         &self,
-        buf: &mut gst::BufferRef,
+        buf: gst::Buffer,
+        arrived: Instant,
         posts: &mut Vec<Post>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut guard = self.state.lock().unwrap();
@@ -596,7 +632,7 @@ impl MobilenetDetect {
             if s.filter_version != state.post_version {
                 // Checked by the setters against this model; a model swapped in since may still refuse it.
                 match s.post_process(&state.model) {
-                    Ok(p) => state.post = p,
+                    Ok(p) => state.post = Arc::new(p),
                     Err(e) => posts.push(Post::Warning(
                         gst::LibraryError::Settings,
                         format!("ignoring the new class filter: {e}"),
@@ -610,20 +646,100 @@ impl MobilenetDetect {
                 post_messages: s.post_messages,
             }
         };
-        let infer_now = state.frame_index % frame_settings.interval as u64 == 0;
-        state.frame_index += 1;
-        if infer_now {
-            if let Err((error, flow)) = self.infer_frame(state, buf, &frame_settings) {
-                posts.push(Post::Error(error));
-                return Err(flow);
+        let fail = |posts: &mut Vec<Post>, (error, flow): (gst::ErrorMessage, gst::FlowError)| {
+            posts.push(Post::Error(error));
+            Err(flow)
+        };
+        if state.live {
+            // Results that finished since the last frame first, so this frame carries the newest.
+            match state.frames.collect_live() {
+                Ok(true) if frame_settings.post_messages => {
+                    posts.push(Post::Message(self.detections_message(state, state.frames.latest.pts)))
+                }
+                Ok(_) => {}
+                Err(e) => return fail(posts, inference_error(e)),
             }
-            if frame_settings.post_messages {
-                posts.push(Post::Message(self.detections_message(state, buf)));
+            state.since_request = state.since_request.saturating_add(1);
+            let infer_now = state.frames.can_request() && state.since_request >= frame_settings.interval as u64;
+            if infer_now {
+                if let Err(e) = Self::preprocess(state, &buf, &frame_settings) {
+                    return fail(posts, e);
+                }
+                state.since_request = 0;
             }
+            let infer = infer_now.then(|| Inference {
+                model: &state.model,
+                post: &state.post,
+                pre: state.pre.as_mut().expect("preprocessed just now"),
+                labels: &state.label_names,
+            });
+            state.frames.push_live(buf, arrived, infer);
+        } else {
+            let infer_now = state.frame_index % frame_settings.interval as u64 == 0;
+            state.frame_index += 1;
+            if infer_now {
+                if let Err(e) = Self::preprocess(state, &buf, &frame_settings) {
+                    return fail(posts, e);
+                }
+            }
+            let infer = infer_now.then(|| Inference {
+                model: &state.model,
+                post: &state.post,
+                pre: state.pre.as_mut().expect("preprocessed just now"),
+                labels: &state.label_names,
+            });
+            state.frames.push(buf, arrived, infer);
         }
-        self.attach_metas(state, buf);
         Ok(gst::FlowSuccess::Ok)
     }
+
+    /// The next frame that may leave (see `Frames::next_output`).
+    fn next_output(&self, draining: bool, posts: &mut Vec<Post>) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            return Ok(None);
+        };
+        match state.frames.next_output(draining) {
+            Ok(Some(out)) => {
+                if out.inferred && self.settings.lock().unwrap().post_messages {
+                    posts.push(Post::Message(self.detections_message(state, out.buffer.pts())));
+                }
+                self.note_hold(out.held, posts);
+                Ok(Some(out.buffer))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let (error, flow) = inference_error(e);
+                posts.push(Post::Error(error));
+                Err(flow)
+            }
+        }
+    }
+
+    /// Sends every frame still held downstream, in order (before a serialized event or query).
+    fn drain(&self) {
+        loop {
+            let mut posts = Vec::new();
+            let out = self.next_output(true, &mut posts);
+            self.post(posts);
+            match out {
+                Ok(Some(buf)) => {
+                    if let Err(flow) = self.obj().src_pad().push(buf) {
+                        gst::debug!(CAT, imp = self, "draining stopped: {flow:?}");
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+fn inference_error(e: String) -> (gst::ErrorMessage, gst::FlowError) {
+    (
+        gst::error_msg!(gst::StreamError::Failed, ["{}", e]),
+        gst::FlowError::Error,
+    )
 }
 
 impl VideoFilterImpl for MobilenetDetect {
@@ -639,8 +755,9 @@ impl VideoFilterImpl for MobilenetDetect {
             if state.info.as_ref() != Some(in_info) {
                 // Boxes computed on frames of another size or format must not land on the new frames
                 // (interval > 1 carries them over): start again with an inference on the next frame.
-                state.latest.clear();
+                state.frames.latest.clear();
                 state.frame_index = 0;
+                state.since_request = u64::MAX;
             }
             state.info = Some(in_info.clone());
             state.pre = None;

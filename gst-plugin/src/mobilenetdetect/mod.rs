@@ -4,12 +4,13 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod frames;
 mod imp;
 mod loader;
 mod settings;
 
 pub use settings::{
-    BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModelFormatChoice, ResizeChoice,
+    BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice, ResizeChoice,
     ScoreActivationChoice,
 };
 
@@ -31,6 +32,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         InputLayoutChoice::static_type(),
         ChannelOrderChoice::static_type(),
         ResizeChoice::static_type(),
+        ModeChoice::static_type(),
         crate::roimeta::BoxSource::static_type(),
     ] {
         enum_type.mark_as_plugin_api(gst::PluginAPIFlags::empty());

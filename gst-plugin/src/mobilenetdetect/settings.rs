@@ -81,11 +81,31 @@ impl ResizeChoice {
     }
 }
 
+/// How frames and inference keep pace with each other.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstMobilenetDetectMode")]
+pub enum ModeChoice {
+    #[default]
+    #[enum_value(
+        name = "In order: every inferred frame waits for its own detections; the stream runs at the model's pace",
+        nick = "in-order"
+    )]
+    InOrder,
+    #[enum_value(
+        name = "Live: frames pass at once, at the source's pace; inference runs beside the stream on the newest frame and every frame carries the newest finished detections (inference-pts says which frame they were computed on)",
+        nick = "live"
+    )]
+    Live,
+}
+
 pub(super) const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
 pub(super) const DEFAULT_IOU_THRESHOLD: f32 = 0.45;
 pub(super) const DEFAULT_MAX_DETECTIONS: u32 = 100;
 pub(super) const DEFAULT_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_PROVIDERS: &str = "cpu";
+pub(super) const DEFAULT_INFLIGHT: u32 = 1;
+pub(super) const MAX_INFLIGHT: u32 = 16;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -102,6 +122,8 @@ pub(super) struct Settings {
     pub(super) labels: Option<String>,
     pub(super) execution_provider: String,
     pub(super) threads: u32,
+    pub(super) inflight: u32,
+    pub(super) mode: ModeChoice,
     pub(super) resize: ResizeChoice,
     pub(super) score_threshold: f32,
     pub(super) iou_threshold: f32,
@@ -134,6 +156,8 @@ impl Default for Settings {
             labels: None,
             execution_provider: DEFAULT_PROVIDERS.into(),
             threads: 0,
+            inflight: DEFAULT_INFLIGHT,
+            mode: ModeChoice::InOrder,
             resize: Default::default(),
             score_threshold: DEFAULT_SCORE_THRESHOLD,
             iou_threshold: DEFAULT_IOU_THRESHOLD,
@@ -271,6 +295,19 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(0)
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("inflight")
+            .nick("Frames in flight")
+            .blurb("How many frames are inferred at once, on one ONNX Runtime session with 'threads' threads each; the next frame is preprocessed meanwhile and frames leave in order, each with its own detections. On 2 cores, inflight=2 threads=1 gets the most frames/s; 1 holds no frame back")
+            .minimum(1)
+            .maximum(MAX_INFLIGHT)
+            .default_value(DEFAULT_INFLIGHT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("mode", ModeChoice::InOrder)
+            .nick("Mode")
+            .blurb("in-order: each inferred frame waits for its detections (a live source slower than the model falls behind); live: frames never wait, inference takes the newest frame whenever it is free, and the element adds no latency")
+            .mutable_ready()
+            .build(),
         glib::ParamSpecEnum::builder_with_default("resize", ResizeChoice::Stretch)
             .nick("Resize")
             .blurb("How frames are fitted into a fixed-size model input: stretch, or letterbox (keep the aspect ratio, pad)")
@@ -312,7 +349,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("interval")
             .nick("Interval")
-            .blurb("Run the model on every Nth frame; frames in between carry the latest detections")
+            .blurb("Run the model on every Nth frame; frames in between carry the latest detections (live mode: at most every Nth frame)")
             .minimum(1)
             .maximum(10000)
             .default_value(DEFAULT_INTERVAL)

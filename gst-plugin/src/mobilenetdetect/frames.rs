@@ -1,0 +1,322 @@
+//! Frames between their arrival and their departure, and the inferences that run meanwhile.
+//!
+//! In order (`mode=in-order`): a frame picked for inference is preprocessed on the streaming thread and its
+//! tensor goes to the worker pool; the frame is held until its detections are back, frames behind it wait
+//! their turn, and the streaming thread goes on with the next frame as long as fewer than `inflight` runs are
+//! going. With `inflight=1` a frame never outlives its own chain call (today's behaviour).
+//!
+//! Live (`mode=live`): no frame is held. A frame is sent to inference only when a worker is free, so the one
+//! inferred is always the newest; finished results replace the latest detections only when newer.
+
+use super::imp::CAT;
+use detection_common::{BBox, Detection};
+use detection_inference::pool::{Finished, InferencePool, Request};
+use detection_inference::preprocess::{Preprocessor, TensorOut};
+use detection_inference::{Model, PostProcess};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A detection mapped to the frame, ready to become metadata.
+#[derive(Debug, Clone)]
+pub(super) struct FrameDetection {
+    pub(super) class_id: u32,
+    pub(super) score: f32,
+    /// Normalised to the frame (0..1).
+    pub(super) norm: BBox,
+    /// Integer pixel rectangle (x, y, width, height).
+    pub(super) rect: (u32, u32, u32, u32),
+}
+
+/// Label per class id of one model (ids without a label are shown as "class-N").
+pub(super) type LabelNames = Arc<Vec<String>>;
+
+pub(super) fn label_names(model: &Model) -> LabelNames {
+    Arc::new(
+        (0..model.labels.len().max(1))
+            .map(|i| {
+                model
+                    .labels
+                    .name(i)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("class-{i}"))
+            })
+            .collect(),
+    )
+}
+
+/// The newest finished detections, which frames carry until newer ones finish.
+pub(super) struct Latest {
+    pub(super) detections: Vec<FrameDetection>,
+    /// The PTS of the frame they were computed on.
+    pub(super) pts: Option<gst::ClockTime>,
+    /// The labels of the model that computed them (a model swapped in meanwhile has its own).
+    pub(super) labels: LabelNames,
+    /// The request they came from: in live mode an older result never replaces a newer one.
+    id: Option<u64>,
+}
+
+impl Latest {
+    pub(super) fn label(&self, class_id: u32) -> std::borrow::Cow<'_, str> {
+        match self.labels.get(class_id as usize) {
+            Some(l) if class_id > 0 => l.into(),
+            _ => format!("class-{class_id}").into(),
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.detections.clear();
+        self.pts = None;
+    }
+
+    pub(super) fn attach(&self, buf: &mut gst::BufferRef) {
+        let detections = self.detections.iter().map(|d| crate::roimeta::NewDetection {
+            label: self.label(d.class_id),
+            class_id: d.class_id,
+            confidence: d.score,
+            rect: d.rect,
+            norm: d.norm,
+            inference_pts: self.pts,
+            track_id: None,
+            first_seen: None,
+        });
+        crate::roimeta::attach_detections(buf, detections);
+    }
+}
+
+/// What a result needs that the inference does not carry.
+struct Pending {
+    id: u64,
+    pts: Option<gst::ClockTime>,
+    labels: LabelNames,
+}
+
+struct Held {
+    buffer: gst::Buffer,
+    request: Option<Pending>,
+    finished: Option<Finished>,
+    arrived: Instant,
+}
+
+/// A frame on its way out.
+pub(super) struct Output {
+    pub(super) buffer: gst::Buffer,
+    /// It brought new detections (it was inferred).
+    pub(super) inferred: bool,
+    /// How long it was in the element.
+    pub(super) held: Duration,
+}
+
+pub(super) struct Frames {
+    pool: InferencePool,
+    held: VecDeque<Held>,
+    /// Live mode: the requests in flight.
+    live: VecDeque<Pending>,
+    next_id: u64,
+    spare_tensors: Vec<TensorOut>,
+    spare_lists: Vec<Vec<Detection>>,
+    pub(super) latest: Latest,
+}
+
+impl Frames {
+    pub(super) fn new(inflight: usize, added_delay: Duration, labels: LabelNames) -> std::io::Result<Self> {
+        Ok(Self {
+            pool: InferencePool::new(inflight, "mobilenetdetect", added_delay)?,
+            held: VecDeque::with_capacity(inflight * 2),
+            live: VecDeque::with_capacity(inflight),
+            next_id: 0,
+            spare_tensors: Vec::with_capacity(inflight + 1),
+            spare_lists: Vec::with_capacity(inflight + 1),
+            latest: Latest {
+                detections: Vec::with_capacity(super::settings::DEFAULT_MAX_DETECTIONS as usize),
+                pts: None,
+                labels,
+                id: None,
+            },
+        })
+    }
+
+    /// Whether a worker is free for another frame.
+    pub(super) fn can_request(&self) -> bool {
+        self.pool.in_flight() < self.pool.capacity()
+    }
+
+    /// Tensors made for another model or frame size are of no more use.
+    pub(super) fn forget_spare_tensors(&mut self) {
+        self.spare_tensors.clear();
+    }
+
+    /// Sends the tensor `pre` has just filled to inference; returns what the frame's entry needs.
+    fn request(
+        &mut self,
+        model: &Arc<Model>,
+        post: &Arc<PostProcess>,
+        pre: &mut Preprocessor,
+        labels: &LabelNames,
+        pts: Option<gst::ClockTime>,
+    ) -> Pending {
+        let id = self.next_id;
+        self.next_id += 1;
+        let tensor = pre.take_output(self.spare_tensors.pop());
+        self.pool.submit(Request {
+            id,
+            model: model.clone(),
+            post: post.clone(),
+            tensor,
+            detections: self.spare_lists.pop().unwrap_or_default(),
+        });
+        Pending {
+            id,
+            pts,
+            labels: labels.clone(),
+        }
+    }
+
+    /// In order: queues a frame for output, with the inference of `pre`'s tensor if `infer` is given.
+    pub(super) fn push(&mut self, buffer: gst::Buffer, arrived: Instant, infer: Option<Inference<'_>>) {
+        let request = infer.map(|i| self.request(i.model, i.post, i.pre, i.labels, buffer.pts()));
+        self.held.push_back(Held {
+            buffer,
+            request,
+            finished: None,
+            arrived,
+        });
+    }
+
+    /// Live mode: queues a frame for output at once, with the inference of `pre`'s tensor if `infer` is given.
+    pub(super) fn push_live(&mut self, buffer: gst::Buffer, arrived: Instant, infer: Option<Inference<'_>>) {
+        if let Some(i) = infer {
+            let r = self.request(i.model, i.post, i.pre, i.labels, buffer.pts());
+            self.live.push_back(r);
+        }
+        self.held.push_back(Held {
+            buffer,
+            request: None,
+            finished: None,
+            arrived,
+        });
+    }
+
+    /// Live mode: takes the results that have finished; `true` when the latest detections changed.
+    pub(super) fn collect_live(&mut self) -> Result<bool, String> {
+        let mut changed = false;
+        while let Some(f) = self.pool.try_finished() {
+            let Some(at) = self.live.iter().position(|p| p.id == f.id) else {
+                self.recycle(f);
+                continue;
+            };
+            let pending = self.live.remove(at).expect("position is in range");
+            if self.latest.id.is_some_and(|id| id > f.id) {
+                self.recycle(f);
+                continue;
+            }
+            self.apply(f, pending)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The next frame that may leave, with its detections attached. In order, the oldest frame waits for its
+    /// inference only while `inflight` runs are going or when `draining` (before an event, at EOS).
+    pub(super) fn next_output(&mut self, draining: bool) -> Result<Option<Output>, String> {
+        loop {
+            let Some(front) = self.held.front() else {
+                return Ok(None);
+            };
+            if front.request.is_some() && front.finished.is_none() {
+                if !draining && self.can_request() {
+                    return Ok(None);
+                }
+                let f = self
+                    .pool
+                    .wait_finished()
+                    .ok_or("an inference result went missing (no run in flight)")?;
+                match self
+                    .held
+                    .iter_mut()
+                    .find(|h| h.request.as_ref().is_some_and(|p| p.id == f.id))
+                {
+                    Some(h) => h.finished = Some(f),
+                    None => self.recycle(f),
+                }
+                continue;
+            }
+            let h = self.held.pop_front().expect("front exists");
+            let inferred = match (h.request, h.finished) {
+                (Some(p), Some(f)) => {
+                    self.apply(f, p)?;
+                    true
+                }
+                _ => false,
+            };
+            let mut buffer = h.buffer;
+            self.latest.attach(buffer.make_mut());
+            return Ok(Some(Output {
+                buffer,
+                inferred,
+                held: h.arrived.elapsed(),
+            }));
+        }
+    }
+
+    /// After a flush: frames held are dropped and runs in flight finish unseen.
+    pub(super) fn discard(&mut self) {
+        self.held.clear();
+        self.live.clear();
+        while let Some(f) = self.pool.wait_finished() {
+            self.recycle(f);
+        }
+        self.latest.clear();
+        self.latest.id = None;
+    }
+
+    /// A finished result becomes the latest detections, mapped to the frame.
+    fn apply(&mut self, f: Finished, pending: Pending) -> Result<(), String> {
+        if let Some(e) = &f.error {
+            let e = format!("{}: {e}", f.model.path.display());
+            self.recycle(f);
+            return Err(e);
+        }
+        let geometry = f.tensor.geometry;
+        let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
+        let latest = &mut self.latest;
+        latest.detections.clear();
+        latest.pts = pending.pts;
+        latest.labels = pending.labels;
+        latest.id = Some(f.id);
+        for d in &f.detections {
+            let px = geometry.to_frame(&d.bbox);
+            let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            latest.detections.push(FrameDetection {
+                class_id: d.class_id,
+                score: d.score,
+                norm: px.scale(1.0 / fw, 1.0 / fh),
+                rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
+            });
+        }
+        gst::log!(
+            CAT,
+            "inference {:?}, {} detections",
+            f.run_time,
+            latest.detections.len()
+        );
+        self.recycle(f);
+        Ok(())
+    }
+
+    fn recycle(&mut self, f: Finished) {
+        self.spare_tensors.push(f.tensor);
+        self.spare_lists.push(f.detections);
+    }
+}
+
+/// What a frame picked for inference brings.
+pub(super) struct Inference<'a> {
+    pub(super) model: &'a Arc<Model>,
+    pub(super) post: &'a Arc<PostProcess>,
+    pub(super) pre: &'a mut Preprocessor,
+    pub(super) labels: &'a LabelNames,
+}
