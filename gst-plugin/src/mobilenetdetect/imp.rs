@@ -41,6 +41,8 @@ struct State {
     label_names: LabelNames,
     live: bool,
     frames: Frames,
+    /// Consecutive frames held longer than the latency reported, and the shortest of those holds.
+    longer_holds: Option<(u32, Duration)>,
 }
 
 /// The model in use, as the setters see it.
@@ -265,15 +267,31 @@ impl MobilenetDetect {
         gst::message::Element::builder(s).src(&*self.obj()).build()
     }
 
-    /// A frame held `held` in the element: when that is well beyond the latency reported so far, report
-    /// more (a latency message makes the pipeline ask again).
-    fn note_hold(&self, held: Duration, posts: &mut Vec<Post>) {
+    /// A frame held `held` in the element: when frames are held well beyond the latency reported so far
+    /// several times in a row (one late wake-up is not a trend), report more (a latency message makes the
+    /// pipeline ask again).
+    fn note_hold(&self, state: &mut State, held: Duration, posts: &mut Vec<Post>) {
         let reported = Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed));
-        if held > reported.mul_f64(1.25) + Duration::from_millis(2) {
-            self.latency_ns.store(held.as_nanos() as u64, Ordering::Relaxed);
-            gst::info!(CAT, imp = self, "frames are held up to {held:?}: reporting that latency");
-            posts.push(Post::Message(gst::message::Latency::builder().src(&*self.obj()).build()));
+        if held <= reported.mul_f64(1.25) + Duration::from_millis(2) {
+            state.longer_holds = None;
+            return;
         }
+        let (count, shortest) = state.longer_holds.unwrap_or((0, held));
+        let (count, shortest) = (count + 1, shortest.min(held));
+        if count < 3 {
+            state.longer_holds = Some((count, shortest));
+            return;
+        }
+        state.longer_holds = None;
+        self.latency_ns.store(shortest.as_nanos() as u64, Ordering::Relaxed);
+        gst::info!(
+            CAT,
+            imp = self,
+            "frames are held {shortest:?} and more: reporting that latency"
+        );
+        posts.push(Post::Message(
+            gst::message::Latency::builder().src(&*self.obj()).build(),
+        ));
     }
 
     /// The time one run of `model` takes, measured on a blank tensor (which also takes ONNX Runtime's slow
@@ -495,6 +513,7 @@ impl BaseTransformImpl for MobilenetDetect {
             since_request: u64::MAX,
             live,
             frames,
+            longer_holds: None,
         });
         self.running.store(true, Ordering::SeqCst);
         self.post(posts);
@@ -568,7 +587,11 @@ impl BaseTransformImpl for MobilenetDetect {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let ours = gst::ClockTime::from_nseconds(self.latency_ns.load(Ordering::Relaxed));
             let (live, min, max) = q.result();
-            gst::debug!(CAT, imp = self, "adding {ours} to the latency upstream ({min}, {max:?})");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "adding {ours} to the latency upstream ({min}, {max:?})"
+            );
             q.set(live, min + ours, max.map(|m| m + ours));
         }
         true
@@ -704,7 +727,7 @@ impl MobilenetDetect {
                 if out.inferred && self.settings.lock().unwrap().post_messages {
                     posts.push(Post::Message(self.detections_message(state, out.buffer.pts())));
                 }
-                self.note_hold(out.held, posts);
+                self.note_hold(state, out.held, posts);
                 Ok(Some(out.buffer))
             }
             Ok(None) => Ok(None),

@@ -10,8 +10,8 @@ mod loader;
 mod settings;
 
 pub use settings::{
-    BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice, ResizeChoice,
-    ScoreActivationChoice,
+    BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice,
+    ResizeChoice, ScoreActivationChoice,
 };
 
 /// Name of the element messages with the detections of a frame.
