@@ -6,96 +6,29 @@
 //! Environment: BENCH_FRAMES (default 150), BENCH_THREADS (ONNX Runtime intra-op threads, default 2).
 //! Each inference measurement runs in a child process of its own so that peak memory (VmHWM) is its own.
 
+mod common;
+use common::*;
 use detection_common::metadata::{ChannelOrder, InputLayout};
 use detection_inference::pixels::{Colorimetry, Frame, PixelFormat};
 use detection_inference::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
 use gst::prelude::*;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-/// (a) A bare ONNX Runtime session on a prepared tensor.
-fn child_bare_ort(model: &str, threads: usize, frames: usize) -> (f64, f64) {
-    let env = detection_inference::runtime::environment().expect("ONNX Runtime (run scripts/setup)");
-    let mut session = ort::session::Session::builder(env)
-        .unwrap()
-        .with_intra_threads(threads)
-        .unwrap()
-        .commit_from_file(model)
-        .unwrap();
-    let input: Vec<f32> = (0..3 * 300 * 300).map(|i| ((i % 255) as f32 - 127.5) / 127.5).collect();
-    let mut run = || {
-        let t = ort::value::TensorRef::from_array_view(([1usize, 3, 300, 300], &input[..])).unwrap();
-        let out = session.run(ort::inputs![t]).unwrap();
-        let (_, scores) = out[1].try_extract_tensor::<f32>().unwrap();
-        std::hint::black_box(scores[0]);
-    };
-    for _ in 0..5 {
-        run();
-    }
-    let start = Instant::now();
-    for _ in 0..frames {
-        run();
-    }
-    (frames as f64 / start.elapsed().as_secs_f64(), peak_rss_mb())
-}
 
 /// (b) videotestsrc ! mobilenetdetect ! fakesink, 1280x720 NV12; frames/s between the 6th and the last buffer.
 fn child_pipeline(model: &str, threads: usize, frames: usize) -> (f64, f64) {
     gst::init().unwrap();
     gstmobilenetdetect::plugin_register_static().unwrap();
     let warmup = 5;
-    let p = gst::parse::launch(&format!(
-        "videotestsrc num-buffers={} pattern=solid-color foreground-color=0xff5a8cc8 ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! \
-         mobilenetdetect model={model} threads={threads} ! fakesink name=sink sync=false",
-        frames + warmup
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let times = Arc::new(Mutex::new(Vec::with_capacity(frames + warmup)));
-    let t = times.clone();
-    p.by_name("sink")
-        .unwrap()
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            t.lock().unwrap().push(Instant::now());
-            gst::PadProbeReturn::Ok
-        });
-    play_to_eos(&p);
-    let times = times.lock().unwrap();
-    let span = times[times.len() - 1].duration_since(times[warmup - 1]);
-    ((times.len() - warmup) as f64 / span.as_secs_f64(), peak_rss_mb())
-}
-
-/// Plays `p` to EOS (an error fails the benchmark) and stops it.
-fn play_to_eos(p: &gst::Pipeline) {
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    for msg in bus.iter_timed(gst::ClockTime::NONE) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
-            _ => {}
-        }
-    }
-    p.set_state(gst::State::Null).unwrap();
+    let fps = pipeline_frames_per_second(
+        &format!(
+            "videotestsrc num-buffers={} pattern=solid-color foreground-color=0xff5a8cc8 ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! \
+             mobilenetdetect model={model} threads={threads} ! fakesink name=sink sync=false",
+            frames + warmup
+        ),
+        warmup,
+    );
+    (fps, peak_rss_mb())
 }
 
 /// N pipelines' worth of branches in one pipeline (one process): frames/s over all streams and peak memory.
@@ -115,19 +48,6 @@ fn child_streams(model: &str, threads: usize, frames: usize, streams: usize) -> 
     play_to_eos(&p);
     let seconds = started.elapsed().as_secs_f64();
     ((streams * frames) as f64 / seconds, peak_rss_mb())
-}
-
-fn run_child(mode: &str, model: &str, threads: usize, frames: usize) -> (f64, f64) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([mode, model, &threads.to_string(), &frames.to_string()])
-        .output()
-        .expect("child runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or_else(|| {
-        panic!("{mode} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    });
-    let v: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1])
 }
 
 /// A 1920x1080 frame with content (a gradient), mapped as the element would see it.
@@ -233,12 +153,21 @@ fn videoconvert_ms_per_frame(format: &str, frames: usize) -> f64 {
     d.as_secs_f64() * 1000.0 / n as f64
 }
 
+fn child(mode: &str, model: &str, threads: usize, frames: usize) -> (f64, f64) {
+    run_child(&[
+        mode.to_string(),
+        model.to_string(),
+        threads.to_string(),
+        frames.to_string(),
+    ])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
     if let [mode, model, threads, frames] = args.as_slice() {
         let (threads, frames) = (threads.parse().unwrap(), frames.parse().unwrap());
         let (fps, mb) = match mode.as_str() {
-            "bare-ort" => child_bare_ort(model, threads, frames),
+            "bare-ort" => bare_ort(model, threads, frames),
             "pipeline" => child_pipeline(model, threads, frames),
             streams if streams.starts_with("streams-") => {
                 child_streams(model, threads, frames, streams["streams-".len()..].parse().unwrap())
@@ -258,8 +187,8 @@ fn main() {
     let model = model.display().to_string();
 
     println!("SSDLite-MobileNetV2 300x300, {frames} frames, {threads} ONNX Runtime threads");
-    let (ort_fps, ort_mb) = run_child("bare-ort", &model, threads, frames);
-    let (gst_fps, gst_mb) = run_child("pipeline", &model, threads, frames);
+    let (ort_fps, ort_mb) = child("bare-ort", &model, threads, frames);
+    let (gst_fps, gst_mb) = child("pipeline", &model, threads, frames);
     println!("{:<52} {:>10} {:>14}", "", "frames/s", "peak memory");
     println!(
         "{:<52} {:>10.2} {:>11.1} MB",
@@ -278,8 +207,8 @@ fn main() {
     // Several cameras in one process: the elements share one loaded model.
     println!();
     let per_stream = (frames / 2).max(20);
-    let (one_fps, one_mb) = run_child("streams-1", &model, threads, per_stream);
-    let (four_fps, four_mb) = run_child("streams-4", &model, threads, per_stream);
+    let (one_fps, one_mb) = child("streams-1", &model, threads, per_stream);
+    let (four_fps, four_mb) = child("streams-4", &model, threads, per_stream);
     println!(
         "streams (videotestsrc 640x480 NV12 ! mobilenetdetect ! fakesink each, {per_stream} frames per stream, one process)"
     );

@@ -34,8 +34,7 @@ fn run(model: &str, inflight: u32, interval: u32) -> Seen {
         });
     play_to_eos(&p);
     p.set_state(gst::State::Null).unwrap();
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().unwrap().clone()
 }
 
 #[test]

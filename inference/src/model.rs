@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::path::PathBuf;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 /// The most outputs a detector may have (the TF Object Detection API layout has four).
 const MAX_OUTPUTS: usize = 8;
@@ -95,12 +95,11 @@ impl InputDesc {
 }
 
 /// A loaded detector. Several users (elements on several streams, several requests of one element) share one
-/// through [`Model::shared`] and [`Model::detect`] takes `&self`: on the CPU provider runs happen at once on
-/// the one session, on accelerators they take turns (see [`Model::concurrent_runs`]).
+/// through [`Model::shared`] and [`Model::detect`] takes `&self`: runs take turns on the one session unless
+/// users allow more at once ([`Model::allow_runs_at_once`], CPU provider only).
 pub struct Model {
     session: Session,
-    /// Held during a run when runs must take turns.
-    turns: Option<Mutex<()>>,
+    runs: RunSlots,
     input_name: CString,
     output_names: Vec<CString>,
     pub path: PathBuf,
@@ -434,7 +433,7 @@ impl Model {
         }
         Ok(Model {
             session,
-            turns: (!concurrent_provider(provider)).then(|| Mutex::new(())),
+            runs: RunSlots::new(concurrent_provider(provider)),
             input_name,
             output_names,
             path: path.clone(),
@@ -505,21 +504,27 @@ impl Model {
         post.run(&self.decoder, get, out)
     }
 
-    /// Whether runs on this model happen at once from several threads (CPU provider) or take turns.
+    /// Whether runs on this model can happen at once from several threads (CPU provider) or always take turns.
     pub fn concurrent_runs(&self) -> bool {
-        self.turns.is_none()
+        self.runs.concurrent
+    }
+
+    /// Lets up to `n` runs happen at once (never fewer than any user asked for; a no-op where runs must take
+    /// turns). Each run in flight needs its own intermediate tensors, so several streams sharing a model at
+    /// one request each keep the memory of one.
+    pub fn allow_runs_at_once(&self, n: usize) {
+        if self.runs.concurrent {
+            let mut s = self.runs.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.allowed = s.allowed.max(n.max(1));
+        }
     }
 
     /// One run of the session on `input`, all outputs, through ONNX Runtime's C API. ONNX Runtime documents
     /// `Run` as callable concurrently on one session, and the CPU provider keeps no per-run state in it; `ort`
     /// still takes `&mut self` for every run because some accelerator providers are not safe that way: on
-    /// those, runs take turns (`turns`). This is what lets one session serve several requests and streams.
+    /// those, runs take turns (`runs`). This is what lets one session serve several requests and streams.
     fn run(&self, input: *const ort::sys::OrtValue) -> Result<[Option<DynValue>; MAX_OUTPUTS], String> {
-        let _turn = self
-            .turns
-            .as_ref()
-            // A panic in another user's run leaves the session as usable as before: take it anyway.
-            .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
+        let _slot = self.runs.acquire();
         let input_names = [self.input_name.as_ptr()];
         let inputs = [input];
         let mut output_names = [std::ptr::null(); MAX_OUTPUTS];
@@ -559,4 +564,45 @@ impl Model {
 /// Providers on which concurrent runs of one session are known to be safe.
 fn concurrent_provider(provider: &str) -> bool {
     provider == crate::providers::Provider::Cpu.as_str()
+}
+
+/// How many runs may happen at once on a session, and how many do.
+struct RunSlots {
+    concurrent: bool,
+    state: Mutex<SlotCount>,
+    freed: Condvar,
+}
+
+struct SlotCount {
+    allowed: usize,
+    running: usize,
+}
+
+impl RunSlots {
+    fn new(concurrent: bool) -> Self {
+        Self {
+            concurrent,
+            state: Mutex::new(SlotCount { allowed: 1, running: 0 }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> RunSlot<'_> {
+        // A panic in another user's run leaves the session as usable as before: go on anyway.
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.running >= s.allowed {
+            s = self.freed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.running += 1;
+        RunSlot(self)
+    }
+}
+
+struct RunSlot<'a>(&'a RunSlots);
+
+impl Drop for RunSlot<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
+        self.0.freed.notify_one();
+    }
 }

@@ -23,6 +23,7 @@ fn ssdlite(name: &str) -> Arc<Model> {
     .unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(model.concurrent_runs(), "the CPU provider runs requests at once");
+    model.allow_runs_at_once(3);
     model
 }
 

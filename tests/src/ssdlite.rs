@@ -90,6 +90,13 @@ impl Net {
 
 /// Builds the model; `labels` are the foreground classes (background is prepended). Returns the ONNX bytes.
 pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
+    build_with_background_prior(labels, seed, 0.0)
+}
+
+/// The same graph with `background_logit` added to every anchor's background logit: random weights then
+/// leave a few confident anchors per frame, as a trained detector does, instead of most of them (what
+/// post-processing costs in a benchmark depends on it).
+pub fn build_with_background_prior(labels: &[&str], seed: u64, background_logit: f32) -> Vec<u8> {
     let num_classes = labels.len() as i64 + 1;
     let mut g = GraphBuilder::new("ssdlite_mobilenet_v2");
     let relu6_min = g.initializer_f32("relu6_min", &[], &[0.0]);
@@ -145,7 +152,11 @@ pub fn build(labels: &[&str], seed: u64) -> Vec<u8> {
     let box_refs: Vec<&str> = box_parts.iter().map(String::as_str).collect();
     let cls_refs: Vec<&str> = cls_parts.iter().map(String::as_str).collect();
     g.node("Concat", &box_refs, "box_encodings", vec![("axis", Attr::Int(1))]);
-    g.node("Concat", &cls_refs, "class_predictions", vec![("axis", Attr::Int(1))]);
+    let logits = g.node("Concat", &cls_refs, "", vec![("axis", Attr::Int(1))]);
+    let mut prior = vec![0.0f32; num_classes as usize];
+    prior[0] = background_logit;
+    let prior = g.initializer_f32("background_prior", &[1, 1, num_classes], &prior);
+    g.node("Add", &[&logits, &prior], "class_predictions", vec![]);
     let anchors = detection_common::boxes::ssd_anchors(&[19, 10, 5, 3, 2, 1], &per_loc);
     let a = anchors.len() as i64;
     g.output(

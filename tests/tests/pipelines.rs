@@ -120,6 +120,7 @@ fn robot_streams_json_per_frame() {
     );
     assert_eq!(code, 0, "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
+    // Live mode (the robot's default) passes every frame on.
     assert_eq!(text.lines().count(), 8);
     assert!(text.lines().all(|l| l.starts_with("{\"frame\":")));
 }

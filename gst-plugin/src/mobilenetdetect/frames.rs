@@ -136,6 +136,11 @@ impl Frames {
         })
     }
 
+    /// How many frames can be inferred at once.
+    pub(super) fn capacity(&self) -> usize {
+        self.pool.capacity()
+    }
+
     /// Whether a worker is free for another frame.
     pub(super) fn can_request(&self) -> bool {
         self.pool.in_flight() < self.pool.capacity()

@@ -175,6 +175,7 @@ impl MobilenetDetect {
             self.announce_model(&p.model, p.settings, posts);
             posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
+            p.model.allow_runs_at_once(state.frames.capacity());
             state.model = p.model;
             state.post = Arc::new(p.post);
             state.pre = None;
@@ -475,6 +476,7 @@ impl BaseTransformImpl for MobilenetDetect {
             load_error_message(&e)
         })?;
         let post = Arc::new(post);
+        model.allow_runs_at_once(settings.inflight as usize);
         let live = settings.mode == ModeChoice::Live;
         // In order, a frame is held for about one run; live, frames are not held.
         let estimate = Self::warm_up(&model, &post).filter(|_| !live).unwrap_or_default();
@@ -673,7 +675,7 @@ impl MobilenetDetect {
             posts.push(Post::Error(error));
             Err(flow)
         };
-        if state.live {
+        let infer_now = if state.live {
             // Results that finished since the last frame first, so this frame carries the newest.
             match state.frames.collect_live() {
                 Ok(true) if frame_settings.post_messages => {
@@ -683,34 +685,26 @@ impl MobilenetDetect {
                 Err(e) => return fail(posts, inference_error(e)),
             }
             state.since_request = state.since_request.saturating_add(1);
-            let infer_now = state.frames.can_request() && state.since_request >= frame_settings.interval as u64;
-            if infer_now {
-                if let Err(e) = Self::preprocess(state, &buf, &frame_settings) {
-                    return fail(posts, e);
-                }
-                state.since_request = 0;
+            state.frames.can_request() && state.since_request >= frame_settings.interval as u64
+        } else {
+            state.frame_index += 1;
+            (state.frame_index - 1) % frame_settings.interval as u64 == 0
+        };
+        if infer_now {
+            if let Err(e) = Self::preprocess(state, &buf, &frame_settings) {
+                return fail(posts, e);
             }
-            let infer = infer_now.then(|| Inference {
-                model: &state.model,
-                post: &state.post,
-                pre: state.pre.as_mut().expect("preprocessed just now"),
-                labels: &state.label_names,
-            });
+            state.since_request = 0;
+        }
+        let infer = infer_now.then(|| Inference {
+            model: &state.model,
+            post: &state.post,
+            pre: state.pre.as_mut().expect("preprocessed just now"),
+            labels: &state.label_names,
+        });
+        if state.live {
             state.frames.push_live(buf, arrived, infer);
         } else {
-            let infer_now = state.frame_index % frame_settings.interval as u64 == 0;
-            state.frame_index += 1;
-            if infer_now {
-                if let Err(e) = Self::preprocess(state, &buf, &frame_settings) {
-                    return fail(posts, e);
-                }
-            }
-            let infer = infer_now.then(|| Inference {
-                model: &state.model,
-                post: &state.post,
-                pre: state.pre.as_mut().expect("preprocessed just now"),
-                labels: &state.label_names,
-            });
             state.frames.push(buf, arrived, infer);
         }
         Ok(gst::FlowSuccess::Ok)
