@@ -8,6 +8,7 @@ mod frames;
 mod imp;
 mod loader;
 mod settings;
+mod stream;
 
 pub use settings::{
     BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice,
