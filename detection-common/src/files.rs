@@ -14,6 +14,34 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Removes the temporary files (see [`temp_path`]) that writers which no longer run left in `dir` — a
+/// process killed mid-write — and returns how many. Those of a live process (this one included) stay.
+pub fn remove_dead_writers_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        // NAME.PID.N: the PID is the second field from the end.
+        let mut fields = inner.rsplit('.');
+        let (Some(n), Some(pid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let (Ok(_), Ok(pid)) = (n.parse::<u64>(), pid.parse::<u32>()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Writes bytes to `path` atomically: a temporary file in the same folder, fsync, then rename, so a reader
 /// (a pipeline watching a model, the trainer reading a dataset) never sees a half-written file, and after a
 /// power cut a name never points at data that did not land.
@@ -78,6 +106,18 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("encoder failed"));
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         write_atomically_with(&p, |tmp| std::fs::write(tmp, b"new")).unwrap();
+        // A dead writer's leftover goes, a live one's (this process) stays, other files are not touched.
+        let dir = p.parent().unwrap();
+        let dead = dir.join(".model.onnx.4000000000.3.tmp");
+        std::fs::write(&dead, b"x").unwrap();
+        let live = temp_path(&p);
+        std::fs::write(&live, b"x").unwrap();
+        let other = dir.join(".hidden.tmp");
+        std::fs::write(&other, b"x").unwrap();
+        assert_eq!(remove_dead_writers_temp_files(dir), 1);
+        assert!(!dead.exists() && live.exists() && other.exists());
+        std::fs::remove_file(&live).unwrap();
+        std::fs::remove_file(&other).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -187,6 +187,8 @@ fn load_any(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), S
 /// Trains on `merged` on `device` (a CPU or GPU device; autodiff is added here).
 pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), String> {
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
+    // A run killed mid-write (a chart, a checkpoint) left a temporary file: it is of no use to anyone.
+    detection_common::files::remove_dead_writers_temp_files(&opts.out);
     let train: Vec<Sample> = merged
         .samples
         .iter()
