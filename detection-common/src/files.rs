@@ -119,7 +119,7 @@ mod tests {
         std::fs::remove_file(&live).unwrap();
         std::fs::remove_file(&other).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "no temporary left");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

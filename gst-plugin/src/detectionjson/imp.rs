@@ -26,6 +26,11 @@ pub const MAX_DATAGRAM: usize = 65_507;
 struct Settings {
     location: String,
     source: BoxSource,
+    device_id: String,
+    outbox: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    tls_ca_file: Option<String>,
 }
 
 impl Default for Settings {
@@ -33,14 +38,58 @@ impl Default for Settings {
         Self {
             location: DEFAULT_LOCATION.into(),
             source: BoxSource::Detections,
+            device_id: host_name(),
+            outbox: None,
+            username: None,
+            password: None,
+            tls_ca_file: None,
         }
     }
+}
+
+/// This machine's name: the default device id of a fleet.
+pub(crate) fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() { "device".into() } else { name }
+}
+
+/// The default outbox of a device and destination: `$XDG_STATE_HOME/mobilenetdetect/outbox/DEVICE/DEST`.
+fn default_outbox(device_id: &str, location: &str) -> std::path::PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    state
+        .join("mobilenetdetect/outbox")
+        .join(safe(device_id))
+        .join(safe(location))
 }
 
 enum Output {
     Stdout,
     File(std::io::BufWriter<std::fs::File>),
     Udp(std::net::UdpSocket, std::net::SocketAddr),
+    /// The outbox the MQTT publisher sends from.
+    Mqtt(super::outbox::Appender),
 }
 
 impl Output {
@@ -72,6 +121,7 @@ impl Output {
             }
             Output::File(f) => f.write_all(line),
             Output::Udp(s, addr) => s.send_to(line, *addr).map(|_| ()),
+            Output::Mqtt(outbox) => outbox.append(line),
         }
     }
 
@@ -94,6 +144,8 @@ struct State {
     udp: bool,
     /// Frame size from the negotiated caps.
     size: (u32, u32),
+    /// MQTT: sends the outbox to the broker.
+    publisher: Option<super::mqtt::Publisher>,
 }
 
 #[derive(Default)]
@@ -182,6 +234,29 @@ impl Work for LineWriter {
         if let Err(e) = self.out.flush() {
             self.failed(e);
         }
+    }
+}
+
+/// The MQTT publisher's news, as element messages and warnings.
+struct BrokerReport(super::DetectionJson);
+
+impl super::mqtt::Report for BrokerReport {
+    fn connected(&self, target: &super::mqtt::Target) {
+        gst::info!(CAT, obj = self.0, "connected to {}:{}", target.host, target.port);
+    }
+
+    fn disconnected(&self, target: &super::mqtt::Target, why: &str) {
+        gst::warning!(CAT, obj = self.0, "MQTT broker {}:{}: {why}", target.host, target.port);
+        gst::element_warning!(
+            self.0,
+            gst::ResourceError::Write,
+            (
+                "MQTT broker {}:{} unreachable ({}): lines wait in the outbox and go out in order once it is back",
+                target.host,
+                target.port,
+                why
+            )
+        );
     }
 }
 
@@ -307,9 +382,39 @@ impl ObjectImpl for DetectionJson {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
-                    .blurb("Where the JSON lines go: a file path, '-' for stdout, or udp://HOST:PORT (one datagram per frame)")
+                    .blurb("Where the JSON lines go: a file path, '-' for stdout, udp://HOST:PORT (one datagram per frame), or mqtt://HOST[:PORT]/TOPIC (mqtts:// with TLS): one message per line, QoS 1, in order, through an on-disk outbox so a broker outage loses nothing")
                     .default_value(Some(DEFAULT_LOCATION))
                     .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-id")
+                    .nick("Device id")
+                    .blurb("This device's name in a fleet: the MQTT client id (default: the host name)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("outbox")
+                    .nick("Outbox folder")
+                    .blurb("MQTT: folder of the on-disk outbox (default: $XDG_STATE_HOME/mobilenetdetect/outbox/DEVICE/LOCATION); lines not yet acknowledged by the broker are kept there across restarts")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("username")
+                    .nick("Username")
+                    .blurb("MQTT: user name for the broker")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("password")
+                    .nick("Password")
+                    .blurb("MQTT: password for the broker")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tls-ca-file")
+                    .nick("TLS CA file")
+                    .blurb("mqtts://: PEM file of the certificate authority that signed the broker's certificate")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("acknowledged")
+                    .nick("Acknowledged lines")
+                    .blurb("MQTT: lines the broker has acknowledged since start")
+                    .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("lost")
                     .nick("Lost lines")
@@ -341,6 +446,17 @@ impl ObjectImpl for DetectionJson {
                     .unwrap_or_else(|| DEFAULT_LOCATION.into())
             }
             "source" => s.source = value.get().expect("type checked upstream"),
+            "device-id" => {
+                s.device_id = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(host_name)
+            }
+            "outbox" => s.outbox = value.get().expect("type checked upstream"),
+            "username" => s.username = value.get().expect("type checked upstream"),
+            "password" => s.password = value.get().expect("type checked upstream"),
+            "tls-ca-file" => s.tls_ca_file = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -350,6 +466,21 @@ impl ObjectImpl for DetectionJson {
         match pspec.name() {
             "location" => s.location.to_value(),
             "source" => s.source.to_value(),
+            "device-id" => s.device_id.to_value(),
+            "outbox" => s.outbox.to_value(),
+            "username" => s.username.to_value(),
+            // Not shown back: it would end up in logs and gst-inspect output.
+            "password" => None::<String>.to_value(),
+            "tls-ca-file" => s.tls_ca_file.to_value(),
+            "acknowledged" => self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|st| st.publisher.as_ref())
+                .map(|p| p.acknowledged.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+                .to_value(),
             "lost" => self.lost.load(std::sync::atomic::Ordering::SeqCst).to_value(),
             "split" => self.split.load(std::sync::atomic::Ordering::SeqCst).to_value(),
             other => unimplemented!("property {other}"),
@@ -384,9 +515,33 @@ impl BaseTransformImpl for DetectionJson {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let location = self.settings.lock().unwrap().location.clone();
+        let settings = self.settings.lock().unwrap().clone();
+        let location = settings.location.clone();
         let udp = location.starts_with("udp://");
-        let out = Output::open(&location).map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        let open_failed = |e: String| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]);
+        let (out, publisher) = match super::mqtt::Target::parse(&location) {
+            None => (Output::open(&location).map_err(open_failed)?, None),
+            Some(target) => {
+                let target = target.map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+                let dir = settings
+                    .outbox
+                    .clone()
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| default_outbox(&settings.device_id, &location));
+                let (appender, reader) = super::outbox::open(&dir).map_err(open_failed)?;
+                let credentials = super::mqtt::Credentials {
+                    client_id: settings.device_id.clone(),
+                    username: settings.username.clone(),
+                    password: settings.password.clone(),
+                    ca_file: settings.tls_ca_file.clone().map(Into::into),
+                };
+                let report = BrokerReport(self.obj().clone());
+                let publisher = super::mqtt::Publisher::start(target, credentials, reader, report)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+                gst::info!(CAT, imp = self, "lines go through the outbox {}", dir.display());
+                (Output::Mqtt(appender), Some(publisher))
+            }
+        };
         let lines = LineWriter {
             element: self.obj().clone(),
             out,
@@ -404,6 +559,7 @@ impl BaseTransformImpl for DetectionJson {
             detection_ends: Vec::with_capacity(128),
             udp,
             size: (0, 0),
+            publisher,
         });
         gst::debug!(CAT, imp = self, "started");
         Ok(())
@@ -412,7 +568,11 @@ impl BaseTransformImpl for DetectionJson {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let state = self.state.lock().unwrap().take();
         if let Some(state) = state {
+            // Every line into the outbox first, then the broker gets a few seconds for the rest.
             state.writer.stop();
+            if let Some(p) = state.publisher {
+                p.stop();
+            }
         }
         Ok(())
     }

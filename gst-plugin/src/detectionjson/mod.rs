@@ -1,10 +1,13 @@
 //! The `detectionjson` element: a passthrough that writes one JSON object per frame with the boxes it sees, to
-//! a file, stdout or a UDP destination, for dashcam logs and robotics bridges.
+//! a file, stdout, a UDP destination or an MQTT broker (through an on-disk outbox), for dashcam logs, robotics
+//! bridges and fleets.
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod mqtt;
+mod outbox;
 
 glib::wrapper! {
     pub struct DetectionJson(ObjectSubclass<imp::DetectionJson>)

@@ -1,0 +1,273 @@
+//! `location=mqtt://HOST[:PORT]/TOPIC` (or `mqtts://` with TLS): the JSON lines go to an MQTT broker, one
+//! message per line, QoS 1 (at least once), in order. Lines go through the on-disk outbox (`outbox.rs`); a
+//! publisher thread sends what the broker has not acknowledged yet, reconnects after an outage and sends the
+//! rest in order.
+
+use super::outbox::Reader;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS, Transport};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Messages sent ahead of their acknowledgements.
+const WINDOW: usize = 32;
+/// How long a stopping element waits for the broker to acknowledge what is left (it stays in the outbox for
+/// the next run otherwise).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) topic: String,
+    pub(super) tls: bool,
+}
+
+impl Target {
+    /// `mqtt://HOST[:PORT]/TOPIC` (port 1883) or `mqtts://…` (TLS, port 8883); `None` for other locations.
+    pub(super) fn parse(location: &str) -> Option<Result<Target, String>> {
+        let (rest, tls) = if let Some(r) = location.strip_prefix("mqtt://") {
+            (r, false)
+        } else if let Some(r) = location.strip_prefix("mqtts://") {
+            (r, true)
+        } else {
+            return None;
+        };
+        let bad = |why: &str| {
+            Some(Err(format!(
+                "bad MQTT location '{location}': {why} (mqtt://HOST[:PORT]/TOPIC)"
+            )))
+        };
+        let Some((authority, topic)) = rest.split_once('/') else {
+            return bad("no topic");
+        };
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            return bad("the topic must be non-empty and without wildcards");
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h, p),
+                _ => return bad("the port is not a number from 1 to 65535"),
+            },
+            None => (authority, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return bad("no host");
+        }
+        Some(Ok(Target {
+            host: host.to_string(),
+            port,
+            topic: topic.to_string(),
+            tls,
+        }))
+    }
+}
+
+/// Connection settings from the element's properties.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Credentials {
+    pub(super) client_id: String,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    /// PEM file of the certificate authority for `mqtts://` (default: the system's roots are not read; a CA
+    /// file is required).
+    pub(super) ca_file: Option<PathBuf>,
+}
+
+/// What the publisher tells the element (its warnings go out as element warnings).
+pub(super) trait Report: Send + 'static {
+    fn connected(&self, target: &Target);
+    fn disconnected(&self, target: &Target, why: &str);
+}
+
+pub(super) struct Publisher {
+    stop: Arc<AtomicBool>,
+    pub(super) acknowledged: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub(super) fn start(
+        target: Target,
+        credentials: Credentials,
+        outbox: Reader,
+        report: impl Report,
+    ) -> Result<Publisher, String> {
+        let options = options(&target, &credentials)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let (s, a) = (stop.clone(), acknowledged.clone());
+        let thread = std::thread::Builder::new()
+            .name("detectionjson-mqtt".into())
+            .spawn(move || publish(target, options, outbox, &s, &a, report))
+            .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
+        Ok(Publisher {
+            stop,
+            acknowledged,
+            thread: Some(thread),
+        })
+    }
+
+    /// Lets the broker acknowledge what is left for a few seconds, then stops; the rest stays in the outbox.
+    pub(super) fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn options(target: &Target, c: &Credentials) -> Result<MqttOptions, String> {
+    let mut o = MqttOptions::new(c.client_id.clone(), target.host.clone(), target.port);
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(true)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(user) = &c.username {
+        o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
+    }
+    if target.tls {
+        let ca_file = c
+            .ca_file
+            .as_ref()
+            .ok_or("mqtts:// needs a certificate authority: set tls-ca-file to its PEM file")?;
+        let ca = std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+        // rustls is built without a default crypto provider: use ring, once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        o.set_transport(Transport::tls(ca, None, None));
+    }
+    Ok(o)
+}
+
+/// The publisher thread: one connection after another until told to stop.
+fn publish(
+    target: Target,
+    options: MqttOptions,
+    mut outbox: Reader,
+    stop: &AtomicBool,
+    acknowledged: &AtomicU64,
+    report: impl Report,
+) {
+    let mut stop_deadline: Option<Instant> = None;
+    let mut reported_down = false;
+    loop {
+        // A fresh client each time: what was not acknowledged is sent again from the outbox, in order.
+        let (client, mut connection) = Client::new(options.clone(), WINDOW * 2);
+        // Small messages back to back: without TCP_NODELAY, Nagle and delayed acknowledgements stall each window.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        connection.eventloop.set_network_options(network);
+        outbox.rewind();
+        let mut in_flight: VecDeque<usize> = VecDeque::with_capacity(WINDOW);
+        let mut connected = false;
+        let outcome = loop {
+            if stop.load(Ordering::SeqCst) {
+                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                let done = in_flight.is_empty() && outbox.all_acknowledged().unwrap_or(true);
+                if done || Instant::now() >= deadline {
+                    let _ = outbox.persist();
+                    let _ = client.disconnect();
+                    return;
+                }
+            }
+            if connected && let Err(e) = send_more(&client, &target.topic, &mut outbox, &mut in_flight) {
+                break Err(format!("cannot read the outbox: {e}"));
+            }
+            match connection.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    connected = true;
+                    reported_down = false;
+                    report.connected(&target);
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                    // A broker acknowledges QoS 1 messages in the order it received them.
+                    if let Some(len) = in_flight.pop_front() {
+                        outbox.acknowledged(len);
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break Ok(e.to_string()),
+                Err(rumqttc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = outbox.persist() {
+                        break Err(format!("cannot record progress in the outbox: {e}"));
+                    }
+                }
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break Ok("the connection closed".into()),
+            }
+        };
+        let _ = outbox.persist();
+        match outcome {
+            Ok(why) => {
+                if !reported_down {
+                    report.disconnected(&target, &why);
+                    reported_down = true;
+                }
+            }
+            Err(e) => {
+                report.disconnected(&target, &e);
+            }
+        }
+        if stop.load(Ordering::SeqCst) && stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            return;
+        }
+        std::thread::sleep(RECONNECT_PAUSE);
+    }
+}
+
+/// Publishes outbox lines until `WINDOW` are waiting for their acknowledgement.
+fn send_more(
+    client: &Client,
+    topic: &str,
+    outbox: &mut Reader,
+    in_flight: &mut VecDeque<usize>,
+) -> std::io::Result<()> {
+    while in_flight.len() < WINDOW {
+        let Some(line) = outbox.next_line()? else {
+            return Ok(());
+        };
+        let len = line.len();
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, line.to_vec())
+            .is_err()
+        {
+            // The client's queue is full: the line is read again after the next acknowledgement.
+            outbox.unread(len);
+            return Ok(());
+        }
+        in_flight.push_back(len);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let t = Target::parse("mqtt://broker.local/fleet/cam1").unwrap().unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.topic.as_str(), t.tls),
+            ("broker.local", 1883, "fleet/cam1", false)
+        );
+        let t = Target::parse("mqtts://10.0.0.2:9000/a").unwrap().unwrap();
+        assert_eq!((t.port, t.tls), (9000, true));
+        assert!(Target::parse("udp://x:1").is_none());
+        for bad in [
+            "mqtt://host",
+            "mqtt://host/",
+            "mqtt://:1883/t",
+            "mqtt://h:0/t",
+            "mqtt://h:x/t",
+            "mqtt://h/a/#",
+        ] {
+            let e = Target::parse(bad).unwrap().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! `detectionjson location=mqtt://…` against a real broker: Debian's Mosquitto, started here on 127.0.0.1 with
+//! persistence, restarted mid-stream. Every line arrives, new lines in order (QoS 1: a line whose
+//! acknowledgement was lost in the restart may come twice); lines produced while no broker is reachable wait in
+//! the on-disk outbox and go out with the next run.
+
+mod common;
+use common::*;
+use gst::prelude::*;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn mosquitto() -> Option<PathBuf> {
+    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mosquitto is missing: scripts/setup installs it (Debian package 'mosquitto')"
+        );
+        eprintln!("skipped: mosquitto is not installed (scripts/setup installs it)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Mosquitto broker on 127.0.0.1 with persistence in `dir` (subscriptions and queued messages survive a
+/// restart, as on a real server).
+struct Broker {
+    exe: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn new(exe: PathBuf, dir: &Path) -> Broker {
+        let port = free_port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        Broker {
+            exe,
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("mosquitto.log")).unwrap();
+        let child = Command::new(&self.exe)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, as a service manager stops it (it saves its persistence file).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A subscriber with a persistent session: (topic, frame number) of every message, in arrival order.
+fn subscribe(port: u16, topic: &str) -> Arc<Mutex<Vec<u64>>> {
+    let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut connection) = Client::new(options, 16);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("a JSON line");
+                    g.lock().unwrap().push(v["frame"].as_u64().unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    });
+    got
+}
+
+fn wait_for(got: &Mutex<Vec<u64>>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while distinct(&got.lock().unwrap()) < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn distinct(v: &[u64]) -> usize {
+    v.iter().collect::<std::collections::HashSet<_>>().len()
+}
+
+/// Frames first seen, in arrival order: must be 0, 1, 2, … (a repeat of an earlier frame is a QoS 1 duplicate).
+fn first_seen(v: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    v.iter().copied().filter(|f| seen.insert(*f)).collect()
+}
+
+fn pipeline_to(port: u16, outbox: &Path, frames: u32) -> gst::Pipeline {
+    pipeline_from(port, outbox, frames, true)
+}
+
+fn pipeline_from(port: u16, outbox: &Path, frames: u32, live: bool) -> gst::Pipeline {
+    pipeline(&format!(
+        "detecttestsrc is-live={live} num-buffers={frames} ! video/x-raw,width=160,height=120,framerate=30/1 ! \
+         detectionjson name=json location=mqtt://127.0.0.1:{port}/fleet/cam1/detections device-id=cam1 \
+         outbox={} source=ground-truth ! fakesink",
+        outbox.display()
+    ))
+}
+
+#[test]
+fn every_line_arrives_in_order_across_a_broker_restart() {
+    let Some(exe) = mosquitto() else { return };
+    let d = temp_dir("mqtt-restart");
+    let mut broker = Broker::new(exe, &d);
+    broker.start();
+    let got = subscribe(broker.port, "fleet/+/detections");
+    std::thread::sleep(Duration::from_millis(500));
+    let outbox = d.join("outbox");
+    let p = pipeline_to(broker.port, &outbox, 120);
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1200));
+    broker.start();
+    let bus = p.bus().unwrap();
+    let mut warned = false;
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            gst::MessageView::Warning(w) => warned |= w.error().to_string().contains("outbox"),
+            _ => {}
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    wait_for(&got, 120);
+    let got = got.lock().unwrap().clone();
+    eprintln!(
+        "{} messages for 120 lines ({} repeated)",
+        got.len(),
+        got.len() - distinct(&got)
+    );
+    assert!(warned, "the outage is a warning that names the outbox");
+    assert_eq!(
+        first_seen(&got),
+        (0..120).collect::<Vec<_>>(),
+        "every line, new lines in order"
+    );
+    assert_eq!(
+        std::fs::metadata(outbox.join("lines.jsonl")).unwrap().len(),
+        0,
+        "everything acknowledged: the outbox is empty"
+    );
+}
+
+#[test]
+fn lines_written_while_no_broker_runs_go_out_with_the_next_run() {
+    let Some(exe) = mosquitto() else { return };
+    let d = temp_dir("mqtt-outbox");
+    let mut broker = Broker::new(exe, &d);
+    let outbox = d.join("outbox");
+    // No broker: the run ends normally (after the grace period), its lines stay in the outbox. A source as
+    // fast as it goes, so the backlog is large enough to time its replay.
+    const BACKLOG: usize = 2000;
+    let started = Instant::now();
+    let p = pipeline_from(broker.port, &outbox, BACKLOG as u32, false);
+    play_to_eos(&p);
+    p.set_state(gst::State::Null).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a missing broker does not hold the pipeline"
+    );
+    let waiting = std::fs::read_to_string(outbox.join("lines.jsonl")).unwrap();
+    assert_eq!(waiting.lines().count(), BACKLOG, "the run's lines wait in the outbox");
+
+    broker.start();
+    let got = subscribe(broker.port, "fleet/+/detections");
+    std::thread::sleep(Duration::from_millis(500));
+    let replay = Instant::now();
+    let p = pipeline_to(broker.port, &outbox, 5);
+    play_to_eos(&p);
+    wait_for(&got, BACKLOG);
+    let seconds = replay.elapsed().as_secs_f64();
+    p.set_state(gst::State::Null).unwrap();
+    let got = got.lock().unwrap().clone();
+    eprintln!(
+        "outbox replay: {BACKLOG} lines ({} KB) in {seconds:.2} s from the start of the next run: {:.0} lines/s",
+        waiting.len() / 1024,
+        BACKLOG as f64 / seconds
+    );
+    // The first run's frames, then the second's: BACKLOG + 5 messages (dedupe by run is the reader's).
+    assert_eq!(got.len(), BACKLOG + 5, "every line once");
+    assert_eq!(
+        got[..BACKLOG],
+        (0..BACKLOG as u64).collect::<Vec<_>>()[..],
+        "the waiting lines first, in order"
+    );
+    assert_eq!(got[BACKLOG..], (0..5).collect::<Vec<_>>()[..], "then the new run's");
+}
