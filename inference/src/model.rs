@@ -136,7 +136,12 @@ fn meta_parse<T>(value: Option<&String>, key: &str, parse: impl Fn(&str) -> Opti
 
 /// Models in use in this process, by what was loaded: the options and the files' identities (a replaced file
 /// is another model).
-static SHARED: Mutex<Vec<(String, Weak<Model>)>> = Mutex::new(Vec::new());
+/// One slot per key: a load holds only its own slot, so two streams asking for the same model load it once
+/// while a stream asking for another model is not held up.
+static SHARED: Mutex<Vec<(String, Slot)>> = Mutex::new(Vec::new());
+
+/// A model in use by someone, or none (a `Weak` that no longer upgrades).
+type Slot = Arc<Mutex<Weak<Model>>>;
 
 /// What identifies a loaded model: the options and, for each file, its inode, size and modification time.
 fn share_key(opts: &ModelOptions) -> String {
@@ -450,14 +455,28 @@ impl Model {
     /// one (same options, same files): one session in memory however many streams run it.
     pub fn shared(opts: &ModelOptions) -> Result<Arc<Model>, LoadError> {
         let key = share_key(opts);
-        // Held while loading, so that two streams starting together load once.
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        shared.retain(|(_, m)| m.strong_count() > 0);
-        if let Some(model) = shared.iter().find(|(k, _)| *k == key).and_then(|(_, m)| m.upgrade()) {
+        let slot = {
+            let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            // Slots nobody uses any more; one being loaded (locked) or handed out (referenced) stays.
+            shared.retain(|(_, slot)| {
+                Arc::strong_count(slot) > 1 || slot.try_lock().map(|m| m.strong_count() > 0).unwrap_or(true)
+            });
+            match shared.iter().find(|(k, _)| *k == key) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    let slot = Arc::new(Mutex::new(Weak::new()));
+                    shared.push((key, slot.clone()));
+                    slot
+                }
+            }
+        };
+        // Held while loading, so that two streams starting together with this model load it once.
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(model) = slot.upgrade() {
             return Ok(model);
         }
         let model = Arc::new(Model::load(opts)?);
-        shared.push((key, Arc::downgrade(&model)));
+        *slot = Arc::downgrade(&model);
         Ok(model)
     }
 
