@@ -37,18 +37,9 @@ fn element(model: &str, raw: &str, inflight: usize, threads: usize) -> (f64, f64
 
 /// The raw file's frames as the model's input tensors, prepared before anything is timed.
 fn tensors(raw: &str) -> Vec<Vec<f32>> {
-    use detection_common::metadata::{ChannelOrder, InputLayout};
     use detection_inference::pixels::{Colorimetry, Frame, PixelFormat};
-    use detection_inference::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
-    let spec = TensorSpec {
-        width: 300,
-        height: 300,
-        layout: InputLayout::Nchw,
-        dtype: TensorType::F32,
-        channel_order: ChannelOrder::Rgb,
-        mean: [127.5; 3],
-        std: [127.5; 3],
-    };
+    use detection_inference::preprocess::{Preprocessor, ResizeMode};
+    let spec = ssdlite_tensor_spec();
     let colorimetry = Colorimetry::BT601_LIMITED;
     let mut pre = Preprocessor::new(
         PixelFormat::I420,

@@ -8,9 +8,8 @@
 
 mod common;
 use common::*;
-use detection_common::metadata::{ChannelOrder, InputLayout};
 use detection_inference::pixels::{Colorimetry, Frame, PixelFormat};
-use detection_inference::preprocess::{Preprocessor, ResizeMode, TensorSpec, TensorType};
+use detection_inference::preprocess::{Preprocessor, ResizeMode};
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,15 +58,7 @@ fn test_frame(format: gst_video::VideoFormat) -> (gst_video::VideoInfo, gst::Buf
 
 fn ours_ms_per_frame(format: gst_video::VideoFormat, iterations: usize) -> f64 {
     let (info, buf) = test_frame(format);
-    let spec = TensorSpec {
-        width: 300,
-        height: 300,
-        layout: InputLayout::Nchw,
-        dtype: TensorType::F32,
-        channel_order: ChannelOrder::Rgb,
-        mean: [127.5; 3],
-        std: [127.5; 3],
-    };
+    let spec = ssdlite_tensor_spec();
     let pixel_format = match format {
         gst_video::VideoFormat::Nv12 => PixelFormat::Nv12,
         gst_video::VideoFormat::I420 => PixelFormat::I420,

@@ -65,6 +65,13 @@ pub fn rois(buf: &gst::BufferRef) -> Vec<Roi> {
         .collect()
 }
 
+/// The `inference-pts` (ns) of the detector's first box on a buffer: which frame its detections came from.
+pub fn inference_pts(buf: &gst::BufferRef) -> Option<u64> {
+    buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter_map(|m| m.param("detection")?.get::<u64>("inference-pts").ok())
+        .next()
+}
+
 pub fn by_label<'a>(rois: &'a [Roi], label: &str) -> &'a Roi {
     rois.iter()
         .find(|r| r.label == label)

@@ -23,10 +23,7 @@ fn run(model: &str, inflight: u32, interval: u32) -> Seen {
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let buf = info.buffer().unwrap();
-            let inference_pts = buf
-                .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-                .filter_map(|m| m.param("detection")?.get::<u64>("inference-pts").ok())
-                .next();
+            let inference_pts = inference_pts(buf);
             s.lock()
                 .unwrap()
                 .push((buf.pts().unwrap().nseconds(), rois(buf), inference_pts));

@@ -70,11 +70,7 @@ fn run(mode: &str, frames: u32) -> Run {
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             let buf = info.buffer().unwrap();
             let now = s.clock().unwrap().time() - s.base_time().unwrap();
-            let inference_pts = buf
-                .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-                .filter_map(|m| m.param("detection")?.get::<u64>("inference-pts").ok())
-                .next()
-                .map(gst::ClockTime::from_nseconds);
+            let inference_pts = inference_pts(buf).map(gst::ClockTime::from_nseconds);
             a.lock().unwrap().push(Arrival {
                 pts: buf.pts().unwrap(),
                 at: now,

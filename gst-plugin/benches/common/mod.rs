@@ -10,6 +10,21 @@ pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The SSDLite-MobileNetV2 300x300 input: NCHW float RGB, (pixel - 127.5) / 127.5.
+pub fn ssdlite_tensor_spec() -> detection_inference::preprocess::TensorSpec {
+    use detection_common::metadata::{ChannelOrder, InputLayout};
+    use detection_inference::preprocess::{TensorSpec, TensorType};
+    TensorSpec {
+        width: 300,
+        height: 300,
+        layout: InputLayout::Nchw,
+        dtype: TensorType::F32,
+        channel_order: ChannelOrder::Rgb,
+        mean: [127.5; 3],
+        std: [127.5; 3],
+    }
+}
+
 /// Peak resident memory of this process (VmHWM), in MB.
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
