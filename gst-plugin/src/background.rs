@@ -18,6 +18,14 @@ pub trait Work: Send + 'static {
 
     /// Makes everything written so far durable or visible (at EOS and when the queue closes).
     fn flush(&mut self) {}
+
+    /// How long the thread may wait for the next item before `idle` is called (None: wait for items only).
+    fn idle_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Called when no item came within `idle_after` (background work such as retrying uploads).
+    fn idle(&mut self) {}
 }
 
 enum Job<T> {
@@ -106,7 +114,21 @@ impl<T: Send + 'static> Writer<T> {
 
 fn run<W: Work>(mut work: W, jobs: Receiver<Job<W::Item>>) {
     work.started();
-    for job in jobs {
+    loop {
+        let job = match work.idle_after() {
+            Some(wait) => match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    work.idle();
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         match job {
             Job::Item(item) => {
                 if work.write(item).is_err() {

@@ -17,6 +17,7 @@ mod detectionjson;
 mod detectionoverlay;
 mod detectiontrack;
 mod detecttestsrc;
+mod fleet;
 mod mobilenetdetect;
 mod roimeta;
 mod video;

@@ -6,99 +6,11 @@
 mod common;
 use common::*;
 use gst::prelude::*;
+use mobilenetdetect_testkit::servers::Broker;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn mosquitto() -> Option<PathBuf> {
-    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto is missing: scripts/setup installs it (Debian package 'mosquitto')"
-        );
-        eprintln!("skipped: mosquitto is not installed (scripts/setup installs it)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A Mosquitto broker on 127.0.0.1 with persistence in `dir` (subscriptions and queued messages survive a
-/// restart, as on a real server).
-struct Broker {
-    exe: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn new(exe: PathBuf, dir: &Path) -> Broker {
-        let port = free_port();
-        std::fs::write(
-            dir.join("mosquitto.conf"),
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        Broker {
-            exe,
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("mosquitto.log")).unwrap();
-        let child = Command::new(&self.exe)
-            .arg("-c")
-            .arg(self.dir.join("mosquitto.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, as a service manager stops it (it saves its persistence file).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A subscriber with a persistent session: (topic, frame number) of every message, in arrival order.
 fn subscribe(port: u16, topic: &str) -> Arc<Mutex<Vec<u64>>> {
@@ -161,9 +73,8 @@ fn pipeline_from(port: u16, outbox: &Path, frames: u32, live: bool) -> gst::Pipe
 
 #[test]
 fn every_line_arrives_in_order_across_a_broker_restart() {
-    let Some(exe) = mosquitto() else { return };
     let d = temp_dir("mqtt-restart");
-    let mut broker = Broker::new(exe, &d);
+    let Some(mut broker) = Broker::new(&d) else { return };
     broker.start();
     let got = subscribe(broker.port, "fleet/+/detections");
     std::thread::sleep(Duration::from_millis(500));
@@ -207,9 +118,8 @@ fn every_line_arrives_in_order_across_a_broker_restart() {
 
 #[test]
 fn lines_written_while_no_broker_runs_go_out_with_the_next_run() {
-    let Some(exe) = mosquitto() else { return };
     let d = temp_dir("mqtt-outbox");
-    let mut broker = Broker::new(exe, &d);
+    let Some(mut broker) = Broker::new(&d) else { return };
     let outbox = d.join("outbox");
     // No broker: the run ends normally (after the grace period), its lines stay in the outbox. A source as
     // fast as it goes, so the backlog is large enough to time its replay.

@@ -1,6 +1,8 @@
+use super::destination::{Destination, SampleWriter};
 use super::tracks::{TrackMemory, TrackPolicy};
+use super::upload::BucketWriter;
 use super::writer::{DatasetWriter, Sample, SavedBox};
-use crate::background::{Refused, Work, Writer};
+use crate::background::{Refused, Writer};
 use crate::roimeta::{BoxSource, boxes};
 use detection_common::labels::{ClassRef, parse_class_list};
 use gst::glib;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "detectioncapture",
         gst::DebugColorFlags::empty(),
@@ -21,6 +23,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
+const DEFAULT_SPOOL_SIZE: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -38,6 +41,10 @@ struct Settings {
     max_bytes: u64,
     queue_size: u32,
     quality: u32,
+    device_id: String,
+    spool: Option<String>,
+    spool_size: u64,
+    s3: crate::fleet::S3Properties,
 }
 
 impl Default for Settings {
@@ -57,6 +64,10 @@ impl Default for Settings {
             max_bytes: 0,
             queue_size: 16,
             quality: 90,
+            device_id: crate::fleet::host_name(),
+            spool: None,
+            spool_size: DEFAULT_SPOOL_SIZE,
+            s3: Default::default(),
         }
     }
 }
@@ -82,56 +93,15 @@ struct State {
 pub struct DetectionCapture {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-    captured: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-    dropped: AtomicU64,
+    pub(super) captured: Arc<AtomicU64>,
+    pub(super) bytes: Arc<AtomicU64>,
+    /// Selected samples skipped: the writer queue or the upload spool was full.
+    pub(super) dropped: AtomicU64,
     /// Selected samples that could not be written (the writer went on with later ones).
-    lost: AtomicU64,
-}
-
-/// The writer thread's side: samples into the dataset, failures counted as lost samples.
-struct SampleWriter {
-    element: super::DetectionCapture,
-    dataset: DatasetWriter,
-}
-
-impl Work for SampleWriter {
-    type Item = Sample;
-
-    fn write(&mut self, sample: Sample) -> Result<(), ()> {
-        let (element, imp) = (&self.element, self.element.imp());
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dataset.write(&sample)));
-        let Ok(written) = written else {
-            // A bug, not a disk fault: stop capturing with an error instead of taking the process down.
-            gst::element_error!(
-                element,
-                gst::LibraryError::Failed,
-                ("the capture writer failed unexpectedly; samples written so far are complete")
-            );
-            return Err(());
-        };
-        match written {
-            Ok(_) => {
-                imp.captured.fetch_add(1, Ordering::SeqCst);
-                imp.bytes.store(self.dataset.bytes, Ordering::SeqCst);
-            }
-            Err(e) => {
-                // A full disk or a permission changed mid-run: this sample left nothing the trainer reads,
-                // earlier ones stay intact, and later ones are still tried (the fault may pass).
-                let n = imp.lost.fetch_add(1, Ordering::SeqCst) + 1;
-                gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
-                if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
-                    gst::element_warning!(
-                        element,
-                        gst::ResourceError::Write,
-                        ("{} (samples lost so far: {}; capture goes on)", e, n)
-                    );
-                }
-                element.notify("lost");
-            }
-        }
-        Ok(())
-    }
+    pub(super) lost: AtomicU64,
+    /// s3://: samples uploaded since start, and samples waiting in the spool.
+    pub(super) uploaded: AtomicU64,
+    pub(super) spooled: AtomicU64,
 }
 
 impl DetectionCapture {
@@ -296,7 +266,23 @@ impl ObjectImpl for DetectionCapture {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
-                    .blurb("Dataset folder (Pascal VOC: Annotations/, JPEGImages/, ImageSets/Main/, labels.txt); an existing one is continued")
+                    .blurb("Dataset folder (Pascal VOC: Annotations/, JPEGImages/, ImageSets/Main/, labels.txt; an existing one is continued), or s3://BUCKET/PREFIX: the same layout in object storage, shared by any number of devices, through an on-disk spool")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-id")
+                    .nick("Device id")
+                    .blurb("s3://: this device's name in a fleet, the first part of its sample names (default: the host name)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("spool")
+                    .nick("Spool folder")
+                    .blurb("s3://: folder where samples wait for upload, kept across restarts (default: $XDG_STATE_HOME/mobilenetdetect/spool/DEVICE/LOCATION)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("spool-size")
+                    .nick("Spool size")
+                    .blurb("s3://: the most bytes waiting in the spool (an outage); beyond it samples are dropped and counted in 'dropped' (0: no limit)")
+                    .default_value(DEFAULT_SPOOL_SIZE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("labels")
@@ -390,6 +376,16 @@ impl ObjectImpl for DetectionCapture {
                     .default_value(90)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("uploaded")
+                    .nick("Uploaded")
+                    .blurb("s3://: samples uploaded since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("spooled")
+                    .nick("Spooled")
+                    .blurb("s3://: samples waiting in the spool for upload")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("captured")
                     .nick("Captured")
                     .blurb("Samples written since start")
@@ -397,7 +393,7 @@ impl ObjectImpl for DetectionCapture {
                     .build(),
                 glib::ParamSpecUInt64::builder("dropped")
                     .nick("Dropped")
-                    .blurb("Selected frames skipped because the writer queue was full")
+                    .blurb("Selected frames skipped because the writer queue (or, for s3://, the upload spool) was full")
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("lost")
@@ -409,6 +405,9 @@ impl ObjectImpl for DetectionCapture {
                     .read_only()
                     .build(),
             ]
+            .into_iter()
+            .chain(crate::fleet::S3Properties::specs())
+            .collect()
         });
         PROPERTIES.as_ref()
     }
@@ -446,6 +445,21 @@ impl ObjectImpl for DetectionCapture {
             "max-bytes" => s.max_bytes = v.get().expect("type checked upstream"),
             "queue-size" => s.queue_size = v.get().expect("type checked upstream"),
             "quality" => s.quality = v.get().expect("type checked upstream"),
+            "device-id" => {
+                s.device_id = v
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(crate::fleet::host_name)
+            }
+            "spool" => {
+                s.spool = v
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|v| !v.is_empty())
+            }
+            "spool-size" => s.spool_size = v.get().expect("type checked upstream"),
+            other if s.s3.set(other, v) => {}
             other => unimplemented!("property {other}"),
         }
     }
@@ -470,7 +484,12 @@ impl ObjectImpl for DetectionCapture {
             "captured" => self.captured.load(Ordering::SeqCst).to_value(),
             "dropped" => self.dropped.load(Ordering::SeqCst).to_value(),
             "lost" => self.lost.load(Ordering::SeqCst).to_value(),
-            other => unimplemented!("property {other}"),
+            "uploaded" => self.uploaded.load(Ordering::SeqCst).to_value(),
+            "spooled" => self.spooled.load(Ordering::SeqCst).to_value(),
+            "device-id" => s.device_id.to_value(),
+            "spool" => s.spool.to_value(),
+            "spool-size" => s.spool_size.to_value(),
+            other => s.s3.get(other).unwrap_or_else(|| unimplemented!("property {other}")),
         }
     }
 }
@@ -511,17 +530,12 @@ impl BaseTransformImpl for DetectionCapture {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
-        let location = s
-            .location
-            .as_deref()
-            .filter(|l| !l.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                gst::error_msg!(
-                    gst::ResourceError::NotFound,
-                    ["no location set: set 'location' to the dataset folder"]
-                )
-            })?;
+        let location = s.location.clone().filter(|l| !l.is_empty()).ok_or_else(|| {
+            gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ["no location set: set 'location' to the dataset folder or an s3://BUCKET/PREFIX"]
+            )
+        })?;
         let initial_labels: Vec<String> = if !s.labels.is_empty() && std::path::Path::new(&s.labels).is_file() {
             let l = detection_common::labels::Labels::read_file(std::path::Path::new(&s.labels))
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
@@ -534,24 +548,54 @@ impl BaseTransformImpl for DetectionCapture {
                 .map(str::to_string)
                 .collect()
         };
-        let writer = DatasetWriter::open(&location, s.quality as u8, &initial_labels)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "capturing into {} from sample {}",
-            location.display(),
-            writer.next_index()
-        );
         self.captured.store(0, Ordering::SeqCst);
-        self.bytes.store(writer.bytes, Ordering::SeqCst);
         self.dropped.store(0, Ordering::SeqCst);
         self.lost.store(0, Ordering::SeqCst);
-        let existing = writer.next_index();
-        let samples = SampleWriter {
-            element: self.obj().clone(),
-            dataset: writer,
+        self.uploaded.store(0, Ordering::SeqCst);
+        let (destination, existing) = if detection_storage::is_s3(&location) {
+            let spool = s
+                .spool
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::fleet::state_dir("spool", &s.device_id, &location));
+            let writer = BucketWriter::open(
+                &location,
+                &s.s3.0,
+                &s.device_id,
+                &spool,
+                s.spool_size,
+                s.quality as u8,
+                &initial_labels,
+            )
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "capturing into {location} at {} as device {} through the spool {} ({} samples waiting)",
+                writer.endpoint(),
+                s.device_id,
+                spool.display(),
+                writer.waiting()
+            );
+            self.bytes.store(0, Ordering::SeqCst);
+            self.spooled.store(writer.waiting() as u64, Ordering::SeqCst);
+            (Destination::Bucket(writer), 0)
+        } else {
+            let folder = PathBuf::from(&location);
+            let writer = DatasetWriter::open(&folder, s.quality as u8, &initial_labels)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "capturing into {} from sample {}",
+                folder.display(),
+                writer.next_index()
+            );
+            self.bytes.store(writer.bytes, Ordering::SeqCst);
+            let existing = writer.next_index();
+            (Destination::Folder(writer), existing)
         };
+        let samples = SampleWriter::new(self.obj().clone(), destination);
         let writer = Writer::start("detectioncapture-writer", s.queue_size as usize, samples)
             .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
         *self.state.lock().unwrap() = Some(State {

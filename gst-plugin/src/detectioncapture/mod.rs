@@ -1,12 +1,15 @@
 //! The `detectioncapture` element: a passthrough that saves chosen frames and their boxes as a Pascal VOC
 //! dataset (the layout `mobilenet-trainer` reads), encoding and writing on a worker thread so the streaming
-//! thread never waits on the disk.
+//! thread never waits on the disk. `location=s3://BUCKET/PREFIX` writes the same layout to object storage
+//! (`upload.rs`), from any number of devices at once.
 
 use gst::glib;
 use gst::prelude::*;
 
+mod destination;
 mod imp;
 mod tracks;
+mod upload;
 mod writer;
 
 glib::wrapper! {

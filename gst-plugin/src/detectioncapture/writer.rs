@@ -44,11 +44,8 @@ pub struct DatasetWriter {
     next: u64,
     /// Labels by class id (index 0 is the background).
     labels: Vec<String>,
-    quality: u8,
     pub bytes: u64,
-    /// Reused per sample: the packed RGB frame and its JPEG.
-    rgb: Vec<u8>,
-    jpeg: Vec<u8>,
+    encoder: Encoder,
 }
 
 /// Appends `id` as one line with a single write; a line left unterminated by an earlier failed write (a full
@@ -128,6 +125,101 @@ impl Drop for Locked<'_> {
     }
 }
 
+/// The label list after a frame's boxes: `recorded` (as stored, if any; else `mine`) with `mine`'s names filling
+/// its placeholders and the boxes' labels added. A class id whose label differs from the recorded one is an
+/// error naming `where_` (the dataset's ids would stop meaning anything).
+pub fn merge_labels(
+    recorded: Option<Vec<String>>,
+    mine: &[String],
+    boxes: &[SavedBox],
+    where_: &str,
+) -> Result<Vec<String>, String> {
+    let placeholder = |i: usize, name: &str| name == format!("class-{i}");
+    let mut merged = recorded.unwrap_or_else(|| mine.to_vec());
+    for (i, m) in mine.iter().enumerate() {
+        match merged.get_mut(i) {
+            None => merged.push(m.clone()),
+            Some(theirs) if placeholder(i, theirs) && !placeholder(i, m) => *theirs = m.clone(),
+            Some(_) => {}
+        }
+    }
+    for SavedBox { label, class_id, .. } in boxes {
+        let id = *class_id as usize;
+        if id == 0 {
+            continue;
+        }
+        while merged.len() <= id {
+            merged.push(format!("class-{}", merged.len()));
+        }
+        if merged[id] != *label {
+            if placeholder(id, &merged[id]) {
+                merged[id] = label.clone();
+            } else {
+                return Err(format!(
+                    "class id {id} is '{label}' here but '{}' in {where_}",
+                    merged[id]
+                ));
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Encodes frames to JPEG, reusing its buffers from frame to frame.
+pub struct Encoder {
+    quality: u8,
+    /// The packed RGB frame and its JPEG.
+    rgb: Vec<u8>,
+    jpeg: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(quality: u8) -> Self {
+        Self {
+            quality,
+            rgb: Vec::new(),
+            jpeg: Vec::new(),
+        }
+    }
+
+    /// The sample's frame as JPEG (valid until the next call).
+    pub fn jpeg(&mut self, sample: &Sample) -> Result<&[u8], String> {
+        let (w, h) = (sample.info.width(), sample.info.height());
+        to_rgb(&sample.buffer, &sample.info, &mut self.rgb)?;
+        self.jpeg.clear();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
+            .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
+            .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+        Ok(&self.jpeg)
+    }
+}
+
+/// The VOC annotation of sample `id` (its image is `id.jpg`).
+pub fn annotation_xml(id: &str, sample: &Sample) -> String {
+    let annotation = Annotation {
+        filename: format!("{id}.jpg"),
+        width: sample.info.width(),
+        height: sample.info.height(),
+        objects: sample
+            .boxes
+            .iter()
+            .map(|b| {
+                let (x, y, bw, bh) = b.rect;
+                VocObject {
+                    name: b.label.clone(),
+                    xmin: x as f32,
+                    ymin: y as f32,
+                    xmax: x.saturating_add(bw) as f32,
+                    ymax: y.saturating_add(bh) as f32,
+                    difficult: false,
+                    confidence: b.confidence,
+                }
+            })
+            .collect(),
+    };
+    write_annotation(&annotation)
+}
+
 impl DatasetWriter {
     /// Creates the folders (or opens an existing dataset: numbering continues after its last sample, its labels
     /// are kept), and tidies what a writer that died left behind.
@@ -194,10 +286,8 @@ impl DatasetWriter {
             lock,
             next,
             labels,
-            quality,
             bytes,
-            rgb: Vec::new(),
-            jpeg: Vec::new(),
+            encoder: Encoder::new(quality),
         })
     }
 
@@ -206,40 +296,11 @@ impl DatasetWriter {
     }
 
     /// Merges the labels seen on a frame into labels.txt, as it is on disk (another writer may have added
-    /// some). A class id whose label differs from the recorded one is an error (the dataset's ids would stop
-    /// meaning anything). Nothing changes in memory unless labels.txt was written. Called with the lock held.
+    /// some). Nothing changes in memory unless labels.txt was written. Called with the lock held.
     fn update_labels(&mut self, boxes: &[SavedBox]) -> Result<(), String> {
         let path = self.root.join("labels.txt");
-        let placeholder = |i: usize, name: &str| name == format!("class-{i}");
         let on_disk = read_labels(&path);
-        let mut merged = on_disk.clone().unwrap_or_else(|| self.labels.clone());
-        for (i, mine) in self.labels.iter().enumerate() {
-            match merged.get_mut(i) {
-                None => merged.push(mine.clone()),
-                Some(theirs) if placeholder(i, theirs) && !placeholder(i, mine) => *theirs = mine.clone(),
-                Some(_) => {}
-            }
-        }
-        for SavedBox { label, class_id, .. } in boxes {
-            let id = *class_id as usize;
-            if id == 0 {
-                continue;
-            }
-            while merged.len() <= id {
-                merged.push(format!("class-{}", merged.len()));
-            }
-            if merged[id] != *label {
-                if placeholder(id, &merged[id]) {
-                    merged[id] = label.clone();
-                } else {
-                    return Err(format!(
-                        "class id {id} is '{label}' here but '{}' in {}",
-                        merged[id],
-                        path.display()
-                    ));
-                }
-            }
-        }
+        let merged = merge_labels(on_disk.clone(), &self.labels, boxes, &path.display().to_string())?;
         if on_disk.as_ref() != Some(&merged) {
             write_atomically(&path, labels_text(&merged).as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -250,13 +311,7 @@ impl DatasetWriter {
 
     /// Encodes and writes one sample; on error the dataset holds nothing of it that the trainer would read.
     pub fn write(&mut self, sample: &Sample) -> Result<u64, String> {
-        let (w, h) = (sample.info.width(), sample.info.height());
-        to_rgb(&sample.buffer, &sample.info, &mut self.rgb)?;
-        self.jpeg.clear();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
-            .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
-            .map_err(|e| format!("JPEG encoding failed: {e}"))?;
-
+        self.encoder.jpeg(sample)?;
         let lock = self
             .lock
             .try_clone()
@@ -275,31 +330,11 @@ impl DatasetWriter {
             }
         };
         self.next += 1;
-        let annotation = Annotation {
-            filename: format!("{id}.jpg"),
-            width: w,
-            height: h,
-            objects: sample
-                .boxes
-                .iter()
-                .map(|b| {
-                    let (x, y, bw, bh) = b.rect;
-                    VocObject {
-                        name: b.label.clone(),
-                        xmin: x as f32,
-                        ymin: y as f32,
-                        xmax: x.saturating_add(bw) as f32,
-                        ymax: y.saturating_add(bh) as f32,
-                        difficult: false,
-                        confidence: b.confidence,
-                    }
-                })
-                .collect(),
-        };
-        let xml = write_annotation(&annotation);
-        let jpg_path = jpg_dir.join(&annotation.filename);
+        let xml = annotation_xml(&id, sample);
+        let jpg_path = jpg_dir.join(format!("{id}.jpg"));
         let xml_path = xml_dir.join(format!("{id}.xml"));
-        write_atomically(&jpg_path, &self.jpeg).map_err(|e| format!("cannot write {}: {e}", jpg_path.display()))?;
+        let jpeg = &self.encoder.jpeg;
+        write_atomically(&jpg_path, jpeg).map_err(|e| format!("cannot write {}: {e}", jpg_path.display()))?;
         // The split follows the trainer's hash, so both agree without ImageSets too.
         let split_list = if hash_split(&id) == detection_common::voc::Split::Val {
             LISTS[2]
@@ -320,7 +355,7 @@ impl DatasetWriter {
             // As above: the number stays taken by the (invisible) JPEG.
             return Err(format!("cannot write {}: {e}", xml_path.display()));
         }
-        let written = (self.jpeg.len() + xml.len()) as u64;
+        let written = (jpeg.len() + xml.len()) as u64;
         self.bytes += written;
         Ok(written)
     }

@@ -38,7 +38,7 @@ impl Default for Settings {
         Self {
             location: DEFAULT_LOCATION.into(),
             source: BoxSource::Detections,
-            device_id: host_name(),
+            device_id: crate::fleet::host_name(),
             outbox: None,
             username: None,
             password: None,
@@ -47,41 +47,9 @@ impl Default for Settings {
     }
 }
 
-/// This machine's name: the default device id of a fleet.
-pub(crate) fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let name = if ok {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    if name.is_empty() { "device".into() } else { name }
-}
-
 /// The default outbox of a device and destination: `$XDG_STATE_HOME/mobilenetdetect/outbox/DEVICE/DEST`.
 fn default_outbox(device_id: &str, location: &str) -> std::path::PathBuf {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    let safe = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    state
-        .join("mobilenetdetect/outbox")
-        .join(safe(device_id))
-        .join(safe(location))
+    crate::fleet::state_dir("outbox", device_id, location)
 }
 
 enum Output {
@@ -451,7 +419,7 @@ impl ObjectImpl for DetectionJson {
                     .get::<Option<String>>()
                     .expect("type checked upstream")
                     .filter(|v| !v.is_empty())
-                    .unwrap_or_else(host_name)
+                    .unwrap_or_else(crate::fleet::host_name)
             }
             "outbox" => s.outbox = value.get().expect("type checked upstream"),
             "username" => s.username = value.get().expect("type checked upstream"),

@@ -1,0 +1,128 @@
+//! What the fleet-facing elements share: the device id, where a device keeps its on-disk queues (MQTT outbox,
+//! upload spool), and the S3 connection properties (`endpoint-uri`, `region`, `access-key`, `secret-access-key`,
+//! `session-token`: each overrides its `AWS_*` environment variable; names as in gst-plugins-rs' awss3sink).
+
+use gst::glib;
+use gst::prelude::*;
+
+/// The host name: the default device id.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() { "device".into() } else { name }
+}
+
+/// `$XDG_STATE_HOME/mobilenetdetect/KIND/DEVICE/DESTINATION` (state that must survive restarts, unlike a cache).
+pub fn state_dir(kind: &str, device_id: &str, location: &str) -> std::path::PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    state
+        .join("mobilenetdetect")
+        .join(kind)
+        .join(safe(device_id))
+        .join(safe(location))
+}
+
+/// `$XDG_CACHE_HOME/mobilenetdetect/KIND` (downloads that can be fetched again).
+pub fn cache_dir(kind: &str) -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mobilenetdetect")
+        .join(kind)
+}
+
+/// The S3 connection properties of an element.
+#[derive(Debug, Clone, Default)]
+pub struct S3Properties(pub detection_storage::Overrides);
+
+const NAMES: [&str; 5] = [
+    "endpoint-uri",
+    "region",
+    "access-key",
+    "secret-access-key",
+    "session-token",
+];
+
+impl S3Properties {
+    pub fn specs() -> Vec<glib::ParamSpec> {
+        let blurbs = [
+            "S3: the server's URL, e.g. http://127.0.0.1:9000 for MinIO (default: AWS_ENDPOINT_URL, else AWS S3)",
+            "S3: the region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)",
+            "S3: the access key id (default: AWS_ACCESS_KEY_ID)",
+            "S3: the secret access key (default: AWS_SECRET_ACCESS_KEY); never read back",
+            "S3: a session token for temporary credentials (default: AWS_SESSION_TOKEN); never read back",
+        ];
+        NAMES
+            .iter()
+            .zip(blurbs)
+            .map(|(name, blurb)| {
+                glib::ParamSpecString::builder(name)
+                    .nick(name)
+                    .blurb(blurb)
+                    .mutable_ready()
+                    .build()
+            })
+            .collect()
+    }
+
+    fn field(&mut self, name: &str) -> Option<&mut Option<String>> {
+        let o = &mut self.0;
+        Some(match name {
+            "endpoint-uri" => &mut o.endpoint,
+            "region" => &mut o.region,
+            "access-key" => &mut o.access_key,
+            "secret-access-key" => &mut o.secret_access_key,
+            "session-token" => &mut o.session_token,
+            _ => return None,
+        })
+    }
+
+    /// Sets the property `name` if it is one of these; false otherwise.
+    pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        match self.field(name) {
+            Some(f) => {
+                *f = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|v| !v.is_empty());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The property `name` if it is one of these (secrets read back as None).
+    pub fn get(&self, name: &str) -> Option<glib::Value> {
+        let o = &self.0;
+        Some(match name {
+            "endpoint-uri" => o.endpoint.to_value(),
+            "region" => o.region.to_value(),
+            "access-key" => o.access_key.to_value(),
+            "secret-access-key" | "session-token" => None::<String>.to_value(),
+            _ => return None,
+        })
+    }
+}

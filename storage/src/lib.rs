@@ -1,0 +1,381 @@
+//! S3-compatible object storage (AWS S3, MinIO, Ceph, moto) for fleets: `s3://bucket/prefix` URLs, the usual
+//! `AWS_*` environment variables with per-element overrides, and a blocking client for the threads that need
+//! it (a capture writer, a model loader, the trainer), so no caller has to run an async runtime.
+//!
+//! Every upload is one PUT: S3 makes an object visible only once it is complete, so readers never see a
+//! partial object. Multi-object units (an image and its annotation) are ordered by the callers so that the
+//! object that makes the unit exist is written last.
+
+pub mod mirror;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use std::fmt;
+use std::time::Duration;
+
+/// Whether `location` names object storage rather than a local path.
+pub fn is_s3(location: &str) -> bool {
+    location.starts_with("s3://")
+}
+
+/// `s3://bucket/key-or-prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    /// Without leading or trailing '/'; empty for the whole bucket.
+    pub key: String,
+}
+
+impl S3Url {
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::new(url, ErrorKind::Invalid, format!("{why} (expected s3://BUCKET/PREFIX)"));
+        let rest = url.strip_prefix("s3://").ok_or_else(|| bad("not an s3:// URL"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        // S3's bucket naming rules: 3-63 characters of lower-case letters, digits, '.', '-'.
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !bucket_ok {
+            return Err(bad(
+                "the bucket name must be 3-63 lower-case letters, digits, '.' or '-'",
+            ));
+        }
+        let key = key.trim_matches('/');
+        if key.split('/').any(|part| part == "." || part == "..") || key.contains("//") {
+            return Err(bad("the key has an empty, '.' or '..' part"));
+        }
+        Ok(Self {
+            bucket: bucket.into(),
+            key: key.into(),
+        })
+    }
+
+    /// The key of `name` under this prefix.
+    pub fn child(&self, name: &str) -> String {
+        if self.key.is_empty() {
+            name.into()
+        } else {
+            format!("{}/{name}", self.key)
+        }
+    }
+}
+
+impl fmt::Display for S3Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Settings that override the `AWS_*` environment variables (an element's properties, a command's options).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// e.g. `http://127.0.0.1:9000` for MinIO or moto (AWS_ENDPOINT_URL).
+    pub endpoint: Option<String>,
+    /// AWS_REGION / AWS_DEFAULT_REGION; us-east-1 when neither is set.
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A malformed URL or configuration.
+    Invalid,
+    NotFound,
+    /// Network, server or credentials: may pass.
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    /// The object or bucket concerned, as an s3:// URL.
+    pub url: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    fn new(url: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.url, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Its full key in the bucket.
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the content does.
+    pub etag: String,
+}
+
+/// One bucket, used from one thread at a time (each user opens its own: the runtime is single-threaded).
+pub struct Bucket {
+    name: String,
+    store: AmazonS3,
+    runtime: tokio::runtime::Runtime,
+    /// Where requests go, for messages.
+    pub endpoint: String,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bucket(s3://{} at {})", self.name, self.endpoint)
+    }
+}
+
+/// How long a request may take before it counts as failed. Short enough that a writer thread facing an outage
+/// returns to its queue within seconds; retries with backoff cover brief server hiccups.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const RETRIES: usize = 2;
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
+
+impl Bucket {
+    /// Opens `bucket` with the `AWS_*` environment, then `overrides`. Makes no request.
+    pub fn open(bucket: &str, overrides: &Overrides) -> Result<Self, Error> {
+        let url = format!("s3://{bucket}");
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .ok();
+        let endpoint = overrides.endpoint.clone().or(env_endpoint).filter(|e| !e.is_empty());
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::new(
+                    url,
+                    ErrorKind::Invalid,
+                    format!("endpoint '{e}' must start with http:// or https://"),
+                ));
+            }
+            builder = builder.with_endpoint(e);
+        }
+        let region = overrides
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        builder = builder.with_region(region);
+        let set = |b: AmazonS3Builder, key: AmazonS3ConfigKey, v: &Option<String>| match v {
+            Some(v) if !v.is_empty() => b.with_config(key, v),
+            _ => b,
+        };
+        builder = set(builder, AmazonS3ConfigKey::AccessKeyId, &overrides.access_key);
+        builder = set(
+            builder,
+            AmazonS3ConfigKey::SecretAccessKey,
+            &overrides.secret_access_key,
+        );
+        builder = set(builder, AmazonS3ConfigKey::Token, &overrides.session_token);
+        let retry = RetryConfig {
+            max_retries: RETRIES,
+            retry_timeout: RETRY_WINDOW,
+            ..Default::default()
+        };
+        let store = builder
+            .with_retry(retry)
+            .with_client_options(
+                ClientOptions::new()
+                    // An explicit plain-HTTP endpoint (a local MinIO or moto) is what the user asked for.
+                    .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(REQUEST_TIMEOUT),
+            )
+            .build()
+            .map_err(|e| Error::new(&url, ErrorKind::Invalid, e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(&url, ErrorKind::Failed, format!("cannot start the I/O runtime: {e}")))?;
+        Ok(Self {
+            name: bucket.into(),
+            store,
+            runtime,
+            endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
+        })
+    }
+
+    /// Opens the bucket an s3:// URL names.
+    pub fn open_url(url: &S3Url, overrides: &Overrides) -> Result<Self, Error> {
+        Self::open(&url.bucket, overrides)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.name)
+    }
+
+    fn error(&self, key: &str, e: object_store::Error) -> Error {
+        let kind = match e {
+            object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::Failed,
+        };
+        // object_store's messages nest the whole request; the innermost cause is what a person needs.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = s.to_string();
+            source = s.source();
+        }
+        Error::new(self.url(key), kind, format!("{message} (endpoint {})", self.endpoint))
+    }
+
+    /// Stores `bytes` as `key` in one request: readers see the old object or the whole new one.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let path = ObjectPath::from(key);
+        self.runtime
+            .block_on(self.store.put(&path, bytes.into()))
+            .map(|_| ())
+            .map_err(|e| self.error(key, e))
+    }
+
+    /// The whole object, checked against its announced size.
+    pub fn get(&self, key: &str) -> Result<(Vec<u8>, Object), Error> {
+        let path = ObjectPath::from(key);
+        self.runtime.block_on(async {
+            let result = self.store.get(&path).await.map_err(|e| self.error(key, e))?;
+            let meta = result.meta.clone();
+            let bytes = result.bytes().await.map_err(|e| self.error(key, e))?;
+            if bytes.len() as u64 != meta.size {
+                return Err(Error::new(
+                    self.url(key),
+                    ErrorKind::Failed,
+                    format!("download cut short: {} of {} bytes", bytes.len(), meta.size),
+                ));
+            }
+            Ok((bytes.to_vec(), object(meta)))
+        })
+    }
+
+    /// The object's size and ETag, or None when there is no such object.
+    pub fn head(&self, key: &str) -> Result<Option<Object>, Error> {
+        let path = ObjectPath::from(key);
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(object(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    /// Every object whose key starts with `prefix/` (all pages).
+    pub fn list(&self, prefix: &str) -> Result<Vec<Object>, Error> {
+        let path = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        self.runtime.block_on(async {
+            let metas: Vec<_> = self
+                .store
+                .list(path.as_ref())
+                .try_collect()
+                .await
+                .map_err(|e| self.error(prefix, e))?;
+            Ok(metas.into_iter().map(object).collect())
+        })
+    }
+
+    /// Server-side copy: `to` changes in one step from its old content to `from`'s.
+    pub fn copy(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.store.copy(&ObjectPath::from(from), &ObjectPath::from(to)))
+            .map_err(|e| self.error(to, e))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.store.delete(&ObjectPath::from(key)))
+            .map_err(|e| self.error(key, e))
+    }
+}
+
+fn object(meta: object_store::ObjectMeta) -> Object {
+    Object {
+        key: meta.location.to_string(),
+        size: meta.size,
+        // Servers quote ETags; the quotes are not part of the value.
+        etag: meta.e_tag.unwrap_or_default().trim_matches('"').to_string(),
+    }
+}
+
+/// A name part safe in object keys and file names: letters, digits, '.', '-' and '_' kept, anything else '_'.
+pub fn safe_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.');
+    if cleaned.is_empty() {
+        "device".into()
+    } else {
+        cleaned.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_ones_say_why() {
+        let u = S3Url::parse("s3://fleet-data/captures/").unwrap();
+        assert_eq!((u.bucket.as_str(), u.key.as_str()), ("fleet-data", "captures"));
+        assert_eq!(u.child("Annotations/a.xml"), "captures/Annotations/a.xml");
+        let root = S3Url::parse("s3://fleet").unwrap();
+        assert_eq!(root.child("x"), "x");
+        for bad in [
+            "/tmp/x",
+            "s3://",
+            "s3://UPPER/x",
+            "s3://ab/x",
+            "s3://b_c/x",
+            "s3://bucket/a/../b",
+            "s3://bucket/a//b",
+        ] {
+            let e = S3Url::parse(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid, "{bad}");
+            assert!(e.to_string().starts_with(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn safe_names_keep_keys_flat() {
+        assert_eq!(safe_name("car-07"), "car-07");
+        assert_eq!(safe_name("robot 3/../x"), "robot_3_.._x");
+        assert_eq!(safe_name("..hidden"), "hidden");
+        assert_eq!(safe_name(""), "device");
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_refused_without_a_request() {
+        let o = Overrides {
+            endpoint: Some("127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        let e = Bucket::open("fleet", &o).unwrap_err();
+        assert!(e.message.contains("http://"), "{e}");
+    }
+}

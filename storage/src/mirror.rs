@@ -1,0 +1,189 @@
+//! Local copies of stored objects, keyed by ETag so that nothing unchanged is downloaded twice: a whole prefix
+//! (a pooled dataset for the trainer) or one object (a model for the element).
+
+use crate::{Bucket, Error, ErrorKind, Object};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The record of what a mirrored folder holds: one line per file, `ETAG<TAB>SIZE<TAB>RELATIVE-KEY`.
+const MANIFEST: &str = ".etags";
+/// The manifest is saved every this many downloads, so an interrupted mirror keeps its progress.
+const SAVE_EVERY: usize = 200;
+
+/// What a mirror run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MirrorReport {
+    pub listed: usize,
+    pub downloaded: usize,
+    pub downloaded_bytes: u64,
+    /// Already here with the same ETag.
+    pub unchanged: usize,
+    /// Local files whose object is gone from the bucket.
+    pub removed: usize,
+}
+
+fn local_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::new(path.display().to_string(), ErrorKind::Failed, e.to_string())
+}
+
+/// Writes `bytes` to `path` whole: a temporary file in the same folder, synced, then renamed.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| local_error(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map_err(|e| local_error(path, e))
+}
+
+fn read_manifest(dir: &Path) -> BTreeMap<String, (String, u64)> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST)).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            let (etag, size, key) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
+            Some((key.to_string(), (etag.to_string(), size)))
+        })
+        .collect()
+}
+
+fn save_manifest(dir: &Path, manifest: &BTreeMap<String, (String, u64)>) -> Result<(), Error> {
+    let text: String = manifest
+        .iter()
+        .map(|(key, (etag, size))| format!("{etag}\t{size}\t{key}\n"))
+        .collect();
+    write_whole(&dir.join(MANIFEST), text.as_bytes())
+}
+
+/// Mirrors the objects under `prefix` whose key relative to it passes `wanted` into `dir`, at the same relative
+/// paths. Only objects whose ETag or size differ from the manifest's record (or whose file is missing) are
+/// downloaded; files of objects no longer listed are removed. `progress(done, to_download)` is called after each
+/// download.
+pub fn mirror_prefix(
+    bucket: &Bucket,
+    prefix: &str,
+    dir: &Path,
+    wanted: impl Fn(&str) -> bool,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<MirrorReport, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| local_error(dir, e))?;
+    let base = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let listed: Vec<(String, Object)> = bucket
+        .list(prefix)?
+        .into_iter()
+        .filter_map(|o| {
+            let rel = o.key.strip_prefix(&base)?.to_string();
+            // Keys that would escape the folder or name hidden files are not ours to mirror.
+            let safe = !rel.is_empty() && !rel.split('/').any(|p| p.is_empty() || p == ".." || p.starts_with('.'));
+            (safe && wanted(&rel)).then_some((rel, o))
+        })
+        .collect();
+    let mut manifest = read_manifest(dir);
+    let mut report = MirrorReport {
+        listed: listed.len(),
+        ..Default::default()
+    };
+    let to_get: Vec<&(String, Object)> = listed
+        .iter()
+        .filter(|(rel, o)| {
+            let recorded = manifest
+                .get(rel)
+                .is_some_and(|(etag, size)| *etag == o.etag && *size == o.size);
+            let present = std::fs::metadata(dir.join(rel)).is_ok_and(|m| m.len() == o.size);
+            !(recorded && present)
+        })
+        .collect();
+    report.unchanged = listed.len() - to_get.len();
+    for (i, (rel, o)) in to_get.iter().enumerate() {
+        let (bytes, got) = match bucket.get(&o.key) {
+            Ok(x) => x,
+            // Deleted between the listing and now: it is simply not part of this mirror.
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => {
+                save_manifest(dir, &manifest)?;
+                return Err(e);
+            }
+        };
+        write_whole(&dir.join(rel), &bytes)?;
+        manifest.insert(rel.clone(), (got.etag, got.size));
+        report.downloaded += 1;
+        report.downloaded_bytes += got.size;
+        if (i + 1) % SAVE_EVERY == 0 {
+            save_manifest(dir, &manifest)?;
+        }
+        progress(i + 1, to_get.len());
+    }
+    let keep: std::collections::BTreeSet<&str> = listed.iter().map(|(rel, _)| rel.as_str()).collect();
+    let gone: Vec<String> = manifest
+        .keys()
+        .filter(|k| !keep.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for rel in gone {
+        manifest.remove(&rel);
+        if std::fs::remove_file(dir.join(&rel)).is_ok() {
+            report.removed += 1;
+        }
+    }
+    save_manifest(dir, &manifest)?;
+    Ok(report)
+}
+
+/// The pointer file that names the newest local copy of an object in a cache folder.
+fn pointer(cache_dir: &Path, key: &str) -> PathBuf {
+    cache_dir.join(format!("{}.current", crate::safe_name(key)))
+}
+
+/// The local copy of `key`, downloaded unless the copy in `cache_dir` has the stored ETag. Each version gets its
+/// own file (named by its ETag) so a loaded model's file never changes under it; older copies are removed.
+pub fn fetch_object(bucket: &Bucket, key: &str, cache_dir: &Path) -> Result<(PathBuf, Object), Error> {
+    let base = crate::safe_name(key);
+    let meta = bucket
+        .head(key)?
+        .ok_or_else(|| Error::new(bucket.url(key), ErrorKind::NotFound, "no such object"))?;
+    let file_for = |etag: &str| cache_dir.join(format!("{}-{base}", crate::safe_name(etag)));
+    let mut path = file_for(&meta.etag);
+    let mut object = meta.clone();
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(meta.size) {
+        // Replaced between the HEAD and the GET: the file is named after what was actually downloaded.
+        let (bytes, got) = bucket.get(key)?;
+        path = file_for(&got.etag);
+        write_whole(&path, &bytes)?;
+        object = got;
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+    write_whole(&pointer(cache_dir, key), name.as_bytes())?;
+    if let Ok(entries) = std::fs::read_dir(cache_dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n != name && n.ends_with(&format!("-{base}")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok((path, object))
+}
+
+/// The newest local copy of `key` that `fetch_object` left in `cache_dir`, for starting while the bucket is
+/// unreachable.
+pub fn cached_object(cache_dir: &Path, key: &str) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(pointer(cache_dir, key)).ok()?;
+    let path = cache_dir.join(name.trim());
+    path.is_file().then_some(path)
+}

@@ -1,0 +1,189 @@
+//! The real servers the fleet tests talk to, started on free 127.0.0.1 ports and stopped when dropped: Debian's
+//! Mosquitto (MQTT broker) and moto's server mode (an S3 implementation over HTTP, from PyPI; scripts/setup
+//! installs it into .deps/s3-venv). On a machine without one, a test is skipped with a note, except under CI,
+//! where a missing server fails it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn missing(what: &str, how: &str) {
+    assert!(std::env::var_os("CI").is_none(), "{what} is missing: {how}");
+    eprintln!("skipped: {what} is missing ({how})");
+}
+
+fn wait_listening(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}; its log ({}):\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, as a service manager stops a server, then wait.
+fn terminate(child: &mut Child) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// A Mosquitto broker on 127.0.0.1 with persistence in its folder (subscriptions and queued messages survive a
+/// restart, as on a real server).
+pub struct Broker {
+    exe: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// The broker's configuration in `dir`, not yet started; None (test skipped) without Mosquitto.
+    pub fn new(dir: &Path) -> Option<Broker> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let Some(exe) = exe else {
+            missing("mosquitto", "scripts/setup installs it (Debian package 'mosquitto')");
+            return None;
+        };
+        let port = free_port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        Some(Broker {
+            exe,
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        })
+    }
+
+    pub fn start(&mut self) {
+        let log_path = self.dir.join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(&self.exe)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        wait_listening(self.port, "mosquitto", &log_path);
+    }
+
+    /// SIGTERM (it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// moto's S3 server (`moto_server`) on 127.0.0.1; it keeps objects in memory, like a fresh bucket per test.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+/// The moto_server scripts/setup installs, or MOBILENETDETECT_MOTO_SERVER.
+fn moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MOBILENETDETECT_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/s3-venv/bin/moto_server");
+    p.exists().then_some(p)
+}
+
+impl S3Server {
+    /// Starts a server logging to `dir`; None (test skipped) when moto is not installed.
+    pub fn start(dir: &Path) -> Option<S3Server> {
+        let Some(exe) = moto_server() else {
+            missing(
+                "moto_server",
+                "scripts/setup installs PyPI's moto[server] into .deps/s3-venv",
+            );
+            return None;
+        };
+        let port = free_port();
+        let log_path = dir.join("moto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server starts");
+        let server = S3Server { port, child };
+        wait_listening(port, "moto_server", &log_path);
+        Some(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a client of this server needs (any credentials are accepted).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "fleet-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "fleet-test-secret".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Sets `env()` in this process (for elements created in-process).
+    pub fn export_env(&self) {
+        for (k, v) in self.env() {
+            // SAFETY: tests set these before starting any pipeline thread that reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&self, name: &str) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {name}: {reply}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
