@@ -151,7 +151,8 @@ fn pointer(cache_dir: &Path, key: &str) -> PathBuf {
 }
 
 /// The local copy of `key`, downloaded unless the copy in `cache_dir` has the stored ETag. Each version gets its
-/// own file (named by its ETag) so a loaded model's file never changes under it; older copies are removed.
+/// own file (named by its ETag) so a loaded model's file never changes under it. `mark_current` records a copy
+/// once it proved usable.
 pub fn fetch_object(bucket: &Bucket, key: &str, cache_dir: &Path) -> Result<(PathBuf, Object), Error> {
     let base = crate::safe_name(key);
     let meta = bucket
@@ -167,21 +168,26 @@ pub fn fetch_object(bucket: &Bucket, key: &str, cache_dir: &Path) -> Result<(Pat
         write_whole(&path, &bytes)?;
         object = got;
     }
+    Ok((path, object))
+}
+
+/// Records `path` (from `fetch_object`) as the copy of `key` in use, and removes the other copies.
+pub fn mark_current(cache_dir: &Path, key: &str, path: &Path) -> Result<(), Error> {
     let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
     write_whole(&pointer(cache_dir, key), name.as_bytes())?;
+    let suffix = format!("-{}", crate::safe_name(key));
     if let Ok(entries) = std::fs::read_dir(cache_dir) {
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if n != name && n.ends_with(&format!("-{base}")) {
+            if n != name && n.ends_with(&suffix) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
-    Ok((path, object))
+    Ok(())
 }
 
-/// The newest local copy of `key` that `fetch_object` left in `cache_dir`, for starting while the bucket is
-/// unreachable.
+/// The copy of `key` last marked current in `cache_dir`, for starting while the bucket is unreachable.
 pub fn cached_object(cache_dir: &Path, key: &str) -> Option<PathBuf> {
     let name = std::fs::read_to_string(pointer(cache_dir, key)).ok()?;
     let path = cache_dir.join(name.trim());

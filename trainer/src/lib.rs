@@ -1,6 +1,7 @@
 //! The trainer for mobilenetdetect's detector: datasets (`check`), augmentation, the MobileNetV2-SSDLite model
 //! in burn with ImageNet initialisation, SSD matching and the MultiBox loss, the training driver, evaluation
-//! (`eval`, VOC and COCO mAP) and ONNX export.
+//! (`eval`, VOC and COCO mAP), ONNX export, and the fleet's side (datasets pooled in object storage, models
+//! published to it).
 
 pub mod augment;
 pub mod checkpoint;
@@ -17,5 +18,6 @@ pub mod model;
 pub mod plot;
 pub mod pretrained;
 pub mod progress;
+pub mod remote;
 pub mod score;
 pub mod step;

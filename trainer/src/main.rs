@@ -43,7 +43,8 @@ enum Command {
     /// Train (or fine-tune) on captures; writes OUT/model.onnx and OUT/best.bpk (best validation mAP),
     /// OUT/checkpoint.bpk + OUT/optimizer.bpk (for --resume), OUT/metrics.csv and OUT/metrics.png every epoch.
     Train {
-        /// A Pascal VOC folder; repeat to merge.
+        /// A Pascal VOC folder, or s3://BUCKET/PREFIX (every device's captures there, mirrored into
+        /// $XDG_CACHE_HOME/mobilenetdetect/datasets; only changed objects are downloaded); repeat to merge.
         #[arg(long = "data", required = true)]
         data: Vec<PathBuf>,
         /// Output folder.
@@ -121,7 +122,7 @@ enum Command {
     /// Accuracy of a checkpoint (.bpk) or an exported model (.onnx, run through ONNX Runtime and the element's
     /// decoding) on a dataset: VOC mAP@0.5, COCO mAP@[.5:.95], per-class AP.
     Eval {
-        /// A Pascal VOC folder; repeat to merge.
+        /// A Pascal VOC folder or s3://BUCKET/PREFIX; repeat to merge.
         #[arg(long = "data", required = true)]
         data: Vec<PathBuf>,
         /// A checkpoint (.bpk) or ONNX model (.onnx).
@@ -149,9 +150,21 @@ enum Command {
     },
     /// Validate datasets: per-class counts per split, and every problem (file and line).
     Check {
-        /// A Pascal VOC folder (Annotations/, JPEGImages/, labels.txt, optional ImageSets/Main); repeat to merge.
+        /// A Pascal VOC folder (Annotations/, JPEGImages/, labels.txt, optional ImageSets/Main) or
+        /// s3://BUCKET/PREFIX; repeat to merge.
         #[arg(long = "data", required = true)]
         data: Vec<PathBuf>,
+    },
+    /// Publish a model for a fleet: uploads it as PREFIX/model-TIMESTAMP.onnx, then moves PREFIX/latest.onnx to
+    /// it in one step (devices running `mobilenetdetect model=s3://…/latest.onnx watch-model=true` swap to it).
+    /// S3 endpoint and credentials come from the AWS_* environment variables (AWS_ENDPOINT_URL for MinIO etc.).
+    Publish {
+        /// The exported model (e.g. OUT/model.onnx).
+        #[arg(long)]
+        model: PathBuf,
+        /// s3://BUCKET/PREFIX of the fleet's models.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -364,7 +377,30 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { data } => match mobilenet_trainer::data::open_all(&data) {
+        Command::Publish { model, to } => {
+            let result = detection_storage::S3Url::parse(&to)
+                .map_err(|e| e.to_string())
+                .and_then(|url| mobilenet_trainer::remote::publish(&model, &url));
+            match result {
+                Ok(p) => {
+                    eprintln!(
+                        "published {} ({} bytes); {} now points to it",
+                        p.versioned, p.bytes, p.latest
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { data } => match resolve_data(&data).and_then(|d| {
+            mobilenet_trainer::data::open_all(&d).map_err(|p| {
+                eprintln!("error: {p}");
+                ExitCode::from(2)
+            })
+        }) {
             Ok(mut merged) => {
                 merged.verify_images();
                 print!("{}", merged.report());
@@ -374,17 +410,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
-            Err(p) => {
-                eprintln!("error: {p}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
     }
 }
 
+/// `--data` with s3:// prefixes mirrored into local folders.
+fn resolve_data(data: &[PathBuf]) -> Result<Vec<PathBuf>, ExitCode> {
+    mobilenet_trainer::remote::resolve_data(data).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// Opens and validates the datasets; with problems, prints the report and refuses unless `skip_bad`.
 fn open_data(data: &[PathBuf], skip_bad: bool) -> Result<Merged, ExitCode> {
-    let mut merged = mobilenet_trainer::data::open_all(data).map_err(|p| {
+    let data = resolve_data(data)?;
+    let mut merged = mobilenet_trainer::data::open_all(&data).map_err(|p| {
         eprintln!("error: {p}");
         ExitCode::from(2)
     })?;

@@ -89,11 +89,26 @@ fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
 }
 
 impl MobilenetDetect {
-    pub(super) fn load(settings: &Settings) -> Result<(Arc<Model>, PostProcess), LoadError> {
-        let opts = settings.model_options()?;
+    /// Loads the model the settings name; an s3:// model is downloaded first (at start, `at_start`, an
+    /// unreachable bucket falls back to the copy downloaded earlier, with the warning returned).
+    pub(super) fn load(
+        settings: &Settings,
+        at_start: bool,
+    ) -> Result<(Arc<Model>, PostProcess, Option<String>), LoadError> {
+        let mut opts = settings.model_options()?;
+        let mut warning = None;
+        let remote = settings.model.as_deref().filter(|m| super::remote::is_remote(m));
+        if let Some(url) = remote {
+            let (path, w) = super::remote::fetch(url, &settings.s3.0, at_start)?;
+            opts.path = path;
+            warning = w;
+        }
         let model = Model::shared(&opts)?;
         let post = settings.post_process(&model).map_err(LoadError::Settings)?;
-        Ok((model, post))
+        if let Some(url) = remote {
+            super::remote::loaded(url, &opts.path).map_err(LoadError::Open)?;
+        }
+        Ok((model, post, warning))
     }
 
     /// Records a model that is now in use; what the user should hear about goes to `posts`.
@@ -263,6 +278,8 @@ impl ObjectImpl for MobilenetDetect {
                     "interval" => settings.interval = value.get().expect("type checked upstream"),
                     "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
                     "watch-model" => settings.watch_model = value.get().expect("type checked upstream"),
+                    "watch-interval" => settings.watch_interval = value.get().expect("type checked upstream"),
+                    other if settings.s3.set(other, value) => {}
                     _ => unimplemented!("property {other}"),
                 }
                 settings.filter_version += 1;
@@ -309,7 +326,8 @@ impl ObjectImpl for MobilenetDetect {
             "interval" => s.interval.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "watch-model" => s.watch_model.to_value(),
-            other => unimplemented!("property {other}"),
+            "watch-interval" => s.watch_interval.to_value(),
+            other => s.s3.get(other).unwrap_or_else(|| unimplemented!("property {other}")),
         }
     }
 }
@@ -353,10 +371,14 @@ impl BaseTransformImpl for MobilenetDetect {
         let settings = self.settings.lock().unwrap().clone();
         // A load still running from an earlier session must not swap in later.
         self.loader.reset();
-        let (model, post) = Self::load(&settings).map_err(|e| {
+        let (model, post, warning) = Self::load(&settings, true).map_err(|e| {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
+        if let Some(w) = warning {
+            gst::warning!(CAT, imp = self, "{w}");
+            gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
+        }
         let post = Arc::new(post);
         model.allow_runs_at_once(settings.inflight as usize);
         let live = settings.mode == ModeChoice::Live;

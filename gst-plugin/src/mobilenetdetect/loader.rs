@@ -1,8 +1,9 @@
 //! Loading models off the streaming thread: one background loader thread that coalesces reload requests, the
 //! hand-over of a loaded model to the streaming thread (swapped in between two frames, so no frame is lost),
-//! and the file watcher behind `watch-model`.
+//! and the watcher behind `watch-model` (a local file, or an s3:// object polled every `watch-interval`).
 
 use super::imp::CAT;
+use super::remote::{RemoteWatch, is_remote};
 use super::settings::Settings;
 use detection_inference::{Model, PostProcess};
 use gst::prelude::*;
@@ -10,9 +11,10 @@ use gst::subclass::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How often the watcher looks at the model file.
-const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// A model loaded off the streaming thread, waiting to be swapped in between two frames.
 pub(super) struct PendingModel {
@@ -94,7 +96,7 @@ impl ModelLoader {
             let settings = imp.settings();
             // A panic while loading (a broken file tripping a library) must not take the process down.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                super::imp::MobilenetDetect::load(&settings)
+                super::imp::MobilenetDetect::load(&settings, false)
             }));
             let thread = this.thread.lock().unwrap();
             if stale(generation) {
@@ -119,7 +121,7 @@ impl ModelLoader {
                         )
                     );
                 }
-                Ok(Ok((model, post))) => {
+                Ok(Ok((model, post, _))) => {
                     gst::info!(
                         CAT,
                         obj = element,
@@ -173,11 +175,41 @@ impl ModelLoader {
             .spawn(move || {
                 let mut seen = file_signature(&initial_path);
                 let mut candidate = None;
+                let mut remote: Option<(String, RemoteWatch)> = None;
+                let mut next_remote_poll = Instant::now();
                 while !flag.load(Ordering::SeqCst) {
                     std::thread::sleep(WATCH_POLL);
                     let Some(element) = weak.upgrade() else { break };
                     let imp = element.imp();
-                    let path = imp.settings().model.unwrap_or_default();
+                    let settings = imp.settings();
+                    let path = settings.model.clone().unwrap_or_default();
+                    if is_remote(&path) {
+                        // Object storage: one HEAD per interval, not per 200 ms.
+                        if Instant::now() < next_remote_poll {
+                            continue;
+                        }
+                        next_remote_poll = Instant::now() + Duration::from_millis(settings.watch_interval.into());
+                        if remote.as_ref().is_none_or(|(url, _)| *url != path) {
+                            match RemoteWatch::new(&path, &settings.s3.0) {
+                                Ok(w) => remote = Some((path.clone(), w)),
+                                Err(e) => {
+                                    gst::warning!(CAT, obj = element, "cannot watch {path}: {e}");
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some((_, watch)) = remote.as_mut() else { continue };
+                        match watch.changed() {
+                            Ok(true) if imp.is_running() => {
+                                gst::info!(CAT, obj = element, "{path} changed, downloading it in the background");
+                                imp.loader.request(&element);
+                            }
+                            Ok(_) => {}
+                            // The network or the server: the running model goes on, the next poll tries again.
+                            Err(e) => gst::warning!(CAT, obj = element, "cannot check {path}: {e}"),
+                        }
+                        continue;
+                    }
                     let current = file_signature(&path);
                     let same_path = current.as_ref().map(|c| &c.0) == seen.as_ref().map(|s| &s.0);
                     if current.is_some() && !same_path {

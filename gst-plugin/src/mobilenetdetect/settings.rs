@@ -106,6 +106,7 @@ pub(super) const DEFAULT_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_PROVIDERS: &str = "cpu";
 pub(super) const DEFAULT_INFLIGHT: u32 = 1;
 pub(super) const MAX_INFLIGHT: u32 = 16;
+pub(super) const DEFAULT_WATCH_INTERVAL_MS: u32 = 30_000;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -133,6 +134,10 @@ pub(super) struct Settings {
     pub(super) interval: u32,
     pub(super) post_messages: bool,
     pub(super) watch_model: bool,
+    /// How often `watch-model` asks object storage whether an s3:// model changed, in milliseconds.
+    pub(super) watch_interval: u32,
+    /// Endpoint and credentials for an s3:// model.
+    pub(super) s3: crate::fleet::S3Properties,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     pub(super) filter_version: u64,
     /// Bumped on every change of a setting that needs a reload: a failed load only restores the running
@@ -167,6 +172,8 @@ impl Default for Settings {
             interval: DEFAULT_INTERVAL,
             post_messages: false,
             watch_model: false,
+            watch_interval: DEFAULT_WATCH_INTERVAL_MS,
+            s3: Default::default(),
             filter_version: 0,
             model_version: 0,
         }
@@ -224,7 +231,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
             .nick("Model")
-            .blurb("Path of the ONNX model. Setting it while playing loads the new model in the background and swaps it in between two frames; a failed load keeps the old model and posts a warning")
+            .blurb("Path of the ONNX model, or s3://BUCKET/KEY (downloaded into $XDG_CACHE_HOME/mobilenetdetect/models; S3 settings from AWS_* or the endpoint-uri, region, access-key, ... properties). Setting it while playing loads the new model in the background and swaps it in between two frames; a failed load keeps the old model and posts a warning")
             .mutable_playing()
             .build(),
         glib::ParamSpecEnum::builder::<ModelFormatChoice>("model-format")
@@ -357,8 +364,16 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecBoolean::builder("watch-model")
             .nick("Watch model")
-            .blurb("Reload the model, without stopping, when its file is replaced (write the new model elsewhere and rename it over the old one)")
+            .blurb("Reload the model, without stopping, when its file is replaced (write the new model elsewhere and rename it over the old one) or, for an s3:// model, when the object changes (polled every watch-interval; a failed or partial download keeps the running model and warns)")
             .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("watch-interval")
+            .nick("Watch interval")
+            .blurb("How often watch-model polls an s3:// model, in milliseconds (one HEAD request each; a local file is checked every 200 ms)")
+            .minimum(100)
+            .maximum(86_400_000)
+            .default_value(DEFAULT_WATCH_INTERVAL_MS)
             .mutable_ready()
             .build(),
         glib::ParamSpecBoolean::builder("post-messages")
@@ -368,6 +383,9 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .mutable_playing()
             .build(),
     ]
+    .into_iter()
+    .chain(crate::fleet::S3Properties::specs())
+    .collect()
 }
 
 /// The per-frame subset of the settings, copied out under the lock.
