@@ -5,6 +5,20 @@
 use gst::glib;
 use gst::prelude::*;
 
+/// Makes a broken connection an error (EPIPE) instead of a SIGPIPE that ends the process, for the calling
+/// thread and the threads it starts. A Rust program ignores SIGPIPE, but the plugin also runs inside C
+/// programs (gst-launch-1.0, applications) that keep the default action: a broker or S3 server going away
+/// mid-write would kill the whole pipeline. Call it first thing in every thread that does network I/O.
+pub fn block_sigpipe_in_this_thread() {
+    // SAFETY: plain libc calls on a local, initialised signal set; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The host name: the default device id.
 pub fn host_name() -> String {
     let mut buf = [0u8; 256];

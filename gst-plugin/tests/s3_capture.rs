@@ -126,6 +126,42 @@ fn samples_reach_the_bucket_and_an_outage_waits_in_the_spool() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".xml"))
         .count();
     assert_eq!(in_spool as u64, captured);
+
+    // The upload rate alone: a 640x480 backlog spooled offline, then sent by a run that captures nothing new.
+    let spool_d = d.join("spool-d");
+    let big = |frames: u32, extra: &str| {
+        pipeline(&format!(
+            "detecttestsrc seed=4 num-buffers={frames} num-objects=3 ! video/x-raw,format=RGB,width=640,height=480 ! \
+             detectioncapture name=cap location=s3://fleet/rate source=ground-truth device-id=cam-d negative-rate=1 \
+             spool={} {extra} ! fakesink",
+            spool_d.display()
+        ))
+    };
+    let p = big(100, &dead);
+    play_to_eos(&p);
+    assert_eq!(count(&p, "spooled"), 100);
+    p.set_state(gst::State::Null).unwrap();
+    let backlog: u64 = std::fs::read_dir(&spool_d)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".jpg") || e.file_name().to_string_lossy().ends_with(".xml")
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let p = big(1, "every-n-frames=2");
+    let started = Instant::now();
+    play_to_eos(&p);
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!((count(&p, "uploaded"), count(&p, "spooled")), (101, 0));
+    p.set_state(gst::State::Null).unwrap();
+    eprintln!(
+        "backlog upload: 101 samples ({:.1} MB, 640x480 JPEG) in {seconds:.2} s: {:.0} samples/s, {:.1} MB/s \
+         (moto on 127.0.0.1, one writer thread)",
+        backlog as f64 / 1e6,
+        101.0 / seconds,
+        backlog as f64 / 1e6 / seconds
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -114,6 +114,10 @@ impl SampleWriter {
 impl Work for SampleWriter {
     type Item = Sample;
 
+    fn started(&mut self) {
+        crate::fleet::block_sigpipe_in_this_thread();
+    }
+
     fn write(&mut self, sample: Sample) -> Result<(), ()> {
         let element = self.element.clone();
         let imp = element.imp();

@@ -104,7 +104,10 @@ impl Publisher {
         let (s, a) = (stop.clone(), acknowledged.clone());
         let thread = std::thread::Builder::new()
             .name("detectionjson-mqtt".into())
-            .spawn(move || publish(target, options, outbox, &s, &a, report))
+            .spawn(move || {
+                crate::fleet::block_sigpipe_in_this_thread();
+                publish(target, options, outbox, &s, &a, report)
+            })
             .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
         Ok(Publisher {
             stop,

@@ -67,8 +67,11 @@ impl ModelLoader {
         let owner = element.clone();
         match std::thread::Builder::new()
             .name("mobilenetdetect-load".into())
-            .spawn(move || Self::run(owner))
-        {
+            .spawn(move || {
+                // Downloads of s3:// models happen here.
+                crate::fleet::block_sigpipe_in_this_thread();
+                Self::run(owner)
+            }) {
             Ok(handle) => {
                 // An earlier loader has handed its result over and is ending: it needs no join.
                 thread.handle = Some(handle);
@@ -173,6 +176,7 @@ impl ModelLoader {
         let spawned = std::thread::Builder::new()
             .name("mobilenetdetect-watch".into())
             .spawn(move || {
+                crate::fleet::block_sigpipe_in_this_thread();
                 let mut seen = file_signature(&initial_path);
                 let mut candidate = None;
                 let mut remote: Option<(String, RemoteWatch)> = None;

@@ -31,7 +31,16 @@ fn parse(model: &str) -> Result<S3Url, LoadError> {
 pub fn fetch(model: &str, overrides: &Overrides, offline_ok: bool) -> Result<(PathBuf, Option<String>), LoadError> {
     let url = parse(model)?;
     let cache = cache_for(&url);
-    let fetched = Bucket::open_url(&url, overrides).and_then(|b| fetch_object(&b, &url.key, &cache));
+    // On a thread of its own: the caller (an application's thread changing state) may not block SIGPIPE.
+    let fetched = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                crate::fleet::block_sigpipe_in_this_thread();
+                Bucket::open_url(&url, overrides).and_then(|b| fetch_object(&b, &url.key, &cache))
+            })
+            .join()
+    })
+    .map_err(|_| LoadError::Open(format!("{model}: the download failed unexpectedly")))?;
     match fetched {
         Ok((path, _)) => Ok((path, None)),
         Err(e) if e.kind == ErrorKind::Failed && offline_ok => match cached_object(&cache, &url.key) {
