@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub enum Destination {
     Folder(DatasetWriter),
-    Bucket(BucketWriter),
+    Bucket(Box<BucketWriter>),
 }
 
 /// Between frames, spooled samples get at most this long per round, so new frames are not held up by a long

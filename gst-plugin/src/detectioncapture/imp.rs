@@ -579,7 +579,7 @@ impl BaseTransformImpl for DetectionCapture {
             );
             self.bytes.store(0, Ordering::SeqCst);
             self.spooled.store(writer.waiting() as u64, Ordering::SeqCst);
-            (Destination::Bucket(writer), 0)
+            (Destination::Bucket(Box::new(writer)), 0)
         } else {
             let folder = PathBuf::from(&location);
             let writer = DatasetWriter::open(&folder, s.quality as u8, &initial_labels)
