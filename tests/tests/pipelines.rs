@@ -173,6 +173,61 @@ fn capture_builds_a_dataset() {
         0,
         "nothing in an empty band"
     );
+
+    // Recorded footage labelled by a detector (a teacher): a file in any container decodebin plays.
+    let clip = d.join("drive.avi");
+    let made = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=30", "pattern=ball", "!"])
+        .args([
+            "video/x-raw,width=320,height=240",
+            "!",
+            "jpegenc",
+            "!",
+            "avimux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let taught = d.join("taught");
+    let (code, out) = script(
+        "capture",
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            "--model",
+            &model,
+            "--dataset",
+            taught.to_str().unwrap(),
+            "--band",
+            "0.5,1",
+            "--negatives",
+            "1",
+            "--every",
+            "5",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let ds = detection_common::voc::Dataset::open(&taught).unwrap();
+    assert_eq!(
+        ds.samples.len(),
+        6,
+        "every 5th of 30 frames, none skipped: a file waits for the writer"
+    );
+    assert!(
+        ds.samples
+            .iter()
+            .any(|s| s.annotation.objects.iter().any(|o| o.name == "ball")),
+        "the teacher's boxes are the labels"
+    );
+    let (code, out) = script(
+        "capture",
+        &["--input", "/nonexistent.mp4", "--model", &model, "--dataset", "x"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/nonexistent.mp4"), "{out}");
 }
 
 #[test]
