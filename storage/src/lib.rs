@@ -252,19 +252,42 @@ impl Bucket {
 
     /// The whole object, checked against its announced size.
     pub fn get(&self, key: &str) -> Result<(Vec<u8>, Object), Error> {
+        self.runtime.block_on(self.fetch(key))
+    }
+
+    async fn fetch(&self, key: &str) -> Result<(Vec<u8>, Object), Error> {
         let path = ObjectPath::from(key);
+        let result = self.store.get(&path).await.map_err(|e| self.error(key, e))?;
+        let meta = result.meta.clone();
+        let bytes = result.bytes().await.map_err(|e| self.error(key, e))?;
+        if bytes.len() as u64 != meta.size {
+            return Err(Error::new(
+                self.url(key),
+                ErrorKind::Failed,
+                format!("download cut short: {} of {} bytes", bytes.len(), meta.size),
+            ));
+        }
+        Ok((bytes.to_vec(), object(meta)))
+    }
+
+    /// Downloads `keys` with up to `at_once` requests in flight (small objects are latency-bound: one at a
+    /// time leaves the link idle), handing each result to `each` as it completes (in any order). Stops at the
+    /// first error `each` returns.
+    pub fn get_each(
+        &self,
+        keys: &[String],
+        at_once: usize,
+        mut each: impl FnMut(&str, Result<(Vec<u8>, Object), Error>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        use futures::StreamExt;
         self.runtime.block_on(async {
-            let result = self.store.get(&path).await.map_err(|e| self.error(key, e))?;
-            let meta = result.meta.clone();
-            let bytes = result.bytes().await.map_err(|e| self.error(key, e))?;
-            if bytes.len() as u64 != meta.size {
-                return Err(Error::new(
-                    self.url(key),
-                    ErrorKind::Failed,
-                    format!("download cut short: {} of {} bytes", bytes.len(), meta.size),
-                ));
+            let mut downloads = futures::stream::iter(keys)
+                .map(|key| async move { (key.as_str(), self.fetch(key).await) })
+                .buffer_unordered(at_once.max(1));
+            while let Some((key, result)) = downloads.next().await {
+                each(key, result)?;
             }
-            Ok((bytes.to_vec(), object(meta)))
+            Ok(())
         })
     }
 

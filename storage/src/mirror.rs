@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 const MANIFEST: &str = ".etags";
 /// The manifest is saved every this many downloads, so an interrupted mirror keeps its progress.
 const SAVE_EVERY: usize = 200;
+/// Downloads in flight while mirroring (objects of a capture are tens of kB: latency-bound).
+const DOWNLOADS_AT_ONCE: usize = 8;
 
 /// What a mirror run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -110,24 +112,31 @@ pub fn mirror_prefix(
         })
         .collect();
     report.unchanged = listed.len() - to_get.len();
-    for (i, (rel, o)) in to_get.iter().enumerate() {
-        let (bytes, got) = match bucket.get(&o.key) {
+    let rel_of: BTreeMap<&str, &str> = to_get.iter().map(|(rel, o)| (o.key.as_str(), rel.as_str())).collect();
+    let keys: Vec<String> = to_get.iter().map(|(_, o)| o.key.clone()).collect();
+    let total = keys.len();
+    let fetched = bucket.get_each(&keys, DOWNLOADS_AT_ONCE, |key, result| {
+        let (bytes, got) = match result {
             Ok(x) => x,
             // Deleted between the listing and now: it is simply not part of this mirror.
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) => {
-                save_manifest(dir, &manifest)?;
-                return Err(e);
-            }
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
+        let rel = rel_of[key];
         write_whole(&dir.join(rel), &bytes)?;
-        manifest.insert(rel.clone(), (got.etag, got.size));
+        manifest.insert(rel.to_string(), (got.etag, got.size));
         report.downloaded += 1;
         report.downloaded_bytes += got.size;
-        if (i + 1) % SAVE_EVERY == 0 {
+        if report.downloaded.is_multiple_of(SAVE_EVERY) {
             save_manifest(dir, &manifest)?;
         }
-        progress(i + 1, to_get.len());
+        progress(report.downloaded, total);
+        Ok(())
+    });
+    if let Err(e) = fetched {
+        // What arrived stays recorded: the next run downloads only the rest.
+        save_manifest(dir, &manifest)?;
+        return Err(e);
     }
     let keep: std::collections::BTreeSet<&str> = listed.iter().map(|(rel, _)| rel.as_str()).collect();
     let gone: Vec<String> = manifest

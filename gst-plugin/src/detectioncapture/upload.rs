@@ -100,6 +100,14 @@ impl BucketWriter {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if let Some(id) = name.strip_suffix(".jpg")
+                && !spool.join(format!("{id}.xml")).exists()
+            {
+                // A JPEG whose XML never came (killed mid-sample, or after an upload between the two removals):
+                // not a sample to send.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
             if name.ends_with(".jpg") || name.ends_with(".xml") {
                 spooled_bytes += size;
             }
