@@ -2,7 +2,6 @@
 
 mod common;
 use common::*;
-use detection_common::metadata as meta;
 use gst::prelude::*;
 use gst_video::VideoFormat;
 use mobilenetdetect_testkit::models::{self, ImageInput};
@@ -18,21 +17,7 @@ fn probe_model(name: &str) -> String {
 }
 
 fn labelled_model(name: &str, label: &str, boxes: usize) -> String {
-    let b: Vec<[f32; 4]> = (0..boxes)
-        .map(|i| [0.1 + 0.4 * i as f32, 0.1, 0.4 + 0.4 * i as f32, 0.5])
-        .collect();
-    let s: Vec<Vec<f32>> = (0..boxes).map(|_| vec![0.0, 0.9]).collect();
-    let labels = format!("BACKGROUND\n{label}\n");
-    write_model(
-        name,
-        &models::decoded_model(
-            ImageInput::nchw(64, 64),
-            &b,
-            &s,
-            ("boxes", "scores"),
-            &[(meta::KEY_LABELS, &labels)],
-        ),
-    )
+    write_model(name, &labelled_model_bytes(label, boxes))
 }
 
 #[test]
@@ -282,18 +267,11 @@ fn watch_model_reloads_a_replaced_file_without_losing_frames() {
     ));
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(u64, Vec<String>)>::new()));
     let s = seen.clone();
-    p.by_name("sink")
-        .unwrap()
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer() {
-                s.lock()
-                    .unwrap()
-                    .push((buf.offset(), rois(buf).into_iter().map(|r| r.label).collect()));
-            }
-            gst::PadProbeReturn::Ok
-        });
+    on_buffers(&p, "sink", move |buf| {
+        s.lock()
+            .unwrap()
+            .push((buf.offset(), rois(buf).into_iter().map(|r| r.label).collect()))
+    });
     p.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // Replace the file the way the trainer's export does: write elsewhere, then rename over it.

@@ -36,6 +36,38 @@ pub fn write_model(name: &str, bytes: &[u8]) -> String {
     p.display().to_string()
 }
 
+/// A decoded-output model (64x64 input) that finds `boxes` objects of `label` at fixed places in every frame,
+/// with confidence 0.9: tells frames of one model from another's by their labels.
+pub fn labelled_model_bytes(label: &str, boxes: usize) -> Vec<u8> {
+    use mobilenetdetect_testkit::models::{ImageInput, decoded_model};
+    let b: Vec<[f32; 4]> = (0..boxes)
+        .map(|i| [0.1 + 0.4 * i as f32, 0.1, 0.4 + 0.4 * i as f32, 0.5])
+        .collect();
+    let s: Vec<Vec<f32>> = (0..boxes).map(|_| vec![0.0, 0.9]).collect();
+    let labels = format!("BACKGROUND\n{label}\n");
+    decoded_model(
+        ImageInput::nchw(64, 64),
+        &b,
+        &s,
+        ("boxes", "scores"),
+        &[(detection_common::metadata::KEY_LABELS, &labels)],
+    )
+}
+
+/// Calls `f` with every buffer that reaches the sink pad of element `sink` in `p`.
+pub fn on_buffers(p: &gst::Pipeline, sink: &str, f: impl Fn(&gst::BufferRef) + Send + Sync + 'static) {
+    p.by_name(sink)
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer() {
+                f(buf);
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
 /// One ROI meta read back from a buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Roi {

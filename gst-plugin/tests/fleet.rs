@@ -329,16 +329,7 @@ fn four_devices_one_bucket_one_broker_then_train_publish_and_swap() {
     );
     let offsets = Arc::new(Mutex::new(Vec::new()));
     let o = offsets.clone();
-    p.by_name("sink")
-        .unwrap()
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer() {
-                o.lock().unwrap().push(buf.offset());
-            }
-            gst::PadProbeReturn::Ok
-        });
+    on_buffers(&p, "sink", move |buf| o.lock().unwrap().push(buf.offset()));
     p.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let published = run_trainer(

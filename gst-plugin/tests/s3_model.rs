@@ -4,28 +4,11 @@
 
 mod common;
 use common::*;
-use detection_common::metadata as meta;
 use detection_storage::{Bucket, Overrides};
 use gst::prelude::*;
-use mobilenetdetect_testkit::models::{self, ImageInput};
 use mobilenetdetect_testkit::servers::{S3Server, free_port};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn labelled_model(label: &str, boxes: usize) -> Vec<u8> {
-    let b: Vec<[f32; 4]> = (0..boxes)
-        .map(|i| [0.1 + 0.4 * i as f32, 0.1, 0.4 + 0.4 * i as f32, 0.5])
-        .collect();
-    let s: Vec<Vec<f32>> = (0..boxes).map(|_| vec![0.0, 0.9]).collect();
-    let labels = format!("BACKGROUND\n{label}\n");
-    models::decoded_model(
-        ImageInput::nchw(64, 64),
-        &b,
-        &s,
-        ("boxes", "scores"),
-        &[(meta::KEY_LABELS, &labels)],
-    )
-}
 
 type Seen = Arc<Mutex<Vec<(u64, Vec<String>)>>>;
 
@@ -33,18 +16,11 @@ fn running(launch: &str) -> (gst::Pipeline, Seen) {
     let p = pipeline(launch);
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    p.by_name("sink")
-        .unwrap()
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer() {
-                s.lock()
-                    .unwrap()
-                    .push((buf.offset(), rois(buf).into_iter().map(|r| r.label).collect()));
-            }
-            gst::PadProbeReturn::Ok
-        });
+    on_buffers(&p, "sink", move |buf| {
+        s.lock()
+            .unwrap()
+            .push((buf.offset(), rois(buf).into_iter().map(|r| r.label).collect()))
+    });
     (p, seen)
 }
 
@@ -82,7 +58,9 @@ fn a_published_model_is_swapped_in_and_a_broken_one_is_refused() {
     // SAFETY: set before any pipeline thread starts; the downloads cache goes to this test's folder.
     unsafe { std::env::set_var("XDG_CACHE_HOME", d.join("cache")) };
     let bucket = Bucket::open("fleet", &Overrides::default()).unwrap();
-    bucket.put("models/latest.onnx", labelled_model("car", 2)).unwrap();
+    bucket
+        .put("models/latest.onnx", labelled_model_bytes("car", 2))
+        .unwrap();
 
     let launch = "detecttestsrc is-live=true ! video/x-raw,width=64,height=64,framerate=50/1 ! \
                   mobilenetdetect model=s3://fleet/models/latest.onnx watch-model=true watch-interval=200 ! \
@@ -92,11 +70,13 @@ fn a_published_model_is_swapped_in_and_a_broken_one_is_refused() {
     wait_for_label(&seen, "car", Duration::from_secs(10));
 
     // Publish: the object changes in one step (a PUT), the element downloads it in the background.
-    bucket.put("models/latest.onnx", labelled_model("sign", 1)).unwrap();
+    bucket
+        .put("models/latest.onnx", labelled_model_bytes("sign", 1))
+        .unwrap();
     wait_for_label(&seen, "sign", Duration::from_secs(15));
 
     // A broken upload (cut short, not ONNX): the running model goes on, with a warning.
-    let mut broken = labelled_model("truck", 1);
+    let mut broken = labelled_model_bytes("truck", 1);
     broken.truncate(broken.len() / 2);
     bucket.put("models/latest.onnx", broken).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
