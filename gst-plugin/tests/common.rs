@@ -54,6 +54,23 @@ pub fn labelled_model_bytes(label: &str, boxes: usize) -> Vec<u8> {
     )
 }
 
+/// Frames recorded as (offset, labels) across a model swap: no offset is missing, every frame ran on one whole
+/// model (its labels are `before`'s or `after`'s), and from the first frame of `after` on, every frame is.
+pub fn assert_swapped_without_loss(seen: &[(u64, Vec<String>)], before: &[&str], after: &[&str]) {
+    for (i, (offset, labels)) in seen.iter().enumerate() {
+        assert_eq!(*offset, i as u64, "no frame lost");
+        assert!(
+            labels == before || labels == after,
+            "frame {i} ran on one whole model: {labels:?}"
+        );
+    }
+    let first_new = seen.iter().position(|(_, l)| l == after).expect("the new model ran");
+    assert!(
+        seen[first_new..].iter().all(|(_, l)| l == after),
+        "later frames use the new model"
+    );
+}
+
 /// Calls `f` with every buffer that reaches the sink pad of element `sink` in `p`.
 pub fn on_buffers(p: &gst::Pipeline, sink: &str, f: impl Fn(&gst::BufferRef) + Send + Sync + 'static) {
     p.by_name(sink)
