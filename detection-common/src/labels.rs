@@ -91,13 +91,18 @@ impl Labels {
 
     /// Serialised form: BACKGROUND first, one label per line (what labels.txt and model metadata hold).
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        for n in &self.names {
-            s.push_str(n);
-            s.push('\n');
-        }
-        s
+        names_to_text(&self.names)
     }
+}
+
+/// A label list (BACKGROUND first) as labels.txt holds it: one label per line.
+pub fn names_to_text(names: &[String]) -> String {
+    let mut s = String::new();
+    for n in names {
+        s.push_str(n);
+        s.push('\n');
+    }
+    s
 }
 
 /// A label fit for one line of labels.txt, XML text and JSON: control characters (newlines included) become

@@ -3,7 +3,6 @@
 
 use crate::{Bucket, Error, ErrorKind, Object};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The record of what a mirrored folder holds: one line per file, `ETAG<TAB>SIZE<TAB>RELATIVE-KEY`.
@@ -29,25 +28,13 @@ fn local_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::new(path.display().to_string(), ErrorKind::Failed, e.to_string())
 }
 
-/// Writes `bytes` to `path` whole: a temporary file in the same folder, synced, then renamed.
+/// Writes `bytes` to `path` whole (creating its folder): `detection_common::files::write_atomically`, whose
+/// temporary files a later run removes if this process dies mid-write.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| local_error(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| local_error(dir, e))?;
     }
-    result.map_err(|e| local_error(path, e))
+    detection_common::files::write_atomically(path, bytes).map_err(|e| local_error(path, e))
 }
 
 fn read_manifest(dir: &Path) -> BTreeMap<String, (String, u64)> {

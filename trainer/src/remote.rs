@@ -2,7 +2,7 @@
 //! `detectioncapture location=s3://…` writes them from many devices) read through a local mirror, and models
 //! published back for the devices to pick up.
 
-use detection_common::labels::Labels;
+use detection_common::labels::{Labels, names_to_text};
 use detection_storage::mirror::{mirror_prefix, write_whole};
 use detection_storage::{Bucket, ErrorKind, Overrides, S3Url};
 use std::path::{Path, PathBuf};
@@ -72,12 +72,8 @@ pub fn mirror_dataset(url: &S3Url, dir: &Path) -> Result<PathBuf, String> {
         report.removed
     );
     let labels = merged_labels(dir)?;
-    write_whole(&dir.join("labels.txt"), labels_text(&labels).as_bytes()).map_err(|e| e.to_string())?;
+    write_whole(&dir.join("labels.txt"), names_to_text(&labels).as_bytes()).map_err(|e| e.to_string())?;
     Ok(dir.to_path_buf())
-}
-
-fn labels_text(labels: &[String]) -> String {
-    labels.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// One label list from every device's `labels/DEVICE.txt` (and a shared `labels.txt` uploaded with the

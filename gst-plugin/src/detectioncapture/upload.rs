@@ -12,6 +12,7 @@
 
 use super::writer::{Encoder, Sample, annotation_xml, merge_labels};
 use detection_common::files::write_atomically;
+use detection_common::labels::names_to_text;
 use detection_storage::{Bucket, Overrides, S3Url};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,10 +57,6 @@ pub struct BucketWriter {
     /// After a failure, no upload is tried before this instant.
     retry_at: Option<Instant>,
     backoff: Duration,
-}
-
-fn labels_text(labels: &[String]) -> String {
-    labels.iter().map(|l| format!("{l}\n")).collect()
 }
 
 impl BucketWriter {
@@ -123,7 +120,7 @@ impl BucketWriter {
                 .names()
                 .to_vec(),
         };
-        write_atomically(&labels_path, labels_text(&labels).as_bytes())
+        write_atomically(&labels_path, names_to_text(&labels).as_bytes())
             .map_err(|e| format!("cannot write in the spool {}: {e}", spool.display()))?;
         Ok(Self {
             bucket,
@@ -171,7 +168,7 @@ impl BucketWriter {
             return Err(SpoolError::Full);
         }
         if merged != self.labels {
-            write_atomically(&labels_path, labels_text(&merged).as_bytes())
+            write_atomically(&labels_path, names_to_text(&merged).as_bytes())
                 .map_err(|e| SpoolError::Failed(format!("cannot write {}: {e}", labels_path.display())))?;
             self.labels = merged;
             self.labels_uploaded = false;
@@ -203,7 +200,7 @@ impl BucketWriter {
         let mut done = Uploaded::default();
         if !self.labels_uploaded && !self.waiting.is_empty() {
             let key = self.prefix.child(&format!("labels/{}.txt", self.device));
-            if let Err(e) = self.bucket.put(&key, labels_text(&self.labels).into_bytes()) {
+            if let Err(e) = self.bucket.put(&key, names_to_text(&self.labels).into_bytes()) {
                 return self.failed(done, e.to_string());
             }
             self.labels_uploaded = true;

@@ -10,6 +10,7 @@
 
 // Files reach the folder whole (temporary name unique per writer, synced, renamed).
 use detection_common::files::{temp_path, write_atomically};
+use detection_common::labels::names_to_text;
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
 use std::fs::File;
 use std::io::Write;
@@ -97,10 +98,6 @@ fn remove_stale_temps(dir: &Path) {
 /// The sample number in `frame-NNNNNN.EXT`.
 fn sample_number(name: &str, ext: &str) -> Option<u64> {
     name.strip_prefix(PREFIX)?.strip_suffix(ext)?.parse().ok()
-}
-
-fn labels_text(labels: &[String]) -> String {
-    labels.iter().map(|l| format!("{l}\n")).collect()
 }
 
 fn read_labels(path: &Path) -> Option<Vec<String>> {
@@ -251,7 +248,7 @@ impl DatasetWriter {
                 let l = detection_common::labels::Labels::from_names(initial_labels.to_vec())
                     .names()
                     .to_vec();
-                write_atomically(&labels_path, labels_text(&l).as_bytes())
+                write_atomically(&labels_path, names_to_text(&l).as_bytes())
                     .map_err(|e| format!("cannot write {}: {e}", labels_path.display()))?;
                 l
             }
@@ -302,7 +299,7 @@ impl DatasetWriter {
         let on_disk = read_labels(&path);
         let merged = merge_labels(on_disk.clone(), &self.labels, boxes, &path.display().to_string())?;
         if on_disk.as_ref() != Some(&merged) {
-            write_atomically(&path, labels_text(&merged).as_bytes())
+            write_atomically(&path, names_to_text(&merged).as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         self.labels = merged;
