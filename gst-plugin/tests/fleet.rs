@@ -79,17 +79,20 @@ fn subscribe(port: u16) -> Arc<Mutex<Vec<(String, u64)>>> {
     got
 }
 
-/// The frame numbers of the complete lines in an outbox (what a device had produced).
-fn outbox_frames(dir: &Path) -> Vec<u64> {
+/// The frames a run had produced, from its outbox: the outbox keeps the lines since it was last emptied (all
+/// acknowledged), and a run numbers its frames from 0, so the last complete line tells how many there were.
+fn produced_frames(dir: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap_or_default();
-    text.split_inclusive('\n')
+    let last = text
+        .split_inclusive('\n')
         .filter(|l| l.ends_with('\n'))
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"]
                 .as_u64()
                 .unwrap()
         })
-        .collect()
+        .max();
+    last.map(|last| (0..=last).collect()).unwrap_or_default()
 }
 
 fn trainer() -> PathBuf {
@@ -137,13 +140,26 @@ fn four_devices_one_bucket_one_broker_then_train_publish_and_swap() {
 
     let started = Instant::now();
     let mut children: Vec<Child> = (0..DEVICES).map(|i| launch(i, FRAMES, &d, broker.port, &s3)).collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The outage starts once every device is streaming (a loaded machine can take seconds to start four
+    // pipelines), and early enough that each still has most of its frames to go.
+    let streaming = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = got.lock().unwrap().clone();
+        if (0..DEVICES).all(|i| got.iter().filter(|(dv, _)| *dv == device(i)).count() >= 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < streaming,
+            "the devices did not start streaming: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     broker.stop();
     std::thread::sleep(Duration::from_millis(700));
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(children[KILLED].id() as i32, libc::SIGKILL) };
     children[KILLED].wait().unwrap();
-    let produced_before_kill = outbox_frames(&d.join(format!("outbox-{}", device(KILLED))));
+    let produced_before_kill = produced_frames(&d.join(format!("outbox-{}", device(KILLED))));
     std::thread::sleep(Duration::from_millis(800));
     broker.start();
     for (i, c) in children.iter_mut().enumerate() {

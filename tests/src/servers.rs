@@ -62,10 +62,22 @@ impl Broker {
             return None;
         };
         let port = free_port();
+        // Started as root, Mosquitto switches to the user 'mosquitto', which cannot write its persistence file
+        // into our folder ("Error saving in-memory database ... Permission denied"): sessions and queued messages
+        // would then not survive a restart. `user root` keeps it as it is (the setting is ignored otherwise).
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
+        // The default limit of 1000 queued messages per client drops QoS 1 messages for a subscriber that falls
+        // behind a burst (a loaded CI machine); the tests count every message.
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 0\n{user}",
                 dir.display()
             ),
         )
