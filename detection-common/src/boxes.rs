@@ -210,36 +210,50 @@ pub fn encode_box(b: &BBox, anchor: &Anchor, encoding: BoxEncoding) -> [f32; 4] 
     }
 }
 
-/// SSD default boxes (normalised `cy cx h w`) for feature maps of `sizes` x `sizes` cells, ordered by map, row,
-/// column, then shape — the order SSD heads emit them in. `per_location` is 3 (a small square and two 2:1
-/// boxes, MobileNet-SSD's first map) or 6 (two squares, 2:1, 1:2, 3:1, 1:3); scales run from 0.2 to 0.95.
-/// The trainer builds its models with these and the test kit its benchmark graph.
+/// SSD default boxes for maps of the given sizes (`per_location` boxes per cell, 3 or 6), in the order the heads
+/// predict them: map by map, row by row, cell by cell, shape by shape.
 pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
-    let n = sizes.len();
-    let scale = |k: usize| 0.2 + (0.95 - 0.2) * k as f32 / (n - 1) as f32;
-    let mut anchors = Vec::new();
-    for (k, (&size, &m)) in sizes.iter().zip(per_location).enumerate() {
-        let s = scale(k);
-        let s_next = if k + 1 < n { scale(k + 1) } else { 1.0 };
-        let r2 = 2f32.sqrt();
-        let shapes: Vec<(f32, f32)> = if m == 3 {
-            vec![(0.1, 0.1), (s * r2, s / r2), (s / r2, s * r2)]
-        } else {
-            let mut v = vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())];
-            for ar in [2f32, 3.0] {
-                v.push((s * ar.sqrt(), s / ar.sqrt()));
-                v.push((s / ar.sqrt(), s * ar.sqrt()));
+    grid_anchors(sizes, &ssd_anchor_shapes(sizes.len(), per_location))
+}
+
+/// SSD's box shapes `(w, h)` per map (scales 0.2 to 0.95 over the maps): 3 on a map with 3 (a small square and
+/// two 2:1 boxes), otherwise two squares, 2:1, 1:2, 3:1 and 1:3.
+pub fn ssd_anchor_shapes(maps: usize, per_location: &[usize]) -> Vec<Vec<(f32, f32)>> {
+    let scale = |k: usize| ssd_scale(k, maps);
+    let r2 = 2f32.sqrt();
+    (0..maps)
+        .map(|k| {
+            let s = scale(k);
+            let s_next = if k + 1 < maps { scale(k + 1) } else { 1.0 };
+            if per_location[k] == 3 {
+                vec![(0.1, 0.1), (s * r2, s / r2), (s / r2, s * r2)]
+            } else {
+                let mut v = vec![(s, s), ((s * s_next).sqrt(), (s * s_next).sqrt())];
+                for ar in [2f32, 3.0] {
+                    v.push((s * ar.sqrt(), s / ar.sqrt()));
+                    v.push((s / ar.sqrt(), s * ar.sqrt()));
+                }
+                v
             }
-            v
-        };
+        })
+        .collect()
+}
+
+/// SSD's box size (side of its square, normalised) on map `k` of `maps`: 0.2 on the first to 0.95 on the last.
+pub fn ssd_scale(k: usize, maps: usize) -> f32 {
+    0.2 + (0.95 - 0.2) * k as f32 / (maps.max(2) - 1) as f32
+}
+
+/// Anchors of the given shapes `(w, h)` (one list per map) centred on every cell of maps of the given sizes.
+pub fn grid_anchors(sizes: &[usize], shapes: &[Vec<(f32, f32)>]) -> Vec<Anchor> {
+    let mut anchors = Vec::new();
+    for (&size, shapes) in sizes.iter().zip(shapes) {
         for y in 0..size {
             for x in 0..size {
-                for &(w, h) in &shapes {
-                    let cy = (y as f32 + 0.5) / size as f32;
-                    let cx = (x as f32 + 0.5) / size as f32;
+                for &(w, h) in shapes {
                     anchors.push(Anchor {
-                        cy,
-                        cx,
+                        cy: (y as f32 + 0.5) / size as f32,
+                        cx: (x as f32 + 0.5) / size as f32,
                         h: h.min(1.0),
                         w: w.min(1.0),
                     });
@@ -248,6 +262,14 @@ pub fn ssd_anchors(sizes: &[usize], per_location: &[usize]) -> Vec<Anchor> {
         }
     }
     anchors
+}
+
+/// Anchors as text, one `cy cx h w` line each (what [`parse_anchors`] reads).
+pub fn anchors_to_text(anchors: &[Anchor]) -> String {
+    anchors
+        .iter()
+        .map(|a| format!("{} {} {} {}\n", a.cy, a.cx, a.h, a.w))
+        .collect()
 }
 
 #[cfg(test)]

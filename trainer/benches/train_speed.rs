@@ -24,6 +24,7 @@ fn main() {
         num_classes: 6,
         width: 1.0,
         input_size: size,
+        anchor_shapes: None,
     };
     let device = Device::flex().autodiff();
     let anchors = cfg.anchors();

@@ -15,6 +15,8 @@ const KEY_LABELS: &str = "mobilenetdetect.labels";
 const KEY_WIDTH: &str = "mobilenetdetect.width";
 const KEY_INPUT_SIZE: &str = "mobilenetdetect.input_size";
 const KEY_EPOCH: &str = "mobilenetdetect.epoch";
+/// Fitted anchor shapes (absent: SSD's, as in checkpoints from before fitting).
+const KEY_ANCHOR_SHAPES: &str = "mobilenetdetect.anchor_shapes";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +37,9 @@ pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), S
             .metadata(KEY_WIDTH, info.config.width.to_string())
             .metadata(KEY_INPUT_SIZE, info.config.input_size.to_string())
             .metadata(KEY_EPOCH, info.epoch.to_string());
+        if let Some(shapes) = info.config.shapes_to_text() {
+            store = store.metadata(KEY_ANCHOR_SHAPES, shapes);
+        }
         model.save_into(&mut store).map_err(|e| format!("{e}"))
     })
     .map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -64,6 +69,11 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
         width: number(KEY_WIDTH)? as f32,
         // `as` saturates: a negative, NaN or huge number lands outside the checked range.
         input_size: number(KEY_INPUT_SIZE)? as usize,
+        anchor_shapes: meta
+            .get(KEY_ANCHOR_SHAPES)
+            .map(|text| SsdLiteConfig::shapes_from_text(text))
+            .transpose()
+            .map_err(|e| format!("{}: damaged checkpoint metadata: {e}", path.display()))?,
     };
     config
         .check()

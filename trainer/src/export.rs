@@ -217,6 +217,12 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     g.metadata(meta::KEY_INPUT_STD, &meta::format_triplet(INPUT_STD));
     g.metadata(meta::KEY_INPUT_SIZE, &format!("{s}x{s}"));
     g.metadata(meta::KEY_BOX_ORDER, "xyxy");
+    // The priors the boxes were decoded with: documentation for an ssd-decoded model, and what `train --init
+    // model.onnx` rebuilds fitted anchor shapes from.
+    g.metadata(
+        meta::KEY_ANCHORS,
+        &detection_common::boxes::anchors_to_text(&cfg.anchors()),
+    );
     g.metadata(crate::import::KEY_WIDTH, &cfg.width.to_string());
     g.to_bytes()
 }

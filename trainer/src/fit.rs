@@ -71,6 +71,9 @@ pub struct FitOptions {
     pub cached_variants: usize,
     /// Memory the feature cache may use; fewer versions (or none) are cached to stay within it.
     pub cache_megabytes: usize,
+    /// Fit the anchor shapes to the training boxes (`anchors.rs`) instead of SSD's; a fine-tuned model keeps
+    /// the shapes of the model it starts from.
+    pub fit_anchors: bool,
 }
 
 impl Default for FitOptions {
@@ -81,6 +84,7 @@ impl Default for FitOptions {
                 num_classes: 0,
                 width: 1.0,
                 input_size: 300,
+                anchor_shapes: None,
             },
             epochs: 30,
             batch_size: 16,
@@ -97,6 +101,7 @@ impl Default for FitOptions {
             augment: AugmentConfig::default(),
             cached_variants: 4,
             cache_megabytes: 4096,
+            fit_anchors: true,
         }
     }
 }
@@ -246,10 +251,21 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
         eprintln!("resuming after epoch {first_epoch} from {}", checkpoint_path.display());
         (model.train(), info.config)
     } else {
-        let cfg = SsdLiteConfig {
+        let mut cfg = SsdLiteConfig {
             num_classes: merged.labels.len(),
             ..opts.model.clone()
         };
+        if opts.fit_anchors && !matches!(opts.init, Init::Checkpoint(_)) {
+            let boxes = crate::anchors::box_shapes(&train);
+            let shapes = crate::anchors::fit(&boxes);
+            eprintln!(
+                "anchors: fitted to {} training boxes (mean best IoU {:.2}, SSD's shapes {:.2})",
+                boxes.len(),
+                crate::anchors::mean_best_iou(&boxes, &shapes),
+                crate::anchors::mean_best_iou(&boxes, &cfg.shapes())
+            );
+            cfg.anchor_shapes = Some(shapes);
+        }
         let mut model = cfg.init(&device);
         match &opts.init {
             Init::ImageNet(path) => {
@@ -288,6 +304,8 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                         cfg.input_size
                     );
                 }
+                // The box heads learnt offsets from these anchors.
+                cfg.anchor_shapes = info.config.anchor_shapes.clone();
                 if info.config.num_classes == cfg.num_classes {
                     model = old_model;
                 } else {

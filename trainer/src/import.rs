@@ -123,14 +123,24 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, Checkpoin
         return Err(format!("{}: input {w}x{h} is not square", path.display()));
     }
     let labels = Labels::parse(get(meta::KEY_LABELS)?);
-    let config = SsdLiteConfig {
+    let mut config = SsdLiteConfig {
         num_classes: labels.len(),
         width,
         input_size: w as usize,
+        anchor_shapes: None,
     };
     config
         .check()
         .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
+    // Exports from before anchor fitting carry no anchors: they used SSD's shapes.
+    if let Some(text) = props.get(meta::KEY_ANCHORS) {
+        let bad = |e: String| format!("{}: metadata {}: {e}", path.display(), meta::KEY_ANCHORS);
+        let anchors = detection_common::boxes::parse_anchors(text, "").map_err(|e| bad(e.message))?;
+        let shapes = config.shapes_from_anchors(&anchors).map_err(bad)?;
+        if anchors != config.anchors() {
+            config.anchor_shapes = Some(shapes);
+        }
+    }
     let graph = model
         .graph
         .as_ref()

@@ -3,6 +3,7 @@
 //! (`eval`, VOC and COCO mAP), ONNX export, and the fleet's side (datasets pooled in object storage, models
 //! published to it).
 
+pub mod anchors;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;

@@ -92,6 +92,10 @@ enum Command {
         /// The backbone's learning rate relative to --lr.
         #[arg(long, default_value_t = defaults().backbone_lr_scale)]
         backbone_lr_scale: f64,
+        /// Anchor shapes: `fit` (k-means on the training boxes, per map; carried in the checkpoint and the
+        /// export) or `ssd` (SSD's generic scales and ratios). Fine-tuning keeps the shapes of --init.
+        #[arg(long, default_value = if defaults().fit_anchors { "fit" } else { "ssd" })]
+        anchors: String,
         /// Largest zoom-out (expand) factor of the augmentation; 1 turns zoom-out off.
         #[arg(long, default_value_t = defaults().augment.max_zoom_out)]
         max_zoom_out: f32,
@@ -218,6 +222,7 @@ fn main() -> ExitCode {
             cache_versions,
             cache_megabytes,
             backbone_lr_scale,
+            anchors,
             max_zoom_out,
             no_crop,
             no_photometric,
@@ -249,6 +254,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let fit_anchors = match anchors.as_str() {
+                "fit" => true,
+                "ssd" => false,
+                other => {
+                    eprintln!("error: --anchors {other}: expected fit or ssd");
+                    return ExitCode::from(2);
+                }
+            };
             if !(1.0..=8.0).contains(&max_zoom_out) {
                 eprintln!("error: --max-zoom-out {max_zoom_out}: expected 1 to 8");
                 return ExitCode::from(2);
@@ -264,6 +277,7 @@ fn main() -> ExitCode {
                 epochs,
                 cached_variants: cache_versions,
                 cache_megabytes,
+                fit_anchors,
                 batch_size: batch_size.max(1),
                 lr,
                 warmup_steps,

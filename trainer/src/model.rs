@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use detection_common::boxes::{Anchor, ssd_anchors};
+use detection_common::boxes::{Anchor, grid_anchors, ssd_anchor_shapes, ssd_anchors};
 
 /// Channel counts rounded the way MobileNetV2 does (multiples of 8, never 10% below the target).
 pub fn make_divisible(v: f32, divisor: usize) -> usize {
@@ -130,11 +130,16 @@ impl ExtraBlock {
 pub const ANCHORS_PER_LOCATION: [usize; 6] = [3, 6, 6, 6, 6, 6];
 use detection_common::mobilenet_v2::{BLOCKS, LAST_CHANNELS, STEM_CHANNELS, STRIDE32_BLOCK};
 
+/// Anchor shapes `(w, h)`, normalised to the input, one list per map (as many as `ANCHORS_PER_LOCATION` says).
+pub type AnchorShapes = Vec<Vec<(f32, f32)>>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SsdLiteConfig {
     pub num_classes: usize,
     pub width: f32,
     pub input_size: usize,
+    /// Shapes fitted to a dataset's boxes (`anchors.rs`); `None`: SSD's default shapes.
+    pub anchor_shapes: Option<AnchorShapes>,
 }
 
 /// The MobileNetV2 feature extractor, named so torchvision's `features.N` weights map onto it one to one.
@@ -256,10 +261,87 @@ impl SsdLiteConfig {
         }
     }
 
-    /// SSD default boxes in the heads' output order (normalised `cy cx h w`): 3 on the first map (a small
-    /// square and two 2:1 boxes), 6 elsewhere (two squares, 2:1, 1:2, 3:1, 1:3), scales 0.2 to 0.95.
+    /// Default boxes in the heads' output order (normalised `cy cx h w`): the fitted shapes, or SSD's — 3 on the
+    /// first map (a small square and two 2:1 boxes), 6 elsewhere (two squares, 2:1, 1:2, 3:1, 1:3), scales 0.2
+    /// to 0.95.
     pub fn anchors(&self) -> Vec<Anchor> {
-        ssd_anchors(&self.feature_sizes(), &ANCHORS_PER_LOCATION)
+        match &self.anchor_shapes {
+            Some(shapes) => grid_anchors(&self.feature_sizes(), shapes),
+            None => ssd_anchors(&self.feature_sizes(), &ANCHORS_PER_LOCATION),
+        }
+    }
+
+    /// The shapes `anchors()` places on each map.
+    pub fn shapes(&self) -> AnchorShapes {
+        self.anchor_shapes
+            .clone()
+            .unwrap_or_else(|| ssd_anchor_shapes(ANCHORS_PER_LOCATION.len(), &ANCHORS_PER_LOCATION))
+    }
+
+    /// The fitted shapes as text, one line per map of `w h` pairs (`None` for SSD's shapes).
+    pub fn shapes_to_text(&self) -> Option<String> {
+        self.anchor_shapes.as_ref().map(|maps| {
+            maps.iter()
+                .map(|shapes| {
+                    shapes
+                        .iter()
+                        .map(|(w, h)| format!("{w} {h}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// Reads what `shapes_to_text` wrote: as many maps and shapes as the heads predict, sizes in (0, 2] (SSD's
+    /// widest shapes exceed 1; anchors clip them to the input).
+    pub fn shapes_from_text(text: &str) -> Result<AnchorShapes, String> {
+        let maps: Vec<&str> = text.lines().collect();
+        if maps.len() != ANCHORS_PER_LOCATION.len() {
+            return Err(format!(
+                "anchor shapes for {} maps, expected {}",
+                maps.len(),
+                ANCHORS_PER_LOCATION.len()
+            ));
+        }
+        maps.iter()
+            .zip(ANCHORS_PER_LOCATION)
+            .map(|(line, m)| {
+                let v: Vec<f32> = line
+                    .split_whitespace()
+                    .map(|x| {
+                        x.parse::<f32>()
+                            .map_err(|_| format!("anchor size '{x}' is not a number"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if v.len() != 2 * m || v.iter().any(|x| !(x.is_finite() && *x > 0.0 && *x <= 2.0)) {
+                    return Err(format!("anchor shapes '{line}': expected {m} pairs 'w h' in (0, 2]"));
+                }
+                Ok(v.chunks(2).map(|c| (c[0], c[1])).collect())
+            })
+            .collect()
+    }
+
+    /// The shapes of a full anchor list (`anchors()`'s order): the first cell of each map.
+    pub fn shapes_from_anchors(&self, anchors: &[Anchor]) -> Result<AnchorShapes, String> {
+        let sizes = self.feature_sizes();
+        let expected: usize = sizes.iter().zip(ANCHORS_PER_LOCATION).map(|(s, m)| s * s * m).sum();
+        if anchors.len() != expected {
+            return Err(format!(
+                "{} anchors, but a {}x{} SSDLite has {expected}",
+                anchors.len(),
+                self.input_size,
+                self.input_size
+            ));
+        }
+        let mut offset = 0;
+        let mut shapes = Vec::with_capacity(sizes.len());
+        for (size, m) in sizes.iter().zip(ANCHORS_PER_LOCATION) {
+            shapes.push(anchors[offset..offset + m].iter().map(|a| (a.w, a.h)).collect());
+            offset += size * size * m;
+        }
+        Ok(shapes)
     }
 }
 
@@ -306,6 +388,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fitted_shapes_survive_text_and_anchor_lists() {
+        let mut cfg = SsdLiteConfig {
+            num_classes: 3,
+            width: 1.0,
+            input_size: 160,
+            anchor_shapes: None,
+        };
+        assert_eq!(cfg.shapes_to_text(), None, "SSD's shapes are not written");
+        let mut shapes = cfg.shapes();
+        shapes[0] = vec![(0.12, 0.16), (0.17, 0.23), (0.21, 0.3)];
+        cfg.anchor_shapes = Some(shapes.clone());
+        let text = cfg.shapes_to_text().unwrap();
+        assert_eq!(SsdLiteConfig::shapes_from_text(&text).unwrap(), shapes);
+        // The export's anchor list gives the shapes back (as the anchors clip them).
+        let back = cfg.shapes_from_anchors(&cfg.anchors()).unwrap();
+        assert_eq!(back[0], shapes[0]);
+        let again = SsdLiteConfig {
+            anchor_shapes: Some(back),
+            ..cfg.clone()
+        };
+        assert_eq!(again.anchors(), cfg.anchors());
+        assert!(cfg.shapes_from_anchors(&cfg.anchors()[1..]).is_err());
+        for bad in ["0.1 0.1", &text.replace("0.12", "x"), &text.replace("0.12", "-1")] {
+            assert!(SsdLiteConfig::shapes_from_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn shapes_and_anchor_count_agree() {
         let device = Device::flex();
         for (size, width) in [(300, 1.0), (160, 0.35)] {
@@ -313,6 +423,7 @@ mod tests {
                 num_classes: 4,
                 width,
                 input_size: size,
+                anchor_shapes: None,
             };
             let model = cfg.init(&device);
             let x = Tensor::<4>::zeros([2, 3, size, size], &device);

@@ -15,6 +15,7 @@ fn loss_falls_on_synthetic_squares() {
         num_classes: 3,
         width: 0.35,
         input_size: 96,
+        anchor_shapes: None,
     };
     let mut model = cfg.init(&device);
     let anchors = cfg.anchors();

@@ -11,6 +11,7 @@ fn cfg(width: f32) -> SsdLiteConfig {
         num_classes: 3,
         width,
         input_size: 160,
+        anchor_shapes: None,
     }
 }
 
