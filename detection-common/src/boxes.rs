@@ -140,6 +140,7 @@ pub fn read_anchors_file(path: &Path) -> Result<Vec<Anchor>, AnchorsError> {
     parse_anchors(&text, &source)
 }
 
+/// Anchors as text, one `cy cx h w` line each (what [`parse_anchors`] reads).
 pub fn format_anchors(anchors: &[Anchor]) -> String {
     let mut s = String::with_capacity(anchors.len() * 32);
     for a in anchors {
@@ -262,14 +263,6 @@ pub fn grid_anchors(sizes: &[usize], shapes: &[Vec<(f32, f32)>]) -> Vec<Anchor> 
         }
     }
     anchors
-}
-
-/// Anchors as text, one `cy cx h w` line each (what [`parse_anchors`] reads).
-pub fn anchors_to_text(anchors: &[Anchor]) -> String {
-    anchors
-        .iter()
-        .map(|a| format!("{} {} {} {}\n", a.cy, a.cx, a.h, a.w))
-        .collect()
 }
 
 #[cfg(test)]

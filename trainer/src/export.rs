@@ -221,7 +221,7 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     // model.onnx` rebuilds fitted anchor shapes from.
     g.metadata(
         meta::KEY_ANCHORS,
-        &detection_common::boxes::anchors_to_text(&cfg.anchors()),
+        &detection_common::boxes::format_anchors(&cfg.anchors()),
     );
     g.metadata(crate::import::KEY_WIDTH, &cfg.width.to_string());
     g.to_bytes()

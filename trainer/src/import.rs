@@ -134,9 +134,11 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, Checkpoin
         .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
     // Exports from before anchor fitting carry no anchors: they used SSD's shapes.
     if let Some(text) = props.get(meta::KEY_ANCHORS) {
-        let bad = |e: String| format!("{}: metadata {}: {e}", path.display(), meta::KEY_ANCHORS);
-        let anchors = detection_common::boxes::parse_anchors(text, "").map_err(|e| bad(e.message))?;
-        let shapes = config.shapes_from_anchors(&anchors).map_err(bad)?;
+        let source = format!("{} metadata {}", path.display(), meta::KEY_ANCHORS);
+        let anchors = detection_common::boxes::parse_anchors(text, &source).map_err(|e| e.to_string())?;
+        let shapes = config
+            .shapes_from_anchors(&anchors)
+            .map_err(|e| format!("{source}: {e}"))?;
         if anchors != config.anchors() {
             config.anchor_shapes = Some(shapes);
         }
