@@ -103,9 +103,10 @@ def multibox_loss(loc, logits, labels, encodings):
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none").reshape(labels.shape)
     with torch.no_grad():
         neg_ce = ce.clone()
-        neg_ce[pos] = 0
+        neg_ce[pos] = -1.0
         rank = neg_ce.argsort(1, descending=True).argsort(1)
-        neg = rank < (3 * pos.sum(1, keepdim=True))
+        # 3 negatives per positive, and 3 in an image without objects (as trainer/src/loss.rs).
+        neg = (rank < 3 * pos.sum(1, keepdim=True).clamp(min=1)) & ~pos
     cls_loss = ce[pos | neg].sum()
     return (loc_loss + cls_loss) / n_pos
 
