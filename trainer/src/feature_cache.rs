@@ -37,7 +37,8 @@ impl FeatureCache {
         wanted.min(fit)
     }
 
-    /// Runs the frozen backbone over `versions` augmented versions of `train` (seeded from `seed`).
+    /// Runs the frozen backbone over `versions` augmented versions of `train` (seeded from `seed`) on `device`
+    /// (a copy of the backbone goes there when the model lives elsewhere).
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         model: &SsdLite,
@@ -49,7 +50,7 @@ impl FeatureCache {
         versions: usize,
         device: &Device,
     ) -> Result<Self, String> {
-        let backbone = model.backbone.valid();
+        let backbone = model.backbone.valid().to_device(device);
         let [s16, s32, ..] = cfg.feature_sizes();
         let [c16, c32, ..] = cfg.feature_channels();
         let started = Instant::now();

@@ -71,6 +71,9 @@ pub struct FitOptions {
     pub cached_variants: usize,
     /// Memory the feature cache may use; fewer versions (or none) are cached to stay within it.
     pub cache_megabytes: usize,
+    /// Where the frozen backbone computes the cached features (`None`: the training device). Another backend
+    /// may run the forward pass faster than the one that trains the heads fastest.
+    pub cache_device: Option<Device>,
     /// Fit the anchor shapes to the training boxes (`anchors.rs`) instead of SSD's; a fine-tuned model keeps
     /// the shapes of the model it starts from.
     pub fit_anchors: bool,
@@ -101,6 +104,7 @@ impl Default for FitOptions {
             augment: AugmentConfig::default(),
             cached_variants: 4,
             cache_megabytes: 4096,
+            cache_device: None,
             fit_anchors: true,
         }
     }
@@ -358,7 +362,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                     opts.augment,
                     opts.seed,
                     versions,
-                    &compute,
+                    opts.cache_device.as_ref().unwrap_or(&compute),
                 )?);
             }
         }

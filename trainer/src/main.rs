@@ -89,6 +89,10 @@ enum Command {
         /// Memory the feature cache may use.
         #[arg(long, default_value_t = defaults().cache_megabytes)]
         cache_megabytes: usize,
+        /// Where the frozen backbone computes the cached features, when not on --device: e.g. libtorch, whose
+        /// CPU forward pass is faster than flex's while flex trains the heads faster (benchmarks/training_race).
+        #[arg(long)]
+        cache_device: Option<String>,
         /// The backbone's learning rate relative to --lr.
         #[arg(long, default_value_t = defaults().backbone_lr_scale)]
         backbone_lr_scale: f64,
@@ -110,7 +114,8 @@ enum Command {
         no_flip: bool,
         #[arg(long, default_value_t = defaults().seed)]
         seed: u64,
-        /// cpu (burn's flex backend) or wgpu (a GPU; needs a trainer built with --features wgpu).
+        /// cpu (burn's flex backend), wgpu (a GPU; needs a trainer built with --features wgpu) or libtorch
+        /// (LibTorch's CPU kernels; --features tch).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Continue from OUT/checkpoint.bpk after the epoch it was written at.
@@ -141,7 +146,7 @@ enum Command {
         /// Print the numbers as JSON.
         #[arg(long)]
         json: bool,
-        /// Where a checkpoint runs: cpu or wgpu (ONNX models run on ONNX Runtime's CPU provider).
+        /// Where a checkpoint runs: cpu, wgpu or libtorch (ONNX models run on ONNX Runtime's CPU provider).
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -221,6 +226,7 @@ fn main() -> ExitCode {
             freeze_backbone_epochs,
             cache_versions,
             cache_megabytes,
+            cache_device,
             backbone_lr_scale,
             anchors,
             max_zoom_out,
@@ -234,6 +240,10 @@ fn main() -> ExitCode {
             skip_bad,
         } => {
             let device = match choose_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let cache_device = match cache_device.map(|name| choose_device(&name)).transpose() {
                 Ok(d) => d,
                 Err(code) => return code,
             };
@@ -277,6 +287,7 @@ fn main() -> ExitCode {
                 epochs,
                 cached_variants: cache_versions,
                 cache_megabytes,
+                cache_device,
                 fit_anchors,
                 batch_size: batch_size.max(1),
                 lr,

@@ -295,3 +295,31 @@ fn resume_without_a_checkpoint_is_an_error_and_touches_nothing() {
         "epoch,loss\n0,1.0\n"
     );
 }
+
+/// Backends this build lacks, and names that are no backend, are refused up front with what to do, before any
+/// data is read (the data folder here does not exist).
+#[cfg(not(any(feature = "tch", feature = "wgpu")))]
+#[test]
+fn devices_missing_from_the_build_are_refused_with_the_build_command() {
+    let out = std::env::temp_dir().join(format!("trainer-devices-{}", std::process::id()));
+    for (flag, name, expected) in [
+        ("--device", "libtorch", "--features tch"),
+        ("--cache-device", "libtorch", "--features tch"),
+        ("--device", "wgpu", "--features wgpu"),
+        ("--cache-device", "tpu", "expected cpu, wgpu or libtorch"),
+    ] {
+        let (code, log) = run(&[
+            "train",
+            "--data",
+            "/nonexistent/captures",
+            "--out",
+            out.to_str().unwrap(),
+            flag,
+            name,
+        ]);
+        assert_eq!(code, 2, "{flag} {name}: {log}");
+        assert!(log.contains(expected), "{flag} {name}: {log}");
+        assert!(!log.contains("/nonexistent"), "the device is checked first: {log}");
+    }
+    assert!(!out.exists(), "nothing written");
+}
