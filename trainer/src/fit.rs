@@ -270,6 +270,9 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
             );
             cfg.anchor_shapes = Some(shapes);
         }
+        // The randomly initialised layers (extras and heads; everything from scratch) come from --seed too, so
+        // that a run repeats, not only its augmentation.
+        device.seed(opts.seed);
         let mut model = cfg.init(&device);
         match &opts.init {
             Init::ImageNet(path) => {

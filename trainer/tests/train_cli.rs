@@ -323,3 +323,24 @@ fn devices_missing_from_the_build_are_refused_with_the_build_command() {
     }
     assert!(!out.exists(), "nothing written");
 }
+
+/// `--seed` decides the whole run, the randomly initialised weights included: two runs with one seed log the
+/// same loss (to float rounding across threads).
+#[test]
+fn the_same_seed_repeats_a_run() {
+    let root = std::env::temp_dir().join(format!("trainer-seed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    common::write_voc(&data, 24, 96);
+    let loss = |out: &str| -> f64 {
+        let out = root.join(out);
+        let (code, log) = train(&data, &out, &["--epochs", "1", "--seed", "3"]);
+        assert_eq!(code, 0, "{log}");
+        let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let row = metrics.lines().nth(1).expect("one epoch logged");
+        row.split(',').nth(1).unwrap().parse().unwrap()
+    };
+    let (a, b) = (loss("a"), loss("b"));
+    assert!((a - b).abs() <= 1e-4 * a.abs(), "same seed, losses {a} and {b}");
+    let _ = std::fs::remove_dir_all(&root);
+}
