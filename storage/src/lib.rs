@@ -13,6 +13,9 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Whether `location` names object storage rather than a local path.
@@ -86,8 +89,10 @@ pub enum ErrorKind {
     /// A malformed URL or configuration.
     Invalid,
     NotFound,
-    /// Network, server or credentials: may pass.
+    /// Network, server or credentials (a request that took too long included): may pass.
     Failed,
+    /// Abandoned through the bucket's [`Cancel`] (its owner is stopping).
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +138,23 @@ pub struct Bucket {
     runtime: tokio::runtime::Runtime,
     /// Where requests go, for messages.
     pub endpoint: String,
+    cancel: Cancel,
+}
+
+/// Lets another thread abandon the request a [`Bucket`] is blocked in, at once: an element stopping must not
+/// wait for a server that stopped answering. Once cancelled, every later request of that bucket fails with
+/// [`ErrorKind::Cancelled`] too.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl fmt::Debug for Bucket {
@@ -141,12 +163,19 @@ impl fmt::Debug for Bucket {
     }
 }
 
-/// How long a request may take before it counts as failed. Short enough that a writer thread facing an outage
-/// returns to its queue within seconds; retries with backoff cover brief server hiccups.
+/// How long a request may take before it counts as failed. A server that accepts connections but never answers
+/// must not hold a writer thread, a watcher or a state change for minutes: small requests (HEAD, a sample's
+/// PUT, a copy) get `SMALL_REQUEST` all retries included, a PUT `SMALL_REQUEST` plus a second per
+/// `SLOWEST_UPLOAD` bytes, a whole download (a model) `DOWNLOAD`. Retries with backoff cover brief hiccups.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const SMALL_REQUEST: Duration = Duration::from_secs(10);
+const DOWNLOAD: Duration = Duration::from_secs(120);
+/// 256 KB/s: a 20 MB model is given 90 s.
+const SLOWEST_UPLOAD: u64 = 256 * 1024;
 const RETRIES: usize = 2;
 const RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// How often a blocked request looks at its [`Cancel`].
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 impl Bucket {
     /// Opens `bucket` with the `AWS_*` environment, then `overrides`. Makes no request.
@@ -197,7 +226,7 @@ impl Bucket {
                     // An explicit plain-HTTP endpoint (a local MinIO or moto) is what the user asked for.
                     .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
                     .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_timeout(REQUEST_TIMEOUT),
+                    .with_timeout(DOWNLOAD),
             )
             .build()
             .map_err(|e| Error::new(&url, ErrorKind::Invalid, e.to_string()))?;
@@ -210,7 +239,14 @@ impl Bucket {
             store,
             runtime,
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
+            cancel: Cancel::default(),
         })
+    }
+
+    /// The same bucket, whose requests `cancel` abandons.
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Opens the bucket an s3:// URL names.
@@ -241,18 +277,51 @@ impl Bucket {
         Error::new(self.url(key), kind, format!("{message} (endpoint {})", self.endpoint))
     }
 
+    /// Runs `request` to completion unless it takes longer than `limit` (an error that may pass) or the bucket's
+    /// [`Cancel`] is set meanwhile.
+    fn run<T>(&self, key: &str, limit: Duration, request: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::new(self.url(key), ErrorKind::Cancelled, "cancelled"));
+        }
+        self.runtime.block_on(async {
+            let cancelled = async {
+                while !self.cancel.is_cancelled() {
+                    tokio::time::sleep(CANCEL_POLL).await;
+                }
+            };
+            let timed = tokio::time::timeout(limit, request);
+            match futures::future::select(std::pin::pin!(timed), std::pin::pin!(cancelled)).await {
+                futures::future::Either::Left((Ok(result), _)) => result,
+                futures::future::Either::Left((Err(_), _)) => Err(Error::new(
+                    self.url(key),
+                    ErrorKind::Failed,
+                    format!(
+                        "no answer within {} s (endpoint {})",
+                        limit.as_secs_f32(),
+                        self.endpoint
+                    ),
+                )),
+                futures::future::Either::Right(_) => Err(Error::new(self.url(key), ErrorKind::Cancelled, "cancelled")),
+            }
+        })
+    }
+
     /// Stores `bytes` as `key` in one request: readers see the old object or the whole new one.
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {
         let path = ObjectPath::from(key);
-        self.runtime
-            .block_on(self.store.put(&path, bytes.into()))
-            .map(|_| ())
-            .map_err(|e| self.error(key, e))
+        let limit = SMALL_REQUEST + Duration::from_secs(bytes.len() as u64 / SLOWEST_UPLOAD);
+        self.run(key, limit, async {
+            self.store
+                .put(&path, bytes.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(key, e))
+        })
     }
 
     /// The whole object, checked against its announced size.
     pub fn get(&self, key: &str) -> Result<(Vec<u8>, Object), Error> {
-        self.runtime.block_on(self.fetch(key))
+        self.run(key, DOWNLOAD, self.fetch(key))
     }
 
     async fn fetch(&self, key: &str) -> Result<(Vec<u8>, Object), Error> {
@@ -280,6 +349,9 @@ impl Bucket {
         mut each: impl FnMut(&str, Result<(Vec<u8>, Object), Error>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         use futures::StreamExt;
+        if self.cancel.is_cancelled() {
+            return Err(Error::new(self.url(""), ErrorKind::Cancelled, "cancelled"));
+        }
         self.runtime.block_on(async {
             let mut downloads = futures::stream::iter(keys)
                 .map(|key| async move { (key.as_str(), self.fetch(key).await) })
@@ -294,11 +366,13 @@ impl Bucket {
     /// The object's size and ETag, or None when there is no such object.
     pub fn head(&self, key: &str) -> Result<Option<Object>, Error> {
         let path = ObjectPath::from(key);
-        match self.runtime.block_on(self.store.head(&path)) {
-            Ok(meta) => Ok(Some(object(meta))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(key, e)),
-        }
+        self.run(key, SMALL_REQUEST, async {
+            match self.store.head(&path).await {
+                Ok(meta) => Ok(Some(object(meta))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.error(key, e)),
+            }
+        })
     }
 
     /// Every object whose key starts with `prefix/` (all pages).
@@ -317,15 +391,21 @@ impl Bucket {
 
     /// Server-side copy: `to` changes in one step from its old content to `from`'s.
     pub fn copy(&self, from: &str, to: &str) -> Result<(), Error> {
-        self.runtime
-            .block_on(self.store.copy(&ObjectPath::from(from), &ObjectPath::from(to)))
-            .map_err(|e| self.error(to, e))
+        self.run(to, DOWNLOAD, async {
+            self.store
+                .copy(&ObjectPath::from(from), &ObjectPath::from(to))
+                .await
+                .map_err(|e| self.error(to, e))
+        })
     }
 
     pub fn delete(&self, key: &str) -> Result<(), Error> {
-        self.runtime
-            .block_on(self.store.delete(&ObjectPath::from(key)))
-            .map_err(|e| self.error(key, e))
+        self.run(key, SMALL_REQUEST, async {
+            self.store
+                .delete(&ObjectPath::from(key))
+                .await
+                .map_err(|e| self.error(key, e))
+        })
     }
 }
 
@@ -400,5 +480,50 @@ mod tests {
         };
         let e = Bucket::open("fleet", &o).unwrap_err();
         assert!(e.message.contains("http://"), "{e}");
+    }
+
+    /// A server that accepts connections and never answers, for as long as the returned listener lives.
+    fn stalled_server() -> (std::net::TcpListener, Overrides) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let o = Overrides {
+            endpoint: Some(format!("http://{}", listener.local_addr().unwrap())),
+            access_key: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            ..Default::default()
+        };
+        (listener, o)
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_failure_within_the_request_limit() {
+        let (_listener, o) = stalled_server();
+        let bucket = Bucket::open("fleet", &o).unwrap();
+        let started = std::time::Instant::now();
+        let e = bucket.head("models/latest.onnx").unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+        assert!(e.message.contains("no answer within 10 s"), "{e}");
+        assert!(
+            took >= SMALL_REQUEST && took < SMALL_REQUEST + Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_request_returns_at_once() {
+        let (_listener, o) = stalled_server();
+        let cancel = Cancel::default();
+        let bucket = Bucket::open("fleet", &o).unwrap().with_cancel(cancel.clone());
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.cancel();
+        });
+        let started = std::time::Instant::now();
+        let e = bucket.put("a/b.jpg", vec![0; 1000]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Cancelled, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        canceller.join().unwrap();
+        // Cancelled for good: the next request does not even start.
+        assert_eq!(bucket.head("x").unwrap_err().kind, ErrorKind::Cancelled);
     }
 }

@@ -167,18 +167,31 @@ pub fn fetch_object(bucket: &Bucket, key: &str, cache_dir: &Path) -> Result<(Pat
     Ok((path, object))
 }
 
-/// Records `path` (from `fetch_object`) as the copy of `key` in use, and removes the other copies.
+/// Other versions of an object kept beside the current copy: another element of this host (watching the same
+/// object at another interval) may be about to load one of them.
+const KEEP_OTHER_VERSIONS: usize = 2;
+
+/// Records `path` (from `fetch_object`) as the copy of `key` in use, and removes other copies but the
+/// `KEEP_OTHER_VERSIONS` newest.
 pub fn mark_current(cache_dir: &Path, key: &str, path: &Path) -> Result<(), Error> {
     let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
     write_whole(&pointer(cache_dir, key), name.as_bytes())?;
     let suffix = format!("-{}", crate::safe_name(key));
-    if let Ok(entries) = std::fs::read_dir(cache_dir) {
-        for e in entries.flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n != name && n.ends_with(&suffix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    n != name && n.ends_with(&suffix) && !n.starts_with('.')
+                })
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    others.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in others.into_iter().skip(KEEP_OTHER_VERSIONS) {
+        let _ = std::fs::remove_file(old);
     }
     Ok(())
 }

@@ -53,6 +53,11 @@ pub struct Broker {
 impl Broker {
     /// The broker's configuration in `dir`, not yet started; None (test skipped) without Mosquitto.
     pub fn new(dir: &Path) -> Option<Broker> {
+        Self::with_config(dir, "")
+    }
+
+    /// The same with `extra` lines of Mosquitto configuration (e.g. `max_packet_size 100000`).
+    pub fn with_config(dir: &Path, extra: &str) -> Option<Broker> {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .map(PathBuf::from)
@@ -77,7 +82,7 @@ impl Broker {
             dir.join("mosquitto.conf"),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 0\n{user}",
+                 max_queued_messages 0\n{user}{extra}\n",
                 dir.display()
             ),
         )
@@ -102,6 +107,11 @@ impl Broker {
             .expect("mosquitto starts");
         self.child = Some(child);
         wait_listening(self.port, "mosquitto", &log_path);
+    }
+
+    /// What the broker has logged so far (connections, takeovers, refused packets).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
 
     /// SIGTERM (it saves its persistence file).
@@ -136,6 +146,11 @@ fn moto_server() -> Option<PathBuf> {
 impl S3Server {
     /// Starts a server logging to `dir`; None (test skipped) when moto is not installed.
     pub fn start(dir: &Path) -> Option<S3Server> {
+        Self::start_on(dir, free_port())
+    }
+
+    /// The same on `port` (a server that comes back where clients expect it).
+    pub fn start_on(dir: &Path, port: u16) -> Option<S3Server> {
         let Some(exe) = moto_server() else {
             missing(
                 "moto_server",
@@ -143,7 +158,6 @@ impl S3Server {
             );
             return None;
         };
-        let port = free_port();
         let log_path = dir.join("moto.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(exe)
@@ -197,5 +211,50 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         terminate(&mut self.child);
+    }
+}
+
+/// A server that accepts connections and never answers: what a hung S3 endpoint or a black-holing proxy looks
+/// like to a client. Stops (closing every connection) when dropped.
+pub struct StalledServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StalledServer {
+    pub fn start() -> StalledServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        StalledServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for StalledServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
