@@ -215,6 +215,12 @@ impl Tracker {
         }
     }
 
+    /// Ends every track (the frames that follow are of another size or another stream) without ever reusing
+    /// an id: the next new track continues the numbering, so an id always means one object.
+    pub fn start_over(&mut self) {
+        self.tracks.clear();
+    }
+
     /// The live tracks (tentative ones included).
     pub fn tracks(&self) -> &[Track] {
         &self.tracks

@@ -2,7 +2,7 @@
 //! `source=ground-truth` and one with `source=detections`.
 
 use crate::evaluate::{Report, report};
-use detection_common::BBox;
+use detection_common::jsonline::{RecordBox, read_log};
 use detection_common::labels::Labels;
 use detection_common::map::{GroundTruth, Prediction};
 use detection_common::mot::{MotFrame, TrackedBox, mot_metrics};
@@ -19,44 +19,6 @@ pub enum Tracking {
 }
 use std::collections::BTreeMap;
 use std::path::Path;
-
-struct FrameBox {
-    label: String,
-    confidence: f32,
-    bbox: BBox,
-    track_id: Option<u64>,
-}
-
-/// Frame number -> boxes (normalised) read from a detectionjson log.
-fn read_log(path: &Path) -> Result<BTreeMap<u64, Vec<FrameBox>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut frames = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = |what: &str| format!("{}:{}: {what}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
-        let frame = v["frame"].as_u64().ok_or_else(|| bad("no frame number"))?;
-        let mut boxes = Vec::new();
-        for d in v["detections"].as_array().ok_or_else(|| bad("no detections array"))? {
-            let b = &d["box"];
-            let num = |k: &str| {
-                b[k].as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| bad(&format!("box has no {k}")))
-            };
-            boxes.push(FrameBox {
-                label: d["label"]
-                    .as_str()
-                    .ok_or_else(|| bad("detection without label"))?
-                    .to_string(),
-                confidence: d["confidence"].as_f64().unwrap_or(1.0) as f32,
-                bbox: BBox::new(num("x_min")?, num("y_min")?, num("x_max")?, num("y_max")?),
-                track_id: d["track_id"].as_u64(),
-            });
-        }
-        frames.insert(frame, boxes);
-    }
-    Ok(frames)
-}
 
 /// The same report as `eval` (VOC mAP@0.5, COCO mAP@[.5:.95], per class) over the frames of the truth log;
 /// classes are matched by label, numbered in order of appearance. When every ground-truth box has a `track_id`
@@ -129,7 +91,7 @@ pub fn score(truth: &Path, detections: &Path, tracker: Tracking) -> Result<Repor
     let detections_tracked = d.values().flatten().any(|b| b.track_id.is_some());
     if truth_tracked && detections_tracked {
         // The tracker's output: the boxes it gave an id (the others were too weak to track).
-        let tracked = |boxes: Option<&Vec<FrameBox>>| -> Vec<TrackedBox> {
+        let tracked = |boxes: Option<&Vec<RecordBox>>| -> Vec<TrackedBox> {
             boxes
                 .into_iter()
                 .flatten()
