@@ -16,16 +16,14 @@ pub trait Work: Send + 'static {
     #[allow(clippy::result_unit_err)]
     fn write(&mut self, item: Self::Item) -> Result<(), ()>;
 
-    /// Makes everything written so far durable or visible (at EOS and when the queue closes).
+    /// Makes everything written so far durable or visible (at EOS).
     fn flush(&mut self) {}
 
-    /// How long the thread may wait for the next item before `idle` is called (None: wait for items only).
-    fn idle_after(&self) -> Option<std::time::Duration> {
-        None
+    /// The queue closed (the element stops): what is written must be durable, and nothing may wait long
+    /// (a state change is waiting). The default flushes.
+    fn finish(&mut self) {
+        self.flush()
     }
-
-    /// Called when no item came within `idle_after` (background work such as retrying uploads).
-    fn idle(&mut self) {}
 }
 
 enum Job<T> {
@@ -114,21 +112,7 @@ impl<T: Send + 'static> Writer<T> {
 
 fn run<W: Work>(mut work: W, jobs: Receiver<Job<W::Item>>) {
     work.started();
-    loop {
-        let job = match work.idle_after() {
-            Some(wait) => match jobs.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    work.idle();
-                    continue;
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-        };
+    while let Ok(job) = jobs.recv() {
         match job {
             Job::Item(item) => {
                 if work.write(item).is_err() {
@@ -141,7 +125,7 @@ fn run<W: Work>(mut work: W, jobs: Receiver<Job<W::Item>>) {
             }
         }
     }
-    work.flush();
+    work.finish();
 }
 
 #[cfg(test)]

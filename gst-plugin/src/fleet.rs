@@ -5,16 +5,19 @@
 use gst::glib;
 use gst::prelude::*;
 
-/// Makes a broken connection an error (EPIPE) instead of a SIGPIPE that ends the process, for the calling
-/// thread and the threads it starts. A Rust program ignores SIGPIPE, but the plugin also runs inside C
-/// programs (gst-launch-1.0, applications) that keep the default action: a broker or S3 server going away
-/// mid-write would kill the whole pipeline. Call it first thing in every thread that does network I/O.
-pub fn block_sigpipe_in_this_thread() {
+/// Makes a broken connection an error (EPIPE) instead of a SIGPIPE that ends the process, and a file-size limit
+/// (`ulimit -f`) an error (EFBIG) instead of a SIGXFSZ that ends it, for the calling thread and the threads it
+/// starts. A Rust program ignores SIGPIPE, but the plugin also runs inside C programs (gst-launch-1.0,
+/// applications) that keep the default actions: a broker or S3 server going away mid-write, or an outbox at
+/// its size limit, would kill the whole pipeline. Call it first thing in every thread that does network or
+/// file I/O.
+pub fn block_io_signals_in_this_thread() {
     // SAFETY: plain libc calls on a local, initialised signal set; only this thread's mask changes.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::sigaddset(&mut set, libc::SIGXFSZ);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -138,5 +141,94 @@ impl S3Properties {
             "secret-access-key" | "session-token" => None::<String>.to_value(),
             _ => return None,
         })
+    }
+}
+
+/// An exclusive hold on something two elements must never share (an MQTT client id, a sample-name prefix, a
+/// spool or outbox folder), across threads and processes of this host: an advisory lock on a file, released
+/// when the `Claim` is dropped or the process dies (so a killed pipeline never leaves a stale claim).
+#[derive(Debug)]
+pub struct Claim {
+    _lock: std::fs::File,
+    /// The identity claimed (`claim_identity`), or the folder's path (`claim_folder`).
+    pub id: String,
+}
+
+/// The most elements of one host that can share a base identity (`car`, `car-2`, … `car-64`).
+const MAX_SLOTS: u32 = 64;
+
+fn try_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// The first of `base`, `base-2`, `base-3`, … that no other element on this host holds for `scope` (a broker
+/// address, a bucket prefix and its endpoint). The first element keeps the plain `base`, so a single pipeline's
+/// names never change; a second one with the same device id gets its own instead of sharing.
+pub fn claim_identity(kind: &str, scope: &str, base: &str) -> Result<Claim, String> {
+    let dir = state_dir("claims", kind, scope);
+    for slot in 1..=MAX_SLOTS {
+        let id = if slot == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{slot}")
+        };
+        let safe = detection_storage::safe_name(&id);
+        if let Some(lock) = try_lock(&dir.join(format!("{safe}.lock")))? {
+            return Ok(Claim { _lock: lock, id });
+        }
+    }
+    Err(format!(
+        "{MAX_SLOTS} elements on this host already use the id '{base}' for {scope}: give them distinct device-id values"
+    ))
+}
+
+/// Sole use of the folder `dir` for one element's run; when another element (of this process or another) has
+/// it, an error naming the folder, `what` it is and `fix`.
+pub fn claim_folder(dir: &std::path::Path, what: &str, fix: &str) -> Result<Claim, String> {
+    match try_lock(&dir.join(".lock"))? {
+        Some(lock) => Ok(Claim {
+            _lock: lock,
+            id: dir.display().to_string(),
+        }),
+        None => Err(format!(
+            "the {what} {} is in use by another element (this pipeline or another process): {fix}",
+            dir.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_claim_gets_the_next_identity_and_a_released_one_is_reused() {
+        let scope = format!("test-{}", std::process::id());
+        let a = claim_identity("test", &scope, "car").unwrap();
+        let b = claim_identity("test", &scope, "car").unwrap();
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("car", "car-2"));
+        drop(a);
+        assert_eq!(claim_identity("test", &scope, "car").unwrap().id, "car");
+        let dir = std::env::temp_dir().join(format!("claim-folder-{}", std::process::id()));
+        let held = claim_folder(&dir, "spool", "give each pipeline its own").unwrap();
+        let e = claim_folder(&dir, "spool", "give each pipeline its own").unwrap_err();
+        assert!(e.contains(&dir.display().to_string()) && e.contains("in use"), "{e}");
+        drop(held);
+        claim_folder(&dir, "spool", "").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(state_dir("claims", "test", &scope));
     }
 }

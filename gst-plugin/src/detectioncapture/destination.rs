@@ -1,8 +1,8 @@
-//! The writer thread's side of `detectioncapture`: samples into a dataset folder, or into the spool and on to
-//! object storage; failures counted (and warned about) without stopping the capture.
+//! The writer thread's side of `detectioncapture`: samples into a dataset folder, or into the spool (whose own
+//! thread uploads them to object storage); failures counted (and warned about) without stopping the capture.
 
 use super::imp::CAT;
-use super::upload::{BucketWriter, SpoolError, Uploaded};
+use super::upload::{BucketWriter, SpoolError, UploadReport};
 use super::writer::{DatasetWriter, Sample};
 use crate::background::Work;
 use gst::prelude::*;
@@ -15,108 +15,84 @@ pub enum Destination {
     Bucket(Box<BucketWriter>),
 }
 
-/// Between frames, spooled samples get at most this long per round, so new frames are not held up by a long
-/// backlog (the rest goes out in the next rounds and while the stream is idle).
-const UPLOAD_SLICE: Duration = Duration::from_millis(500);
-/// How often an idle writer thread retries uploads.
-const IDLE_RETRY: Duration = Duration::from_millis(500);
-
 pub struct SampleWriter {
     element: super::DetectionCapture,
     destination: Destination,
-    /// Upload failures in a row (warned about at 1, 2, 4, 8, ...).
-    failures: u64,
+    /// s3://: how long EOS waits for the spool to empty.
+    eos_timeout: Duration,
 }
 
-impl SampleWriter {
-    pub fn new(element: super::DetectionCapture, destination: Destination) -> Self {
-        Self {
+/// Counts a sample that could not be written or uploaded: warned about, nothing half-written, capture goes on.
+fn count_lost(element: &super::DetectionCapture, e: &str) {
+    let n = element.imp().lost.fetch_add(1, Ordering::SeqCst) + 1;
+    gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
+    if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
+        gst::element_warning!(
             element,
-            destination,
-            failures: 0,
-        }
+            gst::ResourceError::Write,
+            ("{} (samples lost so far: {}; capture goes on)", e, n)
+        );
+    }
+    element.notify("lost");
+}
+
+/// The uploader thread's news, as the element's counters, log lines and warnings.
+pub struct ElementReport(pub super::DetectionCapture);
+
+impl UploadReport for ElementReport {
+    fn uploaded(&self, samples: u64, bytes: u64, waiting: u64) {
+        let (element, imp) = (&self.0, self.0.imp());
+        imp.spooled.store(waiting, Ordering::SeqCst);
+        imp.uploaded.fetch_add(samples, Ordering::SeqCst);
+        gst::debug!(
+            CAT,
+            obj = element,
+            "uploaded {samples} samples ({bytes} bytes), {waiting} waiting"
+        );
+        element.notify("uploaded");
     }
 
-    /// Counts a sample that could not be written: warned about, nothing half-written, capture goes on.
-    fn lost(&self, e: &str) {
-        let (element, imp) = (&self.element, self.element.imp());
-        let n = imp.lost.fetch_add(1, Ordering::SeqCst) + 1;
-        gst::warning!(CAT, obj = element, "sample lost ({n} so far): {e}");
-        if n == 1 || n.is_power_of_two() || n.is_multiple_of(1000) {
+    fn failed(&self, e: &str, waiting: u64, in_a_row: u64, spool: &std::path::Path) {
+        let element = &self.0;
+        element.imp().spooled.store(waiting, Ordering::SeqCst);
+        gst::warning!(CAT, obj = element, "upload failed ({in_a_row} in a row): {e}");
+        if in_a_row.is_power_of_two() {
             gst::element_warning!(
                 element,
                 gst::ResourceError::Write,
-                ("{} (samples lost so far: {}; capture goes on)", e, n)
+                (
+                    "upload failed: {} ({} samples wait in the spool {}; they go out once the bucket is \
+                     reachable, by this run or the next one with the same spool)",
+                    e,
+                    waiting,
+                    spool.display()
+                )
             );
         }
-        element.notify("lost");
     }
 
-    /// Uploads what the spool holds (within `slice`, or the flush grace), and reports progress and failures.
-    fn upload(&mut self, flush: bool, slice: Duration) {
-        let Destination::Bucket(bucket) = &mut self.destination else {
-            return;
-        };
-        if !flush && !bucket.due() {
-            return;
-        }
-        let Uploaded {
-            samples,
-            bytes,
-            failure,
-        } = if flush { bucket.flush() } else { bucket.upload(slice) };
-        let waiting = bucket.waiting() as u64;
-        let (element, imp) = (&self.element, self.element.imp());
-        imp.spooled.store(waiting, Ordering::SeqCst);
-        if samples > 0 {
-            imp.uploaded.fetch_add(samples, Ordering::SeqCst);
-            gst::debug!(
-                CAT,
-                obj = element,
-                "uploaded {samples} samples ({bytes} bytes), {waiting} waiting"
-            );
-            element.notify("uploaded");
-        }
-        match failure {
-            Some(e) => {
-                self.failures += 1;
-                let n = self.failures;
-                gst::warning!(CAT, obj = element, "upload failed ({n} in a row): {e}");
-                if n.is_power_of_two() || flush {
-                    let spool = bucket.spool_dir().display().to_string();
-                    gst::element_warning!(
-                        element,
-                        gst::ResourceError::Write,
-                        (
-                            "upload failed: {} ({} samples wait in the spool {}; they go out once the bucket is \
-                             reachable, by this run or the next one with the same spool)",
-                            e,
-                            waiting,
-                            spool
-                        )
-                    );
-                }
-            }
-            None if self.failures > 0 => {
-                gst::info!(
-                    CAT,
-                    obj = element,
-                    "uploads work again after {} failures",
-                    self.failures
-                );
-                self.failures = 0;
-            }
-            None => {}
+    fn recovered(&self, failures: u64) {
+        gst::info!(CAT, obj = self.0, "uploads work again after {failures} failures");
+    }
+
+    fn lost(&self, e: &str, waiting: u64) {
+        self.0.imp().spooled.store(waiting, Ordering::SeqCst);
+        count_lost(&self.0, e);
+    }
+}
+
+impl SampleWriter {
+    pub fn new(element: super::DetectionCapture, destination: Destination, eos_timeout: Duration) -> Self {
+        Self {
+            element,
+            destination,
+            eos_timeout,
         }
     }
 }
 
 impl Work for SampleWriter {
     type Item = Sample;
-
-    fn started(&mut self) {
-        crate::fleet::block_sigpipe_in_this_thread();
-    }
 
     fn write(&mut self, sample: Sample) -> Result<(), ()> {
         let element = self.element.clone();
@@ -126,9 +102,10 @@ impl Work for SampleWriter {
                 .write(&sample)
                 .map(|_| dataset.bytes)
                 .map_err(SpoolError::Failed),
-            Destination::Bucket(bucket) => bucket
-                .spool(&sample)
-                .map(|size| imp.bytes.load(Ordering::SeqCst) + size),
+            Destination::Bucket(bucket) => bucket.spool(&sample).map(|size| {
+                imp.spooled.store(bucket.waiting() as u64, Ordering::SeqCst);
+                imp.bytes.load(Ordering::SeqCst) + size
+            }),
         }));
         let Ok(written) = written else {
             // A bug, not a disk fault: stop capturing with an error instead of taking the process down.
@@ -161,24 +138,34 @@ impl Work for SampleWriter {
             }
             // A full disk or a permission changed mid-run: this sample left nothing the trainer reads, earlier
             // ones stay intact, and later ones are still tried (the fault may pass).
-            Err(SpoolError::Failed(e)) => self.lost(&e),
+            Err(SpoolError::Failed(e)) => count_lost(&element, &e),
         }
-        self.upload(false, UPLOAD_SLICE);
         Ok(())
     }
 
+    /// At EOS: the spool gets `eos_timeout` to empty (the rest waits for the next run).
     fn flush(&mut self) {
-        self.upload(true, Duration::ZERO);
-    }
-
-    fn idle_after(&self) -> Option<Duration> {
-        match &self.destination {
-            Destination::Bucket(b) if b.waiting() > 0 => Some(IDLE_RETRY),
-            _ => None,
+        if let Destination::Bucket(bucket) = &self.destination {
+            let left = bucket.flush(self.eos_timeout);
+            if left > 0 {
+                gst::info!(
+                    CAT,
+                    obj = self.element,
+                    "{left} samples wait in the spool {} for the next run",
+                    bucket.spool_dir().display()
+                );
+            }
         }
     }
 
-    fn idle(&mut self) {
-        self.upload(false, UPLOAD_SLICE);
+    /// Stopping: the uploader stops at once; the spool keeps what is left.
+    fn finish(&mut self) {
+        if let Destination::Bucket(bucket) = &mut self.destination {
+            bucket.stop();
+            self.element
+                .imp()
+                .spooled
+                .store(bucket.waiting() as u64, Ordering::SeqCst);
+        }
     }
 }

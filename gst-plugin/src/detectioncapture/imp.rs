@@ -1,6 +1,6 @@
-use super::destination::{Destination, SampleWriter};
+use super::destination::{Destination, ElementReport, SampleWriter};
 use super::tracks::{TrackMemory, TrackPolicy};
-use super::upload::BucketWriter;
+use super::upload::{BucketWriter, SpoolChoice};
 use super::writer::{DatasetWriter, Sample, SavedBox};
 use crate::background::{Refused, Writer};
 use crate::roimeta::{BoxSource, boxes};
@@ -24,6 +24,7 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
 const DEFAULT_SPOOL_SIZE: u64 = 1 << 30;
+const DEFAULT_EOS_TIMEOUT_MS: u32 = 30_000;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -44,6 +45,7 @@ struct Settings {
     device_id: String,
     spool: Option<String>,
     spool_size: u64,
+    eos_timeout_ms: u32,
     s3: crate::fleet::S3Properties,
 }
 
@@ -67,6 +69,7 @@ impl Default for Settings {
             device_id: crate::fleet::host_name(),
             spool: None,
             spool_size: DEFAULT_SPOOL_SIZE,
+            eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
             s3: Default::default(),
         }
     }
@@ -276,13 +279,19 @@ impl ObjectImpl for DetectionCapture {
                     .build(),
                 glib::ParamSpecString::builder("spool")
                     .nick("Spool folder")
-                    .blurb("s3://: folder where samples wait for upload, kept across restarts (default: $XDG_STATE_HOME/mobilenetdetect/spool/DEVICE/LOCATION)")
+                    .blurb("s3://: folder where samples wait for upload, kept across restarts; one element at a time may use it (default: $XDG_STATE_HOME/mobilenetdetect/spool/ID/LOCATION, ID the device id, or DEVICE-2, DEVICE-3, ... for further capture elements of this host with the same device id and location)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("spool-size")
                     .nick("Spool size")
                     .blurb("s3://: the most bytes waiting in the spool (an outage); beyond it samples are dropped and counted in 'dropped' (0: no limit)")
                     .default_value(DEFAULT_SPOOL_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("eos-timeout")
+                    .nick("EOS upload timeout")
+                    .blurb("s3://: at EOS, how long (ms) EOS waits for the spool to be uploaded; it goes on earlier once an upload fails, and what is left waits in the spool for the next run (0: do not wait)")
+                    .default_value(DEFAULT_EOS_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("labels")
@@ -459,6 +468,7 @@ impl ObjectImpl for DetectionCapture {
                     .filter(|v| !v.is_empty())
             }
             "spool-size" => s.spool_size = v.get().expect("type checked upstream"),
+            "eos-timeout" => s.eos_timeout_ms = v.get().expect("type checked upstream"),
             other if s.s3.set(other, v) => {}
             other => unimplemented!("property {other}"),
         }
@@ -489,6 +499,7 @@ impl ObjectImpl for DetectionCapture {
             "device-id" => s.device_id.to_value(),
             "spool" => s.spool.to_value(),
             "spool-size" => s.spool_size.to_value(),
+            "eos-timeout" => s.eos_timeout_ms.to_value(),
             other => s.s3.get(other).unwrap_or_else(|| unimplemented!("property {other}")),
         }
     }
@@ -553,28 +564,22 @@ impl BaseTransformImpl for DetectionCapture {
         self.lost.store(0, Ordering::SeqCst);
         self.uploaded.store(0, Ordering::SeqCst);
         let (destination, existing) = if detection_storage::is_s3(&location) {
-            let spool = s
-                .spool
-                .as_ref()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| crate::fleet::state_dir("spool", &s.device_id, &location));
-            let writer = BucketWriter::open(
-                &location,
-                &s.s3.0,
-                &s.device_id,
-                &spool,
-                s.spool_size,
-                s.quality as u8,
-                &initial_labels,
-            )
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+            let spool = s.spool.as_ref().map(PathBuf::from);
+            let choice = SpoolChoice {
+                device_id: &s.device_id,
+                folder: spool.as_deref(),
+                limit: s.spool_size,
+            };
+            let report = ElementReport(self.obj().clone());
+            let writer = BucketWriter::open(&location, &s.s3.0, choice, s.quality as u8, &initial_labels, report)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
             gst::info!(
                 CAT,
                 imp = self,
-                "capturing into {location} at {} as device {} through the spool {} ({} samples waiting)",
+                "capturing into {location} at {} as {} through the spool {} ({} samples waiting)",
                 writer.endpoint(),
-                s.device_id,
-                spool.display(),
+                writer.writer_id(),
+                writer.spool_dir().display(),
                 writer.waiting()
             );
             self.bytes.store(0, Ordering::SeqCst);
@@ -595,7 +600,8 @@ impl BaseTransformImpl for DetectionCapture {
             let existing = writer.next_index();
             (Destination::Folder(writer), existing)
         };
-        let samples = SampleWriter::new(self.obj().clone(), destination);
+        let eos_timeout = std::time::Duration::from_millis(s.eos_timeout_ms.into());
+        let samples = SampleWriter::new(self.obj().clone(), destination, eos_timeout);
         let writer = Writer::start("detectioncapture-writer", s.queue_size as usize, samples)
             .map_err(|e| gst::error_msg!(gst::CoreError::Thread, ["cannot start the writer thread: {}", e]))?;
         *self.state.lock().unwrap() = Some(State {
