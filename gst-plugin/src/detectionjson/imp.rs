@@ -1,10 +1,10 @@
 use crate::background::{Work, Writer};
 use crate::roimeta::{BoxSource, boxes};
+use detection_common::jsonline::{Entry, Header, LineBuilder};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{LazyLock, Mutex};
 
@@ -28,6 +28,7 @@ struct Settings {
     source: BoxSource,
     device_id: String,
     outbox: Option<String>,
+    max_message_size: u32,
     username: Option<String>,
     password: Option<String>,
     tls_ca_file: Option<String>,
@@ -40,6 +41,7 @@ impl Default for Settings {
             source: BoxSource::Detections,
             device_id: crate::fleet::host_name(),
             outbox: None,
+            max_message_size: DEFAULT_MAX_MESSAGE,
             username: None,
             password: None,
             tls_ca_file: None,
@@ -47,9 +49,13 @@ impl Default for Settings {
     }
 }
 
-/// The default outbox of a device and destination: `$XDG_STATE_HOME/mobilenetdetect/outbox/DEVICE/DEST`.
-fn default_outbox(device_id: &str, location: &str) -> std::path::PathBuf {
-    crate::fleet::state_dir("outbox", device_id, location)
+/// MQTT: the longest message by default, MQTT 3.1.1's maximum less room for the packet's header and topic
+/// (what Mosquitto accepts unless configured otherwise).
+const DEFAULT_MAX_MESSAGE: u32 = (super::mqtt::MQTT_MAX_PACKET - 65_536) as u32;
+
+/// The default outbox of an MQTT client and destination: `$XDG_STATE_HOME/mobilenetdetect/outbox/CLIENT/DEST`.
+fn default_outbox(client_id: &str, location: &str) -> std::path::PathBuf {
+    crate::fleet::state_dir("outbox", client_id, location)
 }
 
 enum Output {
@@ -105,15 +111,15 @@ struct State {
     /// Lines go out on this thread; EOS waits until every line is written.
     writer: Writer<Vec<u8>>,
     frame: u64,
-    line: String,
-    /// Where each detection of `line` ends (to split a frame into datagrams without parsing it).
-    detection_ends: Vec<usize>,
-    /// Whether lines go out as UDP datagrams (and must fit one).
-    udp: bool,
+    line: LineBuilder,
+    /// The longest line the destination takes (a UDP datagram, an MQTT message); longer frames are split.
+    max_line: Option<usize>,
     /// Frame size from the negotiated caps.
     size: (u32, u32),
     /// MQTT: sends the outbox to the broker.
     publisher: Option<super::mqtt::Publisher>,
+    /// MQTT: the client id this element holds (no other element of this host uses it meanwhile).
+    client: Option<crate::fleet::Claim>,
 }
 
 #[derive(Default)]
@@ -124,18 +130,6 @@ pub struct DetectionJson {
     lost: std::sync::atomic::AtomicU64,
     /// UDP frames too large for one datagram, sent in several parts.
     split: std::sync::atomic::AtomicU64,
-}
-
-/// Blocks SIGPIPE in the calling thread: writing to a closed stdout or pipe then fails with EPIPE (a warning)
-/// instead of killing the whole process (gst-launch-1.0 and most applications keep SIGPIPE's default).
-fn block_sigpipe() {
-    // SAFETY: plain libc calls on a local, initialised signal set; only this thread's mask changes.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 /// The writer thread's side: lines to the output, failures counted as lost lines.
@@ -151,30 +145,21 @@ impl LineWriter {
     fn failed(&self, e: std::io::Error) {
         // A reader that went away (closed stdout, no UDP receiver) or a full disk must not stop the video:
         // the line is counted as lost and later lines are still tried.
-        let n = self
-            .element
-            .imp()
-            .lost
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        let location = &self.location;
-        gst::warning!(
-            CAT,
-            obj = self.element,
-            "cannot write to {location}: {e} ({n} lines lost)"
+        count_lost(&self.element, &format!("cannot write to {}: {e}", self.location));
+    }
+}
+
+/// Counts a line that will never reach its destination: a warning at the 1st, 2nd, 4th, 8th, … and the stream
+/// goes on.
+fn count_lost(element: &super::DetectionJson, why: &str) {
+    let n = element.imp().lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    gst::warning!(CAT, obj = element, "{why} ({n} lines lost)");
+    if n == 1 || n.is_power_of_two() {
+        gst::element_warning!(
+            element,
+            gst::ResourceError::Write,
+            ("{} ({} lines lost so far; the stream goes on)", why, n)
         );
-        if n == 1 || n.is_power_of_two() {
-            gst::element_warning!(
-                self.element,
-                gst::ResourceError::Write,
-                (
-                    "cannot write to {}: {} ({} lines lost so far; the stream goes on)",
-                    location,
-                    e,
-                    n
-                )
-            );
-        }
     }
 }
 
@@ -182,11 +167,12 @@ impl Work for LineWriter {
     type Item = Vec<u8>;
 
     fn started(&mut self) {
-        block_sigpipe();
+        crate::fleet::block_io_signals_in_this_thread();
     }
 
     fn write(&mut self, line: Vec<u8>) -> Result<(), ()> {
-        let result = if self.unterminated && !matches!(self.out, Output::Udp(..)) {
+        // A datagram or an outbox append is whole or absent; a file or stdout may keep half a line.
+        let result = if self.unterminated && matches!(self.out, Output::Stdout | Output::File(_)) {
             self.out.write_line(b"\n").and_then(|()| self.out.write_line(&line))
         } else {
             self.out.write_line(&line)
@@ -226,107 +212,25 @@ impl super::mqtt::Report for BrokerReport {
             )
         );
     }
-}
 
-/// Appends `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    fn skipped(&self, bytes: u64, why: &str) {
+        count_lost(&self.0, &format!("MQTT: a line of {bytes} bytes skipped: {why}"));
     }
-    out.push('"');
 }
 
 impl DetectionJson {
-    /// Writes a frame's line into `line` and where each detection's object ends into `ends` (both reused);
-    /// returns where the first detection starts.
-    fn format_frame(
-        line: &mut String,
-        ends: &mut Vec<usize>,
-        buf: &gst::BufferRef,
-        frame: u64,
-        (w, h): (u32, u32),
-        source: BoxSource,
-    ) -> usize {
-        line.clear();
-        ends.clear();
-        let _ = write!(line, "{{\"frame\":{frame},\"timestamp\":");
-        match buf.pts() {
-            Some(t) => {
-                let _ = write!(line, "{}", t.nseconds());
-            }
-            None => line.push_str("null"),
+    /// Writes a frame's line into `line`.
+    fn format_frame(line: &mut LineBuilder, buf: &gst::BufferRef, header: &Header<'_>, source: BoxSource) {
+        line.start(header);
+        for b in boxes(buf, source, (header.width, header.height)) {
+            line.push(&Entry {
+                label: b.label,
+                track_id: b.track_id,
+                class_id: b.class_id,
+                confidence: b.confidence,
+                rect: b.rect,
+            });
         }
-        let _ = write!(line, ",\"width\":{w},\"height\":{h},\"detections\":[");
-        let first = line.len();
-        for (i, b) in boxes(buf, source, (w, h)).enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            let (x, y, bw, bh) = b.rect;
-            line.push_str("{\"label\":");
-            json_string(line, b.label);
-            if let Some(id) = b.track_id {
-                let _ = write!(line, ",\"track_id\":{id}");
-            }
-            let (fw, fh) = (w.max(1) as f64, h.max(1) as f64);
-            let _ = write!(
-                line,
-                ",\"class_id\":{},\"confidence\":{:.6},\"x\":{x},\"y\":{y},\"width\":{bw},\"height\":{bh},\
-                 \"box\":{{\"x_min\":{:.6},\"y_min\":{:.6},\"x_max\":{:.6},\"y_max\":{:.6}}}}}",
-                b.class_id,
-                b.confidence,
-                x as f64 / fw,
-                y as f64 / fh,
-                (x + bw) as f64 / fw,
-                (y + bh) as f64 / fh
-            );
-            ends.push(line.len());
-        }
-        line.push_str("]}\n");
-        first
-    }
-
-    /// For UDP: a frame line longer than one datagram becomes several lines, each a complete JSON object with
-    /// the frame's fields, `part` (0-based), `parts`, and as many whole detections as fit. A single detection
-    /// that alone exceeds a datagram (an absurd label) is left out of them and counted as lost.
-    /// `first` and `ends` are where `format_frame` put the detections.
-    fn split_for_datagrams(&self, line: &str, first: usize, ends: &[usize]) -> Vec<Vec<u8>> {
-        const MARK: &str = ",\"detections\":[";
-        let head = &line[..first - MARK.len()];
-        let starts = std::iter::once(first).chain(ends.iter().map(|e| e + 1));
-        let detections = starts.zip(ends).map(|(start, &end)| &line[start..end]);
-        let room = MAX_DATAGRAM.saturating_sub(head.len() + 64);
-        let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
-        let mut used = 0;
-        for d in detections {
-            if d.len() + 1 > room {
-                self.lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                continue;
-            }
-            if used + d.len() + 1 > room {
-                groups.push(Vec::new());
-                used = 0;
-            }
-            used += d.len() + 1;
-            groups.last_mut().expect("never empty").push(d);
-        }
-        let parts = groups.len();
-        groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| format!("{head},\"part\":{i},\"parts\":{parts}{MARK}{}]}}\n", g.join(",")).into_bytes())
-            .collect()
     }
 
     fn drain(&self) {
@@ -356,12 +260,25 @@ impl ObjectImpl for DetectionJson {
                     .build(),
                 glib::ParamSpecString::builder("device-id")
                     .nick("Device id")
-                    .blurb("This device's name in a fleet: the MQTT client id (default: the host name)")
+                    .blurb("This device's name in a fleet: the MQTT client id, or DEVICE-2, DEVICE-3, ... for further detectionjson elements of this host sending to the same broker (see client-id); default: the host name")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("outbox")
                     .nick("Outbox folder")
-                    .blurb("MQTT: folder of the on-disk outbox (default: $XDG_STATE_HOME/mobilenetdetect/outbox/DEVICE/LOCATION); lines not yet acknowledged by the broker are kept there across restarts")
+                    .blurb("MQTT: folder of the on-disk outbox, used by one element at a time (default: $XDG_STATE_HOME/mobilenetdetect/outbox/CLIENT-ID/LOCATION); lines not yet acknowledged by the broker are kept there across restarts")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("client-id")
+                    .nick("MQTT client id")
+                    .blurb("MQTT: the client id in use (read-only): device-id for the first detectionjson of this host on a broker, device-id-2, -3, ... for the others, so two pipelines never take over each other's session; also the 'device' field of each line")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-message-size")
+                    .nick("Maximum message size")
+                    .blurb("MQTT: the longest message sent, in bytes (default: MQTT's maximum, what Mosquitto accepts unless configured otherwise); a longer frame goes out as several lines with 'part' and 'parts', each a complete JSON object. Set it to the broker's limit (e.g. 131072 for AWS IoT Core)")
+                    .minimum(1024)
+                    .maximum(DEFAULT_MAX_MESSAGE)
+                    .default_value(DEFAULT_MAX_MESSAGE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("username")
@@ -391,7 +308,7 @@ impl ObjectImpl for DetectionJson {
                     .build(),
                 glib::ParamSpecUInt64::builder("split")
                     .nick("Split frames")
-                    .blurb("UDP only: frames whose line exceeded one datagram (65507 bytes) and went out as several lines with 'part' and 'parts'")
+                    .blurb("UDP and MQTT: frames whose line exceeded one datagram (65507 bytes) or max-message-size and went out as several lines with 'part' and 'parts'")
                     .read_only()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("source", BoxSource::Detections)
@@ -422,6 +339,7 @@ impl ObjectImpl for DetectionJson {
                     .unwrap_or_else(crate::fleet::host_name)
             }
             "outbox" => s.outbox = value.get().expect("type checked upstream"),
+            "max-message-size" => s.max_message_size = value.get().expect("type checked upstream"),
             "username" => s.username = value.get().expect("type checked upstream"),
             "password" => s.password = value.get().expect("type checked upstream"),
             "tls-ca-file" => s.tls_ca_file = value.get().expect("type checked upstream"),
@@ -436,6 +354,15 @@ impl ObjectImpl for DetectionJson {
             "source" => s.source.to_value(),
             "device-id" => s.device_id.to_value(),
             "outbox" => s.outbox.to_value(),
+            "max-message-size" => s.max_message_size.to_value(),
+            "client-id" => self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|st| st.client.as_ref())
+                .map(|c| c.id.clone())
+                .to_value(),
             "username" => s.username.to_value(),
             // Not shown back: it would end up in logs and gst-inspect output.
             "password" => None::<String>.to_value(),
@@ -485,29 +412,57 @@ impl BaseTransformImpl for DetectionJson {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
         let location = settings.location.clone();
-        let udp = location.starts_with("udp://");
         let open_failed = |e: String| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]);
-        let (out, publisher) = match super::mqtt::Target::parse(&location) {
-            None => (Output::open(&location).map_err(open_failed)?, None),
+        let (out, publisher, client, max_line) = match super::mqtt::Target::parse(&location) {
+            None => {
+                let max_line = location.starts_with("udp://").then_some(MAX_DATAGRAM);
+                (Output::open(&location).map_err(open_failed)?, None, None, max_line)
+            }
             Some(target) => {
                 let target = target.map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+                // One session per element: a second pipeline of this host with the same device id gets its own
+                // client id (and so its own default outbox) instead of taking over the first one's session.
+                let broker = format!("{}:{}", target.host, target.port);
+                let client = crate::fleet::claim_identity("mqtt", &broker, &settings.device_id).map_err(open_failed)?;
                 let dir = settings
                     .outbox
                     .clone()
                     .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| default_outbox(&settings.device_id, &location));
+                    .unwrap_or_else(|| default_outbox(&client.id, &location));
                 let (appender, reader) = super::outbox::open(&dir).map_err(open_failed)?;
+                if reader.cut_at_open > 0 {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "outbox {}: removed a line an earlier run left half-written ({} bytes)",
+                        dir.display(),
+                        reader.cut_at_open
+                    );
+                }
                 let credentials = super::mqtt::Credentials {
-                    client_id: settings.device_id.clone(),
+                    client_id: client.id.clone(),
                     username: settings.username.clone(),
                     password: settings.password.clone(),
                     ca_file: settings.tls_ca_file.clone().map(Into::into),
                 };
                 let report = BrokerReport(self.obj().clone());
-                let publisher = super::mqtt::Publisher::start(target, credentials, reader, report)
+                let max_message = settings.max_message_size as usize;
+                let publisher = super::mqtt::Publisher::start(target, credentials, reader, max_message, report)
                     .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
-                gst::info!(CAT, imp = self, "lines go through the outbox {}", dir.display());
-                (Output::Mqtt(appender), Some(publisher))
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "client {} sends through the outbox {}",
+                    client.id,
+                    dir.display()
+                );
+                // The outbox keeps the newline, the message does not.
+                (
+                    Output::Mqtt(appender),
+                    Some(publisher),
+                    Some(client),
+                    Some(max_message + 1),
+                )
             }
         };
         let lines = LineWriter {
@@ -523,11 +478,11 @@ impl BaseTransformImpl for DetectionJson {
         *self.state.lock().unwrap() = Some(State {
             writer,
             frame: 0,
-            line: String::with_capacity(1024),
-            detection_ends: Vec::with_capacity(128),
-            udp,
+            line: LineBuilder::with_capacity(1024, 128),
+            max_line,
             size: (0, 0),
             publisher,
+            client,
         });
         gst::debug!(CAT, imp = self, "started");
         Ok(())
@@ -566,34 +521,36 @@ impl BaseTransformImpl for DetectionJson {
         let source = self.settings.lock().unwrap().source;
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let mut line = std::mem::take(&mut state.line);
-        let first = Self::format_frame(
-            &mut line,
-            &mut state.detection_ends,
-            buf.as_ref(),
-            state.frame,
-            state.size,
-            source,
-        );
-        state.frame += 1;
-        // The usual frame is one line; only an oversized UDP frame builds a list of parts.
-        let (first, more) = if state.udp && line.len() > MAX_DATAGRAM {
-            let n = self.split.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "frame of {} bytes split into datagrams ({n} frames so far)",
-                line.len()
-            );
-            let mut parts = self.split_for_datagrams(&line, first, &state.detection_ends);
-            (parts.remove(0), parts)
-        } else {
-            (line.as_bytes().to_vec(), Vec::new())
+        let header = Header {
+            frame: state.frame,
+            timestamp: buf.pts().map(|t| t.nseconds()),
+            width: state.size.0,
+            height: state.size.1,
+            device: state.client.as_ref().map(|c| c.id.as_str()),
         };
-        state.line = line;
+        Self::format_frame(&mut state.line, buf.as_ref(), &header, source);
+        state.frame += 1;
+        let line = state.line.finish();
+        // The usual frame is one line; only a frame longer than the destination takes builds a list of parts.
+        let lines = match state.max_line {
+            Some(max) if line.len() > max => {
+                let n = self.split.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "frame of {} bytes split ({n} frames so far)",
+                    line.len()
+                );
+                let parts = state.line.parts(max);
+                self.lost
+                    .fetch_add(parts.left_out as u64, std::sync::atomic::Ordering::SeqCst);
+                parts.lines
+            }
+            _ => vec![line.as_bytes().to_vec()],
+        };
         let queue = state.writer.queue.clone();
         drop(guard);
-        for bytes in std::iter::once(first).chain(more) {
+        for bytes in lines {
             queue.send(bytes).map_err(|_| {
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["the JSON writer stopped"]);
                 gst::FlowError::Error
