@@ -46,6 +46,11 @@ struct State {
 }
 
 impl State {
+    fn start_over(&mut self) {
+        self.tracker.start_over();
+        self.first_seen.clear();
+    }
+
     /// The predicted boxes of tracks with an id that are tracked (`min_missed` 0) or missed for between
     /// `min_missed` and `max_missed` frames.
     fn predicted_boxes(
@@ -280,12 +285,26 @@ impl BaseTransformImpl for DetectionTrack {
             gst_video::VideoInfo::from_caps(incaps).map_err(|_| gst::loggable_error!(CAT, "bad caps {incaps}"))?;
         if let Some(state) = self.state.lock().unwrap().as_mut() {
             if state.size != (info.width(), info.height()) && state.size != (0, 0) {
-                // Boxes of another frame size do not continue: start over.
-                state.tracker = Tracker::new(state.tracker.config);
+                // Boxes of another frame size do not continue: their tracks end, but ids are never reused
+                // (a consumer, e.g. detectioncapture track-policy=first, takes an id for one object).
+                state.start_over();
             }
             state.size = (info.width(), info.height());
         }
         self.parent_set_caps(incaps, outcaps)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        // Another stream joins (concat, a source switch) or a seek jumped: the objects seen so far do not
+        // continue into it. Their tracks end; ids go on from where they were.
+        if matches!(
+            event.view(),
+            gst::EventView::StreamStart(_) | gst::EventView::FlushStop(_)
+        ) && let Some(state) = self.state.lock().unwrap().as_mut()
+        {
+            state.start_over();
+        }
+        self.parent_sink_event(event)
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {

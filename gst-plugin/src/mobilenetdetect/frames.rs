@@ -264,6 +264,13 @@ impl Frames {
         }
     }
 
+    /// New caps (another frame size or format): live runs still in flight were computed on the old frames, so
+    /// their results are dropped when they finish (in order, the caps event already drained every frame).
+    pub(super) fn forget_live_requests(&mut self) {
+        self.live.clear();
+        self.latest.clear();
+    }
+
     /// After a flush: frames held are dropped and runs in flight finish unseen.
     pub(super) fn discard(&mut self) {
         self.held.clear();

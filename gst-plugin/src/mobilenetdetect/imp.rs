@@ -44,8 +44,10 @@ pub(super) struct State {
     pub(super) longer_holds: Option<(u32, Duration)>,
 }
 
-/// The model in use, as the setters see it.
+/// The model in use, as the setters and the watcher see it.
 struct RunningModel {
+    /// Its file (for an s3:// model, the local copy of the version this element runs).
+    path: std::path::PathBuf,
     /// To check a class filter set while running.
     labels: Arc<detection_common::labels::Labels>,
     /// The model-related settings it was loaded with: restored when a reload with new ones fails.
@@ -91,15 +93,17 @@ fn load_error_message(e: &LoadError) -> gst::ErrorMessage {
 impl MobilenetDetect {
     /// Loads the model the settings name; an s3:// model is downloaded first (at start, `at_start`, an
     /// unreachable bucket falls back to the copy downloaded earlier, with the warning returned).
+    /// `cancel` abandons a download in progress (the element is stopping).
     pub(super) fn load(
         settings: &Settings,
         at_start: bool,
+        cancel: &detection_storage::Cancel,
     ) -> Result<(Arc<Model>, PostProcess, Option<String>), LoadError> {
         let mut opts = settings.model_options()?;
         let mut warning = None;
         let remote = settings.model.as_deref().filter(|m| super::remote::is_remote(m));
         if let Some(url) = remote {
-            let (path, w) = super::remote::fetch(url, &settings.s3.0, at_start)?;
+            let (path, w) = super::remote::fetch(url, &settings.s3.0, at_start, cancel)?;
             opts.path = path;
             warning = w;
         }
@@ -120,6 +124,7 @@ impl MobilenetDetect {
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
         *self.running_model.lock().unwrap() = Some(RunningModel {
+            path: model.path.clone(),
             labels: Arc::new(model.labels.clone()),
             settings,
         });
@@ -181,6 +186,11 @@ impl MobilenetDetect {
 
     pub(super) fn settings(&self) -> Settings {
         self.settings.lock().unwrap().clone()
+    }
+
+    /// The file of the model this element runs (or has loaded and swaps in at the next frame).
+    pub(super) fn running_model_path(&self) -> Option<std::path::PathBuf> {
+        self.running_model.lock().unwrap().as_ref().map(|m| m.path.clone())
     }
 
     /// Swaps in a model loaded in the background, if one is ready.
@@ -371,7 +381,7 @@ impl BaseTransformImpl for MobilenetDetect {
         let settings = self.settings.lock().unwrap().clone();
         // A load still running from an earlier session must not swap in later.
         self.loader.reset();
-        let (model, post, warning) = Self::load(&settings, true).map_err(|e| {
+        let (model, post, warning) = Self::load(&settings, true, &self.loader.cancel()).map_err(|e| {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
@@ -553,8 +563,9 @@ impl VideoFilterImpl for MobilenetDetect {
         if let Some(state) = self.state.lock().unwrap().as_mut() {
             if state.info.as_ref() != Some(in_info) {
                 // Boxes computed on frames of another size or format must not land on the new frames
-                // (interval > 1 carries them over): start again with an inference on the next frame.
-                state.frames.latest.clear();
+                // (interval > 1 carries them over, live runs finish later): start again with an inference on
+                // the next frame.
+                state.frames.forget_live_requests();
                 state.frame_index = 0;
                 state.since_request = u64::MAX;
             }

@@ -31,6 +31,9 @@ pub(super) struct ModelLoader {
     generation: AtomicU64,
     thread: Mutex<LoaderThread>,
     watcher: Mutex<Option<ModelWatcher>>,
+    /// Abandons the downloads and polls of this run when the element stops (a server that stopped answering
+    /// must not hold the state change).
+    cancel: Mutex<detection_storage::Cancel>,
 }
 
 /// The loader thread, joined by `stop` so no load outlives the element's run.
@@ -53,6 +56,12 @@ impl ModelLoader {
     pub fn reset(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.pending.lock().unwrap().take();
+        *self.cancel.lock().unwrap() = Default::default();
+    }
+
+    /// What abandons this run's downloads and polls.
+    pub fn cancel(&self) -> detection_storage::Cancel {
+        self.cancel.lock().unwrap().clone()
     }
 
     /// Starts loading the model the element's current settings describe. One loader thread at a time:
@@ -69,7 +78,7 @@ impl ModelLoader {
             .name("mobilenetdetect-load".into())
             .spawn(move || {
                 // Downloads of s3:// models happen here.
-                crate::fleet::block_sigpipe_in_this_thread();
+                crate::fleet::block_io_signals_in_this_thread();
                 Self::run(owner)
             }) {
             Ok(handle) => {
@@ -98,8 +107,9 @@ impl ModelLoader {
             let generation = this.generation.load(Ordering::SeqCst);
             let settings = imp.settings();
             // A panic while loading (a broken file tripping a library) must not take the process down.
+            let cancel = this.cancel();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                super::imp::MobilenetDetect::load(&settings, false)
+                super::imp::MobilenetDetect::load(&settings, false, &cancel)
             }));
             let thread = this.thread.lock().unwrap();
             if stale(generation) {
@@ -173,10 +183,11 @@ impl ModelLoader {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = element.downgrade();
         let flag = stop.clone();
+        let cancel = self.cancel();
         let spawned = std::thread::Builder::new()
             .name("mobilenetdetect-watch".into())
             .spawn(move || {
-                crate::fleet::block_sigpipe_in_this_thread();
+                crate::fleet::block_io_signals_in_this_thread();
                 let mut seen = file_signature(&initial_path);
                 let mut candidate = None;
                 let mut remote: Option<(String, RemoteWatch)> = None;
@@ -194,7 +205,7 @@ impl ModelLoader {
                         }
                         next_remote_poll = Instant::now() + Duration::from_millis(settings.watch_interval.into());
                         if remote.as_ref().is_none_or(|(url, _)| *url != path) {
-                            match RemoteWatch::new(&path, &settings.s3.0) {
+                            match RemoteWatch::new(&path, &settings.s3.0, &cancel) {
                                 Ok(w) => remote = Some((path.clone(), w)),
                                 Err(e) => {
                                     gst::warning!(CAT, obj = element, "cannot watch {path}: {e}");
@@ -203,7 +214,7 @@ impl ModelLoader {
                             }
                         }
                         let Some((_, watch)) = remote.as_mut() else { continue };
-                        match watch.changed() {
+                        match watch.changed(imp.running_model_path().as_deref()) {
                             Ok(true) if imp.is_running() => {
                                 gst::info!(CAT, obj = element, "{path} changed, downloading it in the background");
                                 imp.loader.request(&element);
@@ -240,8 +251,9 @@ impl ModelLoader {
         }
     }
 
-    /// Stops the watcher and waits for a load in progress (its result is dropped).
+    /// Stops the watcher and waits for a load in progress (its result is dropped; a download is abandoned).
     pub fn stop(&self) {
+        self.cancel.lock().unwrap().cancel();
         if let Some(w) = self.watcher.lock().unwrap().take() {
             w.stop.store(true, Ordering::SeqCst);
             let _ = w.handle.join();
