@@ -315,3 +315,103 @@ pub fn with_this_plugin(c: &mut std::process::Command) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
 }
+
+/// Every message a subscriber got, in arrival order: the JSON value (a payload that is not JSON becomes a
+/// string holding it, for the test to fail on).
+pub type Messages = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A subscriber to `topic` (wildcards allowed) with a persistent session named `client`, taking messages of up
+/// to 64 MiB.
+pub fn subscribe_json(port: u16, topic: &str, client: &str) -> Messages {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new(client, "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(std::time::Duration::from_secs(5))
+        .set_max_packet_size(64 << 20, 1 << 20);
+    let (client, mut connection) = Client::new(options, 16);
+    let got: Messages = Default::default();
+    let g = got.clone();
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload)
+                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&p.payload).into()));
+                    g.lock().unwrap().push(v);
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    });
+    got
+}
+
+/// The frame numbers of `messages`, in arrival order.
+pub fn frame_numbers(messages: &Messages) -> Vec<u64> {
+    messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["frame"].as_u64().unwrap_or_else(|| panic!("not a frame line: {v}")))
+        .collect()
+}
+
+/// Waits (at most `within`) until `done` holds for the messages so far.
+pub fn wait_for_messages(
+    messages: &Messages,
+    within: std::time::Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !done(&messages.lock().unwrap()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// An MQTT outbox's segment files, in order.
+pub fn outbox_segments(outbox: &std::path::Path) -> Vec<(u64, PathBuf)> {
+    let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(outbox)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| Some((e.file_name().to_str()?.strip_suffix(".jsonl")?.parse().ok()?, e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    segments
+}
+
+/// Every complete line an MQTT outbox's segments hold, acknowledged or not.
+pub fn outbox_lines(outbox: &std::path::Path) -> Vec<String> {
+    outbox_segments(outbox)
+        .into_iter()
+        .flat_map(|(_, path)| {
+            let text = std::fs::read_to_string(path).unwrap();
+            text.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .map(|l| l.trim_end().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The lines an MQTT outbox folder holds that the broker has not acknowledged (after its `sent` cursor).
+pub fn unacknowledged_lines(outbox: &std::path::Path) -> Vec<String> {
+    let cursor = std::fs::read_to_string(outbox.join("sent")).unwrap_or_default();
+    let mut numbers = cursor.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    let (segment, offset) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let mut lines = Vec::new();
+    for (n, path) in outbox_segments(outbox).into_iter().filter(|(n, _)| *n >= segment) {
+        let bytes = std::fs::read(path).unwrap();
+        let from = if n == segment { offset as usize } else { 0 };
+        let text = String::from_utf8(bytes[from.min(bytes.len())..].to_vec()).unwrap();
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines
+}

@@ -79,13 +79,12 @@ fn subscribe(port: u16) -> Arc<Mutex<Vec<(String, u64)>>> {
     got
 }
 
-/// The frames a run had produced, from its outbox: the outbox keeps the lines since it was last emptied (all
-/// acknowledged), and a run numbers its frames from 0, so the last complete line tells how many there were.
+/// The frames a run had produced, from its outbox: a run numbers its frames from 0 and its outbox keeps its
+/// lines (a segment is deleted only once acknowledged and past 1 MiB, far more than a run here writes), so the
+/// last complete line tells how many there were.
 fn produced_frames(dir: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(dir.join("lines.jsonl")).unwrap_or_default();
-    let last = text
-        .split_inclusive('\n')
-        .filter(|l| l.ends_with('\n'))
+    let last = outbox_lines(dir)
+        .iter()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"]
                 .as_u64()

@@ -7,43 +7,17 @@ mod common;
 use common::*;
 use gst::prelude::*;
 use mobilenetdetect_testkit::servers::Broker;
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A subscriber with a persistent session: (topic, frame number) of every message, in arrival order.
-fn subscribe(port: u16, topic: &str) -> Arc<Mutex<Vec<u64>>> {
-    let mut options = MqttOptions::new("test-subscriber", "127.0.0.1", port);
-    options
-        .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut connection) = Client::new(options, 16);
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let topic = topic.to_string();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("a JSON line");
-                    g.lock().unwrap().push(v["frame"].as_u64().unwrap());
-                }
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    });
-    got
+/// A subscriber with a persistent session: the frame number of every message, in arrival order.
+fn subscribe(port: u16, topic: &str) -> Messages {
+    subscribe_json(port, topic, "test-subscriber")
 }
 
-fn wait_for(got: &Mutex<Vec<u64>>, count: usize) {
+fn wait_for(got: &Messages, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while distinct(&got.lock().unwrap()) < count && Instant::now() < deadline {
+    while distinct(&frame_numbers(got)) < count && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -97,7 +71,7 @@ fn every_line_arrives_in_order_across_a_broker_restart() {
     }
     p.set_state(gst::State::Null).unwrap();
     wait_for(&got, 120);
-    let got = got.lock().unwrap().clone();
+    let got = frame_numbers(&got);
     eprintln!(
         "{} messages for 120 lines ({} repeated)",
         got.len(),
@@ -110,9 +84,9 @@ fn every_line_arrives_in_order_across_a_broker_restart() {
         "every line, new lines in order"
     );
     assert_eq!(
-        std::fs::metadata(outbox.join("lines.jsonl")).unwrap().len(),
-        0,
-        "everything acknowledged: the outbox is empty"
+        unacknowledged_lines(&outbox),
+        Vec::<String>::new(),
+        "everything acknowledged: nothing waits in the outbox"
     );
 }
 
@@ -132,8 +106,9 @@ fn lines_written_while_no_broker_runs_go_out_with_the_next_run() {
         started.elapsed() < Duration::from_secs(15),
         "a missing broker does not hold the pipeline"
     );
-    let waiting = std::fs::read_to_string(outbox.join("lines.jsonl")).unwrap();
-    assert_eq!(waiting.lines().count(), BACKLOG, "the run's lines wait in the outbox");
+    let waiting = unacknowledged_lines(&outbox);
+    assert_eq!(waiting.len(), BACKLOG, "the run's lines wait in the outbox");
+    let waiting_bytes: usize = waiting.iter().map(|l| l.len() + 1).sum();
 
     broker.start();
     let got = subscribe(broker.port, "fleet/+/detections");
@@ -144,10 +119,10 @@ fn lines_written_while_no_broker_runs_go_out_with_the_next_run() {
     wait_for(&got, BACKLOG);
     let seconds = replay.elapsed().as_secs_f64();
     p.set_state(gst::State::Null).unwrap();
-    let got = got.lock().unwrap().clone();
+    let got = frame_numbers(&got);
     eprintln!(
         "outbox replay: {BACKLOG} lines ({} KB) in {seconds:.2} s from the start of the next run: {:.0} lines/s",
-        waiting.len() / 1024,
+        waiting_bytes / 1024,
         BACKLOG as f64 / seconds
     );
     // The first run's frames, then the second's: BACKLOG + 5 messages (dedupe by run is the reader's).
