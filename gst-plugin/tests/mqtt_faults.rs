@@ -1,6 +1,7 @@
 //! `detectionjson location=mqtt://…` when a line or the disk misbehaves, against a real Mosquitto on 127.0.0.1:
 //! one oversized frame never blocks the lines behind it, an outbox at its file-size limit keeps publishing and
-//! never sends a broken line, and two pipelines with one device id never share a session or an outbox.
+//! never sends a broken line, and pipelines with one device id (the default, the host name) never share a session
+//! or an outbox.
 
 mod common;
 use common::*;
@@ -281,7 +282,7 @@ fn an_outbox_at_its_file_size_limit_keeps_publishing_and_never_sends_a_broken_li
 }
 
 #[test]
-fn two_pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
+fn pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
     init();
     let d = temp_dir("mqtt-two-pipelines");
     // Default outboxes and client ids live under XDG_STATE_HOME: this test's own.
@@ -291,42 +292,37 @@ fn two_pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
     broker.start();
     let got = subscribe_json(broker.port, "car/detections", "sub-two");
     std::thread::sleep(Duration::from_millis(300));
-    // Front and rear camera of one car: same device id, same topic, default outboxes.
-    let camera = |name: &str, seed: u32| {
+    // Front, rear and cabin camera of one car: the default device id (the host name), one topic, default
+    // outboxes.
+    let camera = |seed: u32| {
         pipeline(&format!(
             "detecttestsrc is-live=true seed={seed} num-buffers=150 ! video/x-raw,width=160,height=120,framerate=30/1 ! \
-             detectionjson name={name} location=mqtt://127.0.0.1:{}/car/detections device-id=car \
-             source=ground-truth ! fakesink",
+             detectionjson name=json location=mqtt://127.0.0.1:{}/car/detections source=ground-truth ! fakesink",
             broker.port
         ))
     };
-    let (front, rear) = (camera("json", 1), camera("json", 2));
-    front.set_state(gst::State::Playing).unwrap();
-    rear.set_state(gst::State::Playing).unwrap();
-    let ids: Vec<String> = [&front, &rear]
+    let cameras = [camera(1), camera(2), camera(3)];
+    for p in &cameras {
+        p.set_state(gst::State::Playing).unwrap();
+    }
+    let ids: Vec<String> = cameras
         .iter()
-        .map(|p| {
-            p.by_name("json")
-                .unwrap()
-                .property::<Option<String>>("client-id")
-                .unwrap()
-        })
+        .map(|p| p.by_name("json").unwrap().property::<Option<String>>("client-id").unwrap())
         .collect();
-    assert_eq!(ids, ["car", "car-2"]);
-    for p in [&front, &rear] {
+    let host = cameras[0].by_name("json").unwrap().property::<String>("device-id");
+    assert_eq!(ids, [host.clone(), format!("{host}-2"), format!("{host}-3")]);
+    for p in &cameras {
         let msg = p
             .bus()
             .unwrap()
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(30),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
+            .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error])
             .unwrap();
         assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
     }
-    front.set_state(gst::State::Null).unwrap();
-    rear.set_state(gst::State::Null).unwrap();
-    wait_for_messages(&got, Duration::from_secs(20), |m| m.len() >= 300);
+    for p in &cameras {
+        p.set_state(gst::State::Null).unwrap();
+    }
+    wait_for_messages(&got, Duration::from_secs(20), |m| m.len() >= 450);
     let messages = got.lock().unwrap().clone();
     for id in &ids {
         let frames: Vec<u64> = messages
@@ -336,12 +332,13 @@ fn two_pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
             .collect();
         assert_eq!(frames, (0..150).collect::<Vec<_>>(), "{id}: every frame once, in order");
     }
+    assert_eq!(messages.len(), 450, "every line once");
     let log = broker.log();
     let connections = log.matches("New client connected").count();
     assert!(!log.contains("already connected"), "a session was taken over:\n{log}");
-    // Two publishers and the subscriber, once each.
-    assert_eq!(connections, 3, "{log}");
-    eprintln!("two pipelines, one device id: client ids {ids:?}, {connections} connections, 2 x 150 lines in order");
+    // Three publishers and the subscriber, once each.
+    assert_eq!(connections, 4, "{log}");
+    eprintln!("three pipelines with the default device id: client ids {ids:?}, {connections} connections, 3 x 150 lines once each, in order");
 
     // One outbox named for both: the second is refused, naming the folder.
     let shared = d.join("shared-outbox");
