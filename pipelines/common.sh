@@ -1,12 +1,20 @@
-# Sourced by the pipeline scripts: sets up (first run), builds the plugin once, and points GStreamer at it.
+# Sourced by the pipeline scripts. In a source checkout: sets up (first run), builds the plugin and the trainer
+# once, and points GStreamer at them. Installed (the Debian package, scripts/package): the plugin is in
+# GStreamer's system plugin folder and mobilenet-trainer on PATH, so nothing is set up or built.
+# Sets `trainer`: the mobilenet-trainer to run (MOBILENETDETECT_TRAINER overrides it).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup"
-source "$root/scripts/env.sh"
-# scripts/test builds the plugin before running the tests that call these scripts (no nested cargo there).
-if [[ -z ${MOBILENETDETECT_PREBUILT:-} || ! -f $CARGO_TARGET_DIR/release/libgstmobilenetdetect.so ]]; then
-  build_release "the GStreamer plugin (libgstmobilenetdetect.so)"
+if [[ -f $root/scripts/setup ]]; then
+  "$root/scripts/setup"
+  source "$root/scripts/env.sh"
+  # scripts/test builds everything before running the tests that call these scripts (no nested cargo there).
+  if [[ -z ${MOBILENETDETECT_PREBUILT:-} || ! -f $CARGO_TARGET_DIR/release/libgstmobilenetdetect.so ]]; then
+    build_release "the GStreamer plugin (libgstmobilenetdetect.so) and mobilenet-trainer"
+  fi
+  export GST_PLUGIN_PATH="$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+  trainer=${MOBILENETDETECT_TRAINER:-$CARGO_TARGET_DIR/release/mobilenet-trainer}
+else
+  trainer=${MOBILENETDETECT_TRAINER:-mobilenet-trainer}
 fi
-export GST_PLUGIN_PATH="$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 
 # The first H.264 encoder GStreamer has: x264enc (plugins-ugly) or openh264enc (plugins-bad).
 h264_encoder() {

@@ -15,3 +15,28 @@ build_release() {
   echo "== building $what (cargo build --release --workspace: the plugin and mobilenet-trainer; the first build on a fresh machine takes about 12 minutes on 2 cores, later ones seconds)" >&2
   (cd "$root" && CARGO_TERM_PROGRESS_WHEN=auto cargo build --release --workspace)
 }
+
+# Real footage from Debian's packages, fetched on first use into .deps/media/ (printing the path): OpenCV's
+# vtest.avi (795 frames of pedestrians, 768x576, MPEG-4 part 2) from opencv-doc (a 95 MB download, once).
+# Usage: media_file vtest.avi
+media_file() {
+  local name=$1 root dir tmp
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  dir=$root/.deps/media
+  if [[ ! -f $dir/$name ]]; then
+    case $name in
+      vtest.avi)
+        echo "== fetching Debian's opencv-doc (about 95 MB, once) for OpenCV's example video vtest.avi" >&2
+        tmp=$(mktemp -d)
+        (cd "$tmp" && apt-get download -q opencv-doc >&2)
+        dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb |
+          tar -x -C "$tmp" ./usr/share/doc/opencv-doc/examples/data/vtest.avi
+        mkdir -p "$dir"
+        mv "$tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi" "$dir/$name"
+        rm -rf "$tmp"
+        ;;
+      *) echo "media_file: no recipe for $name" >&2; return 1 ;;
+    esac
+  fi
+  echo "$dir/$name"
+}

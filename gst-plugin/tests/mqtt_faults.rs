@@ -307,7 +307,12 @@ fn pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
     }
     let ids: Vec<String> = cameras
         .iter()
-        .map(|p| p.by_name("json").unwrap().property::<Option<String>>("client-id").unwrap())
+        .map(|p| {
+            p.by_name("json")
+                .unwrap()
+                .property::<Option<String>>("client-id")
+                .unwrap()
+        })
         .collect();
     let host = cameras[0].by_name("json").unwrap().property::<String>("device-id");
     assert_eq!(ids, [host.clone(), format!("{host}-2"), format!("{host}-3")]);
@@ -315,7 +320,10 @@ fn pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
         let msg = p
             .bus()
             .unwrap()
-            .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(30),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
             .unwrap();
         assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
     }
@@ -338,7 +346,9 @@ fn pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
     assert!(!log.contains("already connected"), "a session was taken over:\n{log}");
     // Three publishers and the subscriber, once each.
     assert_eq!(connections, 4, "{log}");
-    eprintln!("three pipelines with the default device id: client ids {ids:?}, {connections} connections, 3 x 150 lines once each, in order");
+    eprintln!(
+        "three pipelines with the default device id: client ids {ids:?}, {connections} connections, 3 x 150 lines once each, in order"
+    );
 
     // One outbox named for both: the second is refused, naming the folder.
     let shared = d.join("shared-outbox");

@@ -4,7 +4,9 @@
 //! 1. `ORT_DYLIB_PATH` (a file);
 //! 2. next to this plugin: `libonnxruntime.so*` in the plugin's folder or its `mobilenetdetect/` subfolder
 //!    (where `scripts/install` puts it);
-//! 3. the path recorded by `scripts/setup` in `$XDG_CONFIG_HOME/mobilenetdetect/onnxruntime-path`
+//! 3. for a plugin or program installed under `/usr` (the Debian package of `scripts/package`):
+//!    `/usr/lib/mobilenetdetect/`, where the package puts the library it ships;
+//! 4. the path recorded by `scripts/setup` in `$XDG_CONFIG_HOME/mobilenetdetect/onnxruntime-path`
 //!    (`~/.config/...` by default).
 
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub const CONFIG_FILE: &str = "mobilenetdetect/onnxruntime-path";
+/// Where the Debian package puts the ONNX Runtime library it ships.
+pub const PACKAGE_LIBRARY_DIR: &str = "/usr/lib/mobilenetdetect";
 
 const HOW_TO_GET: &str = "Run scripts/setup from the mobilenetdetect source tree (it installs the PyPI onnxruntime \
     wheel's library and records where), or set ORT_DYLIB_PATH to a libonnxruntime.so file (>= 1.22)";
@@ -84,7 +88,15 @@ pub fn find_library() -> Result<PathBuf, String> {
         };
     }
     if let Some(dir) = own_folder() {
-        for d in [dir.join("mobilenetdetect"), dir] {
+        // GStreamer may load the plugin through /lib, a link to /usr/lib on merged-/usr systems.
+        let installed = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        let packaged = installed
+            .starts_with("/usr/")
+            .then(|| PathBuf::from(PACKAGE_LIBRARY_DIR));
+        for d in [Some(dir.join("mobilenetdetect")), Some(dir), packaged]
+            .into_iter()
+            .flatten()
+        {
             if let Some(p) = library_in(&d) {
                 return Ok(p);
             }
