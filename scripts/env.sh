@@ -28,7 +28,10 @@ media_file() {
       vtest.avi)
         echo "== fetching Debian's opencv-doc (about 95 MB, once) for OpenCV's example video vtest.avi" >&2
         tmp=$(mktemp -d)
-        (cd "$tmp" && apt-get download -q opencv-doc >&2)
+        # As root, apt's download user (_apt) cannot write into a private temporary folder.
+        local sandbox=()
+        [[ $(id -u) == 0 ]] && sandbox=(-o APT::Sandbox::User=root)
+        (cd "$tmp" && apt-get download -q "${sandbox[@]}" opencv-doc >&2)
         dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb |
           tar -x -C "$tmp" ./usr/share/doc/opencv-doc/examples/data/vtest.avi
         mkdir -p "$dir"
