@@ -43,6 +43,11 @@ fn push_frames(
     }
 }
 
+/// A frame's number and the rectangles of its regions of interest.
+type FrameRects = (u64, Vec<(u32, u32, u32, u32)>);
+/// A frame's number and the track ids on it.
+type FrameIds = (u64, Vec<u64>);
+
 #[test]
 fn live_mode_never_puts_a_box_of_the_old_frame_size_on_a_new_frame() {
     init_slow_model();
@@ -51,7 +56,8 @@ fn live_mode_never_puts_a_box_of_the_old_frame_size_on_a_new_frame() {
     let p = pipeline(&format!(
         "appsrc name=src format=time ! mobilenetdetect model={model} mode=live inflight=2 ! fakesink name=sink sync=false"
     ));
-    let seen: Arc<Mutex<Vec<(u64, Vec<(u32, u32, u32, u32)>)>>> = Arc::default();
+    // (frame number, the boxes on it)
+    let seen: Arc<Mutex<Vec<FrameRects>>> = Arc::default();
     let s = seen.clone();
     on_buffers(&p, "sink", move |buf| {
         let rects = rois(buf).into_iter().map(|r| r.rect).collect();
@@ -64,15 +70,7 @@ fn live_mode_never_puts_a_box_of_the_old_frame_size_on_a_new_frame() {
     push_frames(&src, 0, 30, (640, 480), |_, _| {});
     push_frames(&src, 30, 30, (160, 120), |_, _| {});
     src.end_of_stream().unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    wait_eos(&p, 30);
     p.set_state(gst::State::Null).unwrap();
     let seen = seen.lock().unwrap();
     let (mut with_boxes, mut wrong) = (0, Vec::new());
@@ -117,7 +115,7 @@ fn track_ids_are_never_reused_after_a_caps_change_or_a_stream_join() {
          track-policy=first ! fakesink name=sink sync=false",
         dir.display()
     ));
-    let ids: Arc<Mutex<Vec<(u64, Vec<u64>)>>> = Arc::default();
+    let ids: Arc<Mutex<Vec<FrameIds>>> = Arc::default();
     let i = ids.clone();
     on_buffers(&p, "sink", move |buf| {
         let tracks = buf
@@ -134,15 +132,7 @@ fn track_ids_are_never_reused_after_a_caps_change_or_a_stream_join() {
     push_frames(&src, 0, 20, (640, 480), |f, b| detection_at(b, 100 + f as u32));
     push_frames(&src, 20, 20, (320, 240), |f, b| detection_at(b, 200 + f as u32));
     src.end_of_stream().unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    wait_eos(&p, 30);
     p.set_state(gst::State::Null).unwrap();
     let ids = ids.lock().unwrap();
     let before: std::collections::BTreeSet<u64> = ids

@@ -258,14 +258,20 @@ pub fn pipeline(launch: &str) -> gst::Pipeline {
 /// Plays a pipeline to EOS; an error message, or no EOS within two minutes, fails the test with its text.
 pub fn play_to_eos(p: &gst::Pipeline) {
     p.set_state(gst::State::Playing).unwrap();
+    wait_eos(p, 120);
+}
+
+/// Waits (at most `seconds`) for a playing pipeline's EOS; an error message, or none within the time, fails the
+/// test with its text.
+pub fn wait_eos(p: &gst::Pipeline, seconds: u64) {
     let msg = p
         .bus()
         .unwrap()
         .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
+            gst::ClockTime::from_seconds(seconds),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
-        .expect("no EOS within two minutes");
+        .unwrap_or_else(|| panic!("no EOS within {seconds} s"));
     if let gst::MessageView::Error(e) = msg.view() {
         panic!("{} {:?}", e.error(), e.debug());
     }

@@ -317,15 +317,7 @@ fn pipelines_with_one_device_id_never_share_a_session_or_an_outbox() {
     let host = cameras[0].by_name("json").unwrap().property::<String>("device-id");
     assert_eq!(ids, [host.clone(), format!("{host}-2"), format!("{host}-3")]);
     for p in &cameras {
-        let msg = p
-            .bus()
-            .unwrap()
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(30),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .unwrap();
-        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+        wait_eos(p, 30);
     }
     for p in &cameras {
         p.set_state(gst::State::Null).unwrap();

@@ -30,18 +30,15 @@ fn samples(bucket: &Bucket, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn wait_eos(p: &gst::Pipeline, within: u64) {
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(within),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap_or_else(|| panic!("no EOS within {within} s"));
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+/// The test bucket at `endpoint` (moto accepts any credentials).
+fn bucket_at(endpoint: &str) -> Bucket {
+    let overrides = Overrides {
+        endpoint: Some(endpoint.to_string()),
+        access_key: Some("k".into()),
+        secret_access_key: Some("s".into()),
+        ..Default::default()
+    };
+    Bucket::open("fleet", &overrides).unwrap()
 }
 
 #[test]
@@ -58,7 +55,7 @@ fn two_capture_pipelines_of_one_device_never_share_a_spool() {
             "detecttestsrc is-live=true seed={seed} num-buffers=127 num-objects=2 ! \
              video/x-raw,format=RGB,width=320,height=240,framerate=30/1 ! detectioncapture name=cap \
              location=s3://fleet/two source=ground-truth device-id=car endpoint-uri={endpoint} \
-             access-key=fleet-test secret-access-key=secret ! fakesink"
+             access-key=k secret-access-key=s ! fakesink"
         ))
     };
     // Both start while the server is away; it comes back about 3 s into the runs.
@@ -85,16 +82,7 @@ fn two_capture_pipelines_of_one_device_never_share_a_spool() {
         .collect();
     a.set_state(gst::State::Null).unwrap();
     b.set_state(gst::State::Null).unwrap();
-    let bucket = Bucket::open(
-        "fleet",
-        &Overrides {
-            endpoint: Some(endpoint.clone()),
-            access_key: Some("fleet-test".into()),
-            secret_access_key: Some("secret".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let bucket = bucket_at(&endpoint);
     let stored = samples(&bucket, "two");
     let (car, car2): (Vec<_>, Vec<_>) = stored.iter().partition(|n| !n.starts_with("car-2-"));
     eprintln!(
@@ -250,16 +238,7 @@ fn a_server_that_never_answers_neither_drops_live_frames_nor_holds_eos_or_a_stat
     let cache = d.join("cache");
     // SAFETY: set before the pipelines below start; the model downloaded here is the offline copy below.
     unsafe { std::env::set_var("XDG_CACHE_HOME", &cache) };
-    let bucket = Bucket::open(
-        "fleet",
-        &Overrides {
-            endpoint: Some(server.endpoint()),
-            access_key: Some("k".into()),
-            secret_access_key: Some("s".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let bucket = bucket_at(&server.endpoint());
     bucket
         .put("models/latest.onnx", labelled_model_bytes("car", 1))
         .unwrap();

@@ -189,7 +189,7 @@ pub fn mark_current(cache_dir: &Path, key: &str, path: &Path) -> Result<(), Erro
                 .collect()
         })
         .unwrap_or_default();
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, old) in others.into_iter().skip(KEEP_OTHER_VERSIONS) {
         let _ = std::fs::remove_file(old);
     }
