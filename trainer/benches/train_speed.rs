@@ -33,6 +33,7 @@ fn main() {
         width: 1.0,
         input_size: size,
         anchor_shapes: None,
+        variant: Default::default(),
     };
     let device = Device::flex().autodiff();
     let anchors = cfg.anchors();

@@ -2,7 +2,7 @@
 //! input size, epoch) in the file's metadata, so `eval`, `export` and `train --init` need only the file.
 //! The optimizer's state sits beside it (`optimizer.bpk`) so `--resume` continues with the same moments.
 
-use crate::model::{SsdLite, SsdLiteConfig};
+use crate::model::{SsdLite, SsdLiteConfig, Variant};
 use burn::module::Module;
 use burn::store::burn_pack::Reader;
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -17,6 +17,8 @@ const KEY_INPUT_SIZE: &str = "mobilenetdetect.input_size";
 const KEY_EPOCH: &str = "mobilenetdetect.epoch";
 /// Fitted anchor shapes (absent: SSD's, as in checkpoints from before fitting).
 const KEY_ANCHOR_SHAPES: &str = "mobilenetdetect.anchor_shapes";
+/// Absent: the trainer's own layout (every checkpoint from before imported TensorFlow models).
+const KEY_VARIANT: &str = "mobilenetdetect.variant";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,9 @@ pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), S
             .metadata(KEY_EPOCH, info.epoch.to_string());
         if let Some(shapes) = info.config.shapes_to_text() {
             store = store.metadata(KEY_ANCHOR_SHAPES, shapes);
+        }
+        if info.config.variant != Variant::Trainer {
+            store = store.metadata(KEY_VARIANT, info.config.variant.name());
         }
         model.save_into(&mut store).map_err(|e| format!("{e}"))
     })
@@ -74,6 +79,11 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
             .map(|text| SsdLiteConfig::shapes_from_text(text))
             .transpose()
             .map_err(|e| format!("{}: damaged checkpoint metadata: {e}", path.display()))?,
+        variant: match meta.get(KEY_VARIANT) {
+            None => Variant::Trainer,
+            Some(name) => Variant::parse(name)
+                .ok_or_else(|| format!("{}: damaged checkpoint metadata: variant '{name}'", path.display()))?,
+        },
     };
     config
         .check()

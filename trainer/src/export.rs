@@ -119,6 +119,13 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     );
     let mut w = Writer { g, relu6 };
 
+    let x = if model.backbone.tf_input {
+        let shift =
+            w.g.initializer_f32("tf_input_shift", &[1, 3, 1, 1], &crate::model::tf_input_shift());
+        w.g.node("Sub", &[&x, &shift], "", vec![])
+    } else {
+        x
+    };
     let mut h = w.conv_bn(&x, &model.backbone.stem);
     let mut features = Vec::new();
     for (i, block) in model.backbone.blocks.iter().enumerate() {
@@ -224,5 +231,8 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
         &detection_common::boxes::format_anchors(&cfg.anchors()),
     );
     g.metadata(crate::import::KEY_WIDTH, &cfg.width.to_string());
+    if cfg.variant != crate::model::Variant::Trainer {
+        g.metadata(crate::import::KEY_VARIANT, cfg.variant.name());
+    }
     g.to_bytes()
 }

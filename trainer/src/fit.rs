@@ -9,17 +9,18 @@ use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{Merged, decode};
 use crate::evaluate::{Detector, evaluate_samples};
 use crate::export::export_onnx;
-use crate::feature_cache::FeatureCache;
+use crate::feature_cache::{CacheLevel, FeatureCache};
 use crate::loss::{Target, anchor_corners, batch_targets};
 use crate::metrics::{EpochMetrics, MetricsLog};
 use crate::model::{SsdLite, SsdLiteConfig};
 use crate::progress::{Progress, rate_and_eta};
-use crate::step::{StepOptions, learning_rate, train_step, train_step_on_features};
+use crate::step::{StepOptions, learning_rate, train_step, train_step_from_block, train_step_on_features};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
+use detection_common::labels::Labels;
 use detection_common::voc::{Sample, Split};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,8 +62,13 @@ pub struct FitOptions {
     pub optimizer: OptimizerKind,
     pub weight_decay: f64,
     /// Epochs at the start with the backbone frozen (only extras and heads learn, and much faster). `None`:
-    /// every epoch when starting from pretrained weights (the fast CPU recipe), none from scratch.
+    /// from pretrained weights, a third of the epochs when `finetune_from_block` is set (the heads warm up
+    /// before the backbone moves), else every epoch; none from scratch.
     pub freeze_backbone_epochs: Option<usize>,
+    /// After the frozen epochs, which MobileNetV2 blocks train: those from this one on (and the last 1x1
+    /// conv), the blocks below staying frozen with their output cached; 0 trains the whole network (no cache).
+    /// `None`: the backbone stays frozen throughout.
+    pub finetune_from_block: Option<usize>,
     /// The backbone's learning rate as a fraction of `lr` once it trains.
     pub backbone_lr_scale: f64,
     pub augment: AugmentConfig,
@@ -88,6 +94,7 @@ impl Default for FitOptions {
                 width: 1.0,
                 input_size: 300,
                 anchor_shapes: None,
+                variant: Default::default(),
             },
             epochs: 30,
             batch_size: 16,
@@ -100,6 +107,7 @@ impl Default for FitOptions {
             optimizer: OptimizerKind::AdamW,
             weight_decay: 1e-4,
             freeze_backbone_epochs: None,
+            finetune_from_block: Some(detection_common::mobilenet_v2::STRIDE32_BLOCK),
             backbone_lr_scale: 0.1,
             augment: AugmentConfig::default(),
             cached_variants: 4,
@@ -113,8 +121,26 @@ impl Default for FitOptions {
 impl FitOptions {
     /// How many epochs start with the backbone frozen.
     pub fn frozen_epochs(&self) -> usize {
-        self.freeze_backbone_epochs
-            .unwrap_or(if self.init == Init::Scratch { 0 } else { self.epochs })
+        let default = match (&self.init, self.finetune_from_block) {
+            (Init::Scratch, _) => 0,
+            (_, Some(_)) => (self.epochs / 3).max(1),
+            (_, None) => self.epochs,
+        };
+        self.freeze_backbone_epochs.unwrap_or(default)
+    }
+
+    /// What the feature cache holds in an epoch (`None`: no cache, every step runs the whole network).
+    fn cache_level(&self, frozen: bool) -> Option<CacheLevel> {
+        if self.cached_variants == 0 {
+            return None;
+        }
+        // One cache for both phases when the upper blocks will train: the frozen epochs run those few blocks
+        // forward on it, which costs less than caching the backbone's output as well.
+        match (frozen, self.finetune_from_block) {
+            (_, Some(block)) if block > 0 => Some(CacheLevel::Block(block)),
+            (true, _) => Some(CacheLevel::Heads),
+            _ => None,
+        }
     }
 }
 
@@ -177,17 +203,28 @@ fn new_optimizer(opts: &FitOptions) -> ModuleOptimizer {
 #[allow(clippy::large_enum_variant)] // one per step
 enum StepInput {
     Pixels(Tensor<4>),
-    /// Cached backbone features (stride 16, stride 32).
-    Features(Tensor<4>, Tensor<4>),
+    /// Cached features, as `CacheLevel::shapes` lists them.
+    Cached(CacheLevel, Vec<Tensor<4>>),
 }
 
 /// One step's input and its targets, or why it could not be read.
 type StepBatch = Result<(StepInput, Vec<Vec<Target>>), String>;
 
-/// A checkpoint (.bpk) or one of our exported models (.onnx) as a trainable model.
-fn load_any(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+/// A checkpoint (.bpk), one of our exported models or a TF-OD SSDLite-MobileNetV2 (.onnx) as a trainable model;
+/// a TF model's classes are named by `labels` (the data's), the defaults of its family otherwise.
+fn load_any(
+    path: &Path,
+    labels: &Labels,
+    input_size: usize,
+    device: &Device,
+) -> Result<(SsdLite, CheckpointInfo), String> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
-        crate::import::load_exported(path, device)
+        let tfod = crate::import_tfod::TfodOptions {
+            labels: Some(labels),
+            anchors: None,
+            input_size,
+        };
+        crate::import::load_onnx(path, &tfod, device)
     } else {
         checkpoint::load(path, device)
     }
@@ -289,7 +326,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                 eprintln!("backbone: ImageNet weights from {} ({n} tensors)", path.display());
             }
             Init::Checkpoint(path) => {
-                let (old_model, info) = load_any(path, &device)?;
+                let (old_model, info) = load_any(path, &merged.labels, cfg.input_size, &device)?;
                 let (old, new) = (info.labels.foreground(), merged.labels.foreground());
                 if info.config.width != cfg.width || old.len() > new.len() || old != &new[..old.len()] {
                     return Err(format!(
@@ -311,8 +348,9 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                         cfg.input_size
                     );
                 }
-                // The box heads learnt offsets from these anchors.
+                // The box heads learnt offsets from these anchors, the layers in this variant's layout.
                 cfg.anchor_shapes = info.config.anchor_shapes.clone();
+                cfg.variant = info.config.variant;
                 if info.config.num_classes == cfg.num_classes {
                     model = old_model;
                 } else {
@@ -321,6 +359,7 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                     model.extras = old_model.extras;
                     model.loc_heads = old_model.loc_heads;
                 }
+                model.apply_variant(cfg.variant, cfg.input_size);
                 eprintln!("initialised from {}", path.display());
             }
             Init::Scratch => eprintln!("training from scratch (no pretrained backbone)"),
@@ -352,14 +391,21 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
         let frozen = epoch < frozen_epochs;
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut lr = opts.lr;
-        if frozen && cache.is_none() && opts.cached_variants > 0 {
-            let versions = FeatureCache::versions_within(&cfg, train.len(), opts.cached_variants, opts.cache_megabytes);
+        let level = opts.cache_level(frozen);
+        if level != cache.as_ref().map(|c| c.level) {
+            // Cached features of the layers that train from here on would be stale.
+            cache = None;
+        }
+        if let Some(level) = level.filter(|_| cache.is_none()) {
+            let versions =
+                FeatureCache::versions_within(&cfg, level, train.len(), opts.cached_variants, opts.cache_megabytes);
             if versions == 0 {
-                eprintln!("note: the backbone features do not fit in --cache-megabytes; computing them every step");
+                eprintln!("note: the cached features do not fit in --cache-megabytes; computing them every step");
             } else {
                 cache = Some(FeatureCache::build(
                     &model,
                     &cfg,
+                    level,
                     &train,
                     &merged.labels,
                     opts.augment,
@@ -369,12 +415,8 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                 )?);
             }
         }
-        if !frozen {
-            // The backbone trains from here on: cached features would be stale.
-            cache = None;
-        }
         let inputs: Box<dyn Iterator<Item = StepBatch>> = match &cache {
-            Some(cache) if frozen => {
+            Some(cache) => {
                 let mut rng = Rng::new(opts.seed.wrapping_mul(1000).wrapping_add(epoch as u64));
                 let mut order: Vec<usize> = (0..train.len()).collect();
                 for i in (1..order.len()).rev() {
@@ -392,8 +434,8 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                         .collect::<Vec<_>>()
                         .into_iter()
                         .map(move |chunk| {
-                            let (a, b, t) = cache.batch(&chunk, &device);
-                            Ok((StepInput::Features(a, b), t))
+                            let (tensors, t) = cache.batch(&chunk, &device);
+                            Ok((StepInput::Cached(cache.level, tensors), t))
                         }),
                 )
             }
@@ -424,16 +466,21 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
             let step = epoch * steps_per_epoch + i;
             lr = learning_rate(step, total_steps, warmup, opts.lr, 0.02);
             let bt = batch_targets(&anchors, &corners, &targets, &device);
+            let step_opts = StepOptions {
+                lr,
+                backbone_lr: lr * opts.backbone_lr_scale,
+                frozen_backbone: frozen,
+            };
             let (m, loss) = match input {
-                StepInput::Pixels(images) => {
-                    let step_opts = StepOptions {
-                        lr,
-                        backbone_lr: lr * opts.backbone_lr_scale,
-                        frozen_backbone: frozen,
-                    };
-                    train_step(model, &mut optimizer, step_opts, images, &bt)
+                StepInput::Pixels(images) => train_step(model, &mut optimizer, step_opts, images, &bt),
+                StepInput::Cached(CacheLevel::Heads, maps) => {
+                    let [a, b]: [Tensor<4>; 2] = maps.try_into().expect("the heads' cache holds two maps");
+                    train_step_on_features(model, &mut optimizer, lr, a, b, &bt)
                 }
-                StepInput::Features(a, b) => train_step_on_features(model, &mut optimizer, lr, a, b, &bt),
+                StepInput::Cached(CacheLevel::Block(block), mut h) => {
+                    let h = h.pop().expect("the block cache holds one tensor");
+                    train_step_from_block(model, &mut optimizer, step_opts, block, h, &bt)
+                }
             };
             model = m;
             if !loss.total.is_finite() {
@@ -450,7 +497,11 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
             progress.update(seen as u64, || {
                 format!(
                     "loss {mean:.4} | {rate:.1} images/s | ETA {eta:.0}s{}",
-                    if frozen { " (backbone frozen)" } else { "" }
+                    match (frozen, opts.finetune_from_block) {
+                        (true, _) => " (backbone frozen)".to_string(),
+                        (false, Some(b)) if b > 0 => format!(" (backbone blocks {b}.. training)"),
+                        _ => String::new(),
+                    }
                 )
             });
         }

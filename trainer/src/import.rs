@@ -4,7 +4,8 @@
 //! variance 1 - eps), which computes exactly the same function and trains from there.
 
 use crate::checkpoint::CheckpointInfo;
-use crate::model::{ConvBn, SsdLite, SsdLiteConfig};
+use crate::import_tfod::{TfodOptions, is_tfod, load_tfod};
+use crate::model::{ConvBn, SsdLite, SsdLiteConfig, Variant};
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -13,11 +14,14 @@ use detection_common::metadata as meta;
 use detection_common::onnx::{ModelProto, TensorProto};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The metadata key the exporter writes with the width multiplier (the architecture cannot be read off the
 /// channel counts alone: several widths round to the same stem).
 pub const KEY_WIDTH: &str = "mobilenet-trainer.width";
+/// The metadata key with the layout variant when it is not the trainer's own (an imported TensorFlow
+/// model's).
+pub const KEY_VARIANT: &str = "mobilenet-trainer.variant";
 
 struct Convs<'a> {
     path: &'a Path,
@@ -27,7 +31,7 @@ struct Convs<'a> {
     device: Device,
 }
 
-fn floats(t: &TensorProto) -> Vec<f32> {
+pub(crate) fn floats(t: &TensorProto) -> Vec<f32> {
     if !t.float_data.is_empty() {
         return t.float_data.clone();
     }
@@ -74,25 +78,56 @@ impl Convs<'_> {
 
     fn conv_bn(&mut self, m: &mut ConvBn) -> Result<(), String> {
         let (weight, bias) = self.take(&m.conv)?;
-        let n = bias.len();
-        m.conv.weight = Param::from_tensor(weight);
-        let eps = m.bn.epsilon as f32;
-        m.bn.gamma = Param::from_tensor(Tensor::ones([n], &self.device));
-        m.bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(bias, [n]), &self.device));
-        m.bn.running_mean = RunningState::new(Tensor::zeros([n], &self.device));
-        m.bn.running_var = RunningState::new(Tensor::full([n], 1.0 - eps, &self.device));
+        set_folded(m, weight, &bias, &self.device);
         Ok(())
     }
 
     fn conv(&mut self, c: &mut Conv2d) -> Result<(), String> {
         let (weight, bias) = self.take(c)?;
-        let n = bias.len();
-        c.weight = Param::from_tensor(weight);
-        c.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(bias, [n]),
-            &self.device,
-        )));
+        set_conv(c, weight, &bias, &self.device);
         Ok(())
+    }
+}
+
+/// Puts a convolution with its BatchNorm folded in (`weight`, `bias`) into `m`: the weight into the convolution,
+/// the bias into an identity BatchNorm.
+pub(crate) fn set_folded(m: &mut ConvBn, weight: Tensor<4>, bias: &[f32], device: &Device) {
+    let n = bias.len();
+    m.conv.weight = Param::from_tensor(weight);
+    let eps = m.bn.epsilon as f32;
+    m.bn.gamma = Param::from_tensor(Tensor::ones([n], device));
+    m.bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(bias.to_vec(), [n]), device));
+    m.bn.running_mean = RunningState::new(Tensor::zeros([n], device));
+    m.bn.running_var = RunningState::new(Tensor::full([n], 1.0 - eps, device));
+}
+
+/// Puts `weight` and `bias` into a convolution that has a bias of its own (a head's last layer).
+pub(crate) fn set_conv(c: &mut Conv2d, weight: Tensor<4>, bias: &[f32], device: &Device) {
+    let n = bias.len();
+    c.weight = Param::from_tensor(weight);
+    c.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(bias.to_vec(), [n]),
+        device,
+    )));
+}
+
+/// Loads an ONNX model as a trainable model: one `mobilenet-trainer` exported, or a TF Object Detection API
+/// SSDLite-MobileNetV2 (`tfod` says what that needs besides the file).
+pub fn load_onnx(path: &Path, tfod: &TfodOptions, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|e| format!("{}: not an ONNX model: {e}", path.display()))?;
+    if model.metadata_props.iter().any(|p| p.key == KEY_WIDTH) {
+        load_exported(path, device)
+    } else if is_tfod(&model) {
+        load_tfod(path, &model, tfod, device)
+    } else {
+        Err(format!(
+            "{}: neither a model mobilenet-trainer exported (no {KEY_WIDTH} metadata) nor a TF Object Detection API \
+             SSDLite-MobileNetV2 (no {} convolutions): these are the ONNX models it can fine-tune",
+            path.display(),
+            "FeatureExtractor/MobilenetV2"
+        ))
     }
 }
 
@@ -128,6 +163,10 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, Checkpoin
         width,
         input_size: w as usize,
         anchor_shapes: None,
+        variant: match props.get(KEY_VARIANT) {
+            None => Variant::Trainer,
+            Some(name) => Variant::parse(name).ok_or_else(|| format!("{}: bad {KEY_VARIANT}", path.display()))?,
+        },
     };
     config
         .check()
@@ -198,5 +237,46 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, Checkpoin
             labels,
             epoch: 0,
         },
+    ))
+}
+
+/// `mobilenet-trainer import`: `model` (any ONNX model `load_onnx` takes) as `output/checkpoint.bpk`; returns
+/// what was written, for the user.
+pub fn import_to_checkpoint(
+    model: &Path,
+    labels: Option<PathBuf>,
+    anchors: Option<PathBuf>,
+    input_size: usize,
+    output: &Path,
+) -> Result<String, String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let labels = labels.map(|p| read(&p).map(|text| Labels::parse(&text))).transpose()?;
+    let anchors = anchors
+        .map(|p| {
+            let text = read(&p)?;
+            detection_common::boxes::parse_anchors(&text, &p.display().to_string()).map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    let tfod = TfodOptions {
+        labels: labels.as_ref(),
+        anchors: anchors.as_deref(),
+        input_size,
+    };
+    let device = crate::device::cpu();
+    let (m, info) = load_onnx(model, &tfod, &device)?;
+    std::fs::create_dir_all(output).map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+    let path = output.join("checkpoint.bpk");
+    crate::checkpoint::save(&m, &info, &path)?;
+    let c = &info.config;
+    Ok(format!(
+        "wrote {} from {}: width {}, input {}x{}, layout {}, classes: {}\nfine-tune it with: mobilenet-trainer train --init {} --data ...",
+        path.display(),
+        model.display(),
+        c.width,
+        c.input_size,
+        c.input_size,
+        c.variant.name(),
+        info.labels.foreground().join(", "),
+        path.display()
     ))
 }

@@ -13,6 +13,7 @@ pub mod export;
 pub mod feature_cache;
 pub mod fit;
 pub mod import;
+pub mod import_tfod;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -78,10 +78,19 @@ enum Command {
         weight_decay: f64,
         #[arg(long, default_value_t = defaults().warmup_steps)]
         warmup_steps: usize,
-        /// Train only the extra layers and heads for this many epochs, then the whole network. Default: every
-        /// epoch when starting from ImageNet or a checkpoint (the fast CPU recipe), none from scratch.
+        /// Train only the extra layers and heads for this many epochs (they warm up), then the backbone from
+        /// --finetune-from-block too. Default: a third of the epochs from ImageNet or a checkpoint (every epoch
+        /// with --no-finetune), none from scratch.
         #[arg(long)]
         freeze_backbone_epochs: Option<usize>,
+        /// After the frozen epochs, the MobileNetV2 blocks from this one on (0 to 13; 13: the stride-32 stage and
+        /// the last 1x1 conv) train at --backbone-lr-scale, the blocks below staying frozen with their output
+        /// cached (an epoch stays fast); 0 trains the whole network.
+        #[arg(long, default_value_t = defaults().finetune_from_block.unwrap_or(0))]
+        finetune_from_block: usize,
+        /// Keep the whole backbone frozen in every epoch (only the extra layers and heads learn).
+        #[arg(long)]
+        no_finetune: bool,
         /// While the backbone is frozen, cache its features for this many augmented versions of each image
         /// (computed once, reused every epoch); 0 computes them every step.
         #[arg(long, default_value_t = defaults().cached_variants)]
@@ -157,6 +166,23 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Turn a MobileNet-SSD ONNX model (a TF Object Detection API SSDLite-MobileNetV2, as mobilenetdetect runs
+    /// it, or one of ours) into a checkpoint (OUTPUT/checkpoint.bpk) that train --init, eval and export take.
+    Import {
+        #[arg(long)]
+        model: PathBuf,
+        /// Class names, one per line in the model's order (a TensorFlow model carries none).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The model's anchors, one `cy cx h w` line each in its output order (default: TF-OD's SSD generator).
+        #[arg(long)]
+        anchors: Option<PathBuf>,
+        /// The side a TensorFlow graph resizes its input to.
+        #[arg(long, default_value_t = 300)]
+        input_size: usize,
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Validate datasets: per-class counts per split, and every problem (file and line).
     Check {
         /// A Pascal VOC folder (Annotations/, JPEGImages/, labels.txt, optional ImageSets/Main) or
@@ -224,6 +250,8 @@ fn main() -> ExitCode {
             weight_decay,
             warmup_steps,
             freeze_backbone_epochs,
+            finetune_from_block,
+            no_finetune,
             cache_versions,
             cache_megabytes,
             cache_device,
@@ -272,6 +300,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if finetune_from_block > detection_common::mobilenet_v2::STRIDE32_BLOCK {
+                eprintln!(
+                    "error: --finetune-from-block {finetune_from_block}: expected 0 to {} (the first head reads block {}'s expansion)",
+                    detection_common::mobilenet_v2::STRIDE32_BLOCK,
+                    detection_common::mobilenet_v2::STRIDE32_BLOCK
+                );
+                return ExitCode::from(2);
+            }
             if !(1.0..=8.0).contains(&max_zoom_out) {
                 eprintln!("error: --max-zoom-out {max_zoom_out}: expected 1 to 8");
                 return ExitCode::from(2);
@@ -299,6 +335,7 @@ fn main() -> ExitCode {
                 optimizer,
                 weight_decay,
                 freeze_backbone_epochs,
+                finetune_from_block: (!no_finetune).then_some(finetune_from_block),
                 backbone_lr_scale,
                 augment: AugmentConfig {
                     max_zoom_out,
@@ -402,6 +439,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Import {
+            model,
+            labels,
+            anchors,
+            input_size,
+            output,
+        } => match mobilenet_trainer::import::import_to_checkpoint(&model, labels, anchors, input_size, &output) {
+            Ok(summary) => {
+                eprintln!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Publish { model, to } => {
             let result = detection_storage::S3Url::parse(&to)
                 .map_err(|e| e.to_string())

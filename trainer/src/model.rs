@@ -47,6 +47,15 @@ impl ConvBn {
         let y = self.bn.forward(self.conv.forward(x));
         if self.act { relu6(y) } else { y }
     }
+
+    /// Pads as `variant` does for an input side of `side` pixels; returns the output's side.
+    fn set_padding(&mut self, variant: Variant, side: usize) -> usize {
+        let [kernel, _] = self.conv.kernel_size;
+        let [stride, _] = self.conv.stride;
+        let (before, after) = variant.pads(side, kernel, stride);
+        self.conv.padding = PaddingConfig2d::Explicit(before, before, after, after);
+        (side + before + after - kernel) / stride + 1
+    }
 }
 
 /// MobileNetV2 inverted residual: optional 1x1 expansion, 3x3 depthwise, 1x1 linear projection.
@@ -140,6 +149,52 @@ pub struct SsdLiteConfig {
     pub input_size: usize,
     /// Shapes fitted to a dataset's boxes (`anchors.rs`); `None`: SSD's default shapes.
     pub anchor_shapes: Option<AnchorShapes>,
+    pub variant: Variant,
+}
+
+/// Where a network's layout comes from. The layers are the same; two details differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// This trainer's own: symmetric padding, a last extra layer of 64 channels (pytorch-ssd's mb2-ssd-lite).
+    #[default]
+    Trainer,
+    /// The TF Object Detection API's SSDLite (imported models): TensorFlow's "SAME" padding of the strided
+    /// convolutions — on an even side its one extra row and column go at the bottom and right only, so the same
+    /// weights padded symmetrically would see the image shifted a pixel — and a last extra layer of 128 channels.
+    TfOd,
+}
+
+impl Variant {
+    /// The name checkpoints and exported models record (`Trainer` is recorded as nothing at all).
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Trainer => "trainer",
+            Variant::TfOd => "tf-od",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Variant::Trainer, Variant::TfOd].into_iter().find(|v| v.name() == name)
+    }
+
+    /// (before, after) padding of a `kernel`-wide convolution with `stride` on a side of `side` pixels.
+    fn pads(self, side: usize, kernel: usize, stride: usize) -> (usize, usize) {
+        match self {
+            Variant::Trainer => (kernel / 2, kernel / 2),
+            Variant::TfOd => {
+                let total = ((side.div_ceil(stride) - 1) * stride + kernel).saturating_sub(side);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
+    /// Channels of the last extra layer's output before the width multiplier.
+    fn last_extra_channels(self) -> f32 {
+        match self {
+            Variant::Trainer => 64.0,
+            Variant::TfOd => 128.0,
+        }
+    }
 }
 
 /// The MobileNetV2 feature extractor, named so torchvision's `features.N` weights map onto it one to one.
@@ -148,15 +203,49 @@ pub struct MobileNetV2 {
     pub stem: ConvBn,
     pub blocks: Vec<InvertedResidual>,
     pub last: ConvBn,
+    /// Shift the input by `TF_INPUT_SHIFT` before the stem (`Variant::TfOd`): what makes the stem's zero padding
+    /// TensorFlow's, whose input scale has its 0 at mid-grey where ours has it at ImageNet's mean.
+    pub tf_input: bool,
+}
+
+/// Per channel, ImageNet-normalised mid-grey (`(127.5 - mean) / std`): TensorFlow's `x * 2/255 - 1` is then
+/// `(normalised - TF_INPUT_SHIFT) * std * 2/255`, the scale going into the stem's weights.
+pub fn tf_input_shift() -> [f32; 3] {
+    let (m, s) = (crate::augment::INPUT_MEAN, crate::augment::INPUT_STD);
+    [0, 1, 2].map(|c| (127.5 - m[c]) / s[c])
 }
 
 impl MobileNetV2 {
     /// (the stride-16 expansion layer of block 13, the stride-32 output of the 1x1 head conv).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let mut h = self.stem.forward(x);
+        self.forward_from(self.forward_below(x, 0), 0)
+    }
+
+    /// The activations entering block `block` (the stem's output for block 0): what stays fixed while only the
+    /// blocks from `block` on are fine-tuned.
+    pub fn forward_below(&self, x: Tensor<4>, block: usize) -> Tensor<4> {
+        self.blocks[..block]
+            .iter()
+            .fold(self.stem.forward(self.shift_input(x)), |h, b| {
+                b.forward_with_expansion(h).0
+            })
+    }
+
+    fn shift_input(&self, x: Tensor<4>) -> Tensor<4> {
+        if !self.tf_input {
+            return x;
+        }
+        let shift = Tensor::<1>::from_floats(tf_input_shift(), &x.device()).reshape([1, 3, 1, 1]);
+        x - shift
+    }
+
+    /// The rest of the network from block `block` (at most `STRIDE32_BLOCK`, whose expansion the first head
+    /// reads) on activations `h` from `forward_below`: (stride-16 map, stride-32 map).
+    pub fn forward_from(&self, mut h: Tensor<4>, block: usize) -> (Tensor<4>, Tensor<4>) {
+        assert!(block <= STRIDE32_BLOCK, "block {block} is above the stride-16 tap");
         let mut stride16 = None;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let (out, expansion) = block.forward_with_expansion(h);
+        for (i, b) in self.blocks.iter().enumerate().skip(block) {
+            let (out, expansion) = b.forward_with_expansion(h);
             if i == STRIDE32_BLOCK {
                 stride16 = expansion;
             }
@@ -219,7 +308,29 @@ impl SsdLiteConfig {
         };
         // Extras keep torchvision's widths scaled by the multiplier (at least 16 channels).
         let e = |c: f32| make_divisible((c * self.width).max(16.0), 8);
-        [c96 * 6, last, e(512.0), e(256.0), e(256.0), e(64.0)]
+        [
+            c96 * 6,
+            last,
+            e(512.0),
+            e(256.0),
+            e(256.0),
+            e(self.variant.last_extra_channels()),
+        ]
+    }
+
+    /// Channels, height and width of the activations entering MobileNetV2 block `block` (the stem's output for
+    /// block 0); each stride-2 layer halves the side, rounding up.
+    pub fn block_input_shape(&self, block: usize) -> [usize; 3] {
+        let mut channels = make_divisible(STEM_CHANNELS as f32 * self.width, 8);
+        let mut side = self.input_size.div_ceil(2);
+        let layers = BLOCKS
+            .iter()
+            .flat_map(|&(_, c, n, s)| (0..n).map(move |i| (c, if i == 0 { s } else { 1 })));
+        for (c, stride) in layers.take(block) {
+            channels = make_divisible(c as f32 * self.width, 8);
+            side = side.div_ceil(stride);
+        }
+        [channels, side, side]
     }
 
     /// Sizes of the six maps for the input size (strides 16, 32, then halving with "same" padding).
@@ -253,12 +364,19 @@ impl SsdLiteConfig {
         let cls_heads = (0..6)
             .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], self.num_classes, device))
             .collect();
-        SsdLite {
-            backbone: MobileNetV2 { stem, blocks, last },
+        let mut model = SsdLite {
+            backbone: MobileNetV2 {
+                stem,
+                blocks,
+                last,
+                tf_input: false,
+            },
             extras,
             loc_heads,
             cls_heads,
-        }
+        };
+        model.apply_variant(self.variant, self.input_size);
+        model
     }
 
     /// Default boxes in the heads' output order (normalised `cy cx h w`): the fitted shapes, or SSD's — 3 on the
@@ -346,6 +464,21 @@ impl SsdLiteConfig {
 }
 
 impl SsdLite {
+    /// Lays the network out as `variant` does at `input_size`: the padding of every strided convolution
+    /// (TensorFlow's depends on whether each side is even; stride-1 convolutions pad symmetrically either way)
+    /// and the input shift.
+    pub fn apply_variant(&mut self, variant: Variant, input_size: usize) {
+        let b = &mut self.backbone;
+        b.tf_input = variant == Variant::TfOd;
+        let mut side = b.stem.set_padding(variant, input_size);
+        for block in &mut b.blocks {
+            side = block.depthwise.set_padding(variant, side);
+        }
+        for extra in &mut self.extras {
+            side = extra.depthwise.set_padding(variant, side);
+        }
+    }
+
     /// Images [B, 3, S, S] normalised -> (box encodings [B, A, 4] in the TF order ty,tx,th,tw, logits [B, A, C]).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let (stride16, stride32) = self.backbone.forward(x);
@@ -356,6 +489,20 @@ impl SsdLite {
     /// running statistics, so the backward pass (burn's slow part on CPU) only covers extras and heads.
     pub fn forward_frozen_backbone(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let (stride16, stride32) = self.backbone.valid().forward(x.inner());
+        self.forward_heads(stride16.autodiff(), stride32.autodiff())
+    }
+
+    /// Fine-tuning the upper backbone: blocks from `block` on, extras and heads on activations `h` entering
+    /// `block` (cached: the blocks below stay fixed).
+    pub fn forward_from_block(&self, h: Tensor<4>, block: usize) -> (Tensor<3>, Tensor<3>) {
+        let (stride16, stride32) = self.backbone.forward_from(h, block);
+        self.forward_heads(stride16, stride32)
+    }
+
+    /// Training the heads on cached activations `h` entering block `block` while the whole backbone is frozen:
+    /// the blocks from `block` on run without autodiff and with BatchNorm on running statistics.
+    pub fn forward_from_block_frozen(&self, h: Tensor<4>, block: usize) -> (Tensor<3>, Tensor<3>) {
+        let (stride16, stride32) = self.backbone.valid().forward_from(h.inner(), block);
         self.forward_heads(stride16.autodiff(), stride32.autodiff())
     }
 
@@ -394,6 +541,7 @@ mod tests {
             width: 1.0,
             input_size: 160,
             anchor_shapes: None,
+            variant: Default::default(),
         };
         assert_eq!(cfg.shapes_to_text(), None, "SSD's shapes are not written");
         let mut shapes = cfg.shapes();
@@ -424,6 +572,7 @@ mod tests {
                 width,
                 input_size: size,
                 anchor_shapes: None,
+                variant: Default::default(),
             };
             let model = cfg.init(&device);
             let x = Tensor::<4>::zeros([2, 3, size, size], &device);
@@ -434,6 +583,27 @@ mod tests {
             if size == 300 {
                 assert_eq!(a, 1917);
             }
+        }
+    }
+
+    #[test]
+    fn the_upper_blocks_on_their_input_give_the_whole_network() {
+        let device = Device::flex();
+        let cfg = SsdLiteConfig {
+            num_classes: 3,
+            width: 0.5,
+            input_size: 96,
+            anchor_shapes: None,
+            variant: Default::default(),
+        };
+        let model = cfg.init(&device).valid();
+        let x = Tensor::<4>::random([1, 3, 96, 96], burn::tensor::Distribution::Default, &device);
+        let (loc, cls) = model.forward(x.clone());
+        for block in [0, 11, STRIDE32_BLOCK] {
+            let h = model.backbone.forward_below(x.clone(), block);
+            assert_eq!(h.dims()[1..], cfg.block_input_shape(block), "block {block}");
+            let (l, c) = model.forward_from_block(h, block);
+            assert!(l.all_close(loc.clone(), None, Some(1e-5)) && c.all_close(cls.clone(), None, Some(1e-5)));
         }
     }
 

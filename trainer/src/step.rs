@@ -71,6 +71,40 @@ pub fn train_step_on_features(
     )
 }
 
+/// A step on cached activations `h` entering block `block`: the blocks from there on (at `opts.backbone_lr`,
+/// unless the backbone is frozen, when they only run forward), the extras and the heads (at `opts.lr`); the
+/// blocks below get no gradient and stay as they are.
+pub fn train_step_from_block(
+    model: SsdLite,
+    optimizer: &mut ModuleOptimizer,
+    opts: StepOptions,
+    block: usize,
+    h: Tensor<4>,
+    targets: &BatchTargets,
+) -> (SsdLite, StepLoss) {
+    let (loc, logits) = if opts.frozen_backbone {
+        model.forward_from_block_frozen(h, block)
+    } else {
+        model.forward_from_block(h, block)
+    };
+    let (loss, l, c) = multibox_loss(loc, logits, targets);
+    let mut grads = loss.backward();
+    let mut model = model;
+    if !opts.frozen_backbone {
+        let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+        model = optimizer.step(opts.backbone_lr, model, backbone);
+    }
+    let rest = GradientsParams::from_grads(grads, &model);
+    (
+        optimizer.step(opts.lr, model, rest),
+        StepLoss {
+            total: l + c,
+            loc: l,
+            cls: c,
+        },
+    )
+}
+
 /// Linear warmup over `warmup` steps to `base`, then cosine decay to `base * floor` at `total` steps.
 pub fn learning_rate(step: usize, total: usize, warmup: usize, base: f64, floor: f64) -> f64 {
     if step < warmup {

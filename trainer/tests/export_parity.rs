@@ -22,6 +22,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
         width: 0.35,
         input_size: 96,
         anchor_shapes: None,
+        variant: Default::default(),
     };
     let mut model = cfg.init(&device);
     // A few steps so BatchNorm statistics and weights are not at their initial values.

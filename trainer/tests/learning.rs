@@ -16,6 +16,7 @@ fn loss_falls_on_synthetic_squares() {
         width: 0.35,
         input_size: 96,
         anchor_shapes: None,
+        variant: Default::default(),
     };
     let mut model = cfg.init(&device);
     let anchors = cfg.anchors();

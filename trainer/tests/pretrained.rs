@@ -12,6 +12,7 @@ fn cfg(width: f32) -> SsdLiteConfig {
         width,
         input_size: 160,
         anchor_shapes: None,
+        variant: Default::default(),
     }
 }
 
