@@ -37,8 +37,20 @@ pub fn train_step(
     } else {
         model.forward(images)
     };
+    optimise(model, optimizer, opts, loc, logits, targets)
+}
+
+/// The MultiBox loss of `loc` and `logits`, its backward pass and the optimiser's steps: the backbone's
+/// parameters at their own rate unless it is frozen, everything else at `opts.lr`.
+fn optimise(
+    model: SsdLite,
+    optimizer: &mut ModuleOptimizer,
+    opts: StepOptions,
+    loc: Tensor<3>,
+    logits: Tensor<3>,
+    targets: &BatchTargets,
+) -> (SsdLite, StepLoss) {
     let (loss, l, c) = multibox_loss(loc, logits, targets);
-    let total = l + c;
     let mut grads = loss.backward();
     let mut model = model;
     if !opts.frozen_backbone {
@@ -46,7 +58,12 @@ pub fn train_step(
         model = optimizer.step(opts.backbone_lr, model, backbone);
     }
     let rest = GradientsParams::from_grads(grads, &model);
-    (optimizer.step(opts.lr, model, rest), StepLoss { total, loc: l, cls: c })
+    let loss = StepLoss {
+        total: l + c,
+        loc: l,
+        cls: c,
+    };
+    (optimizer.step(opts.lr, model, rest), loss)
 }
 
 /// A step on cached backbone features (frozen backbone): only the extras and heads run forward and backward.
@@ -59,16 +76,12 @@ pub fn train_step_on_features(
     targets: &BatchTargets,
 ) -> (SsdLite, StepLoss) {
     let (loc, logits) = model.forward_heads(stride16, stride32);
-    let (loss, l, c) = multibox_loss(loc, logits, targets);
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    (
-        optimizer.step(lr, model, grads),
-        StepLoss {
-            total: l + c,
-            loc: l,
-            cls: c,
-        },
-    )
+    let opts = StepOptions {
+        lr,
+        backbone_lr: 0.0,
+        frozen_backbone: true,
+    };
+    optimise(model, optimizer, opts, loc, logits, targets)
 }
 
 /// A step on cached activations `h` entering block `block`: the blocks from there on (at `opts.backbone_lr`,
@@ -87,22 +100,7 @@ pub fn train_step_from_block(
     } else {
         model.forward_from_block(h, block)
     };
-    let (loss, l, c) = multibox_loss(loc, logits, targets);
-    let mut grads = loss.backward();
-    let mut model = model;
-    if !opts.frozen_backbone {
-        let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
-        model = optimizer.step(opts.backbone_lr, model, backbone);
-    }
-    let rest = GradientsParams::from_grads(grads, &model);
-    (
-        optimizer.step(opts.lr, model, rest),
-        StepLoss {
-            total: l + c,
-            loc: l,
-            cls: c,
-        },
-    )
+    optimise(model, optimizer, opts, loc, logits, targets)
 }
 
 /// Linear warmup over `warmup` steps to `base`, then cosine decay to `base * floor` at `total` steps.
