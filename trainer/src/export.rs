@@ -21,31 +21,54 @@ struct Writer {
     relu6: (String, String),
 }
 
+/// A BatchNorm's parameters and statistics, per channel.
+pub(crate) struct BatchNormStats {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub eps: f32,
+}
+
+impl BatchNormStats {
+    fn of(bn: &burn::nn::BatchNorm) -> Self {
+        Self {
+            gamma: host(bn.gamma.val()),
+            beta: host(bn.beta.val()),
+            mean: host(bn.running_mean.value()),
+            var: host(bn.running_var.value()),
+            eps: bn.epsilon as f32,
+        }
+    }
+
+    /// Folds this BatchNorm into the convolution before it (`weight` [out, ...], `bias` [out]): each output
+    /// channel scaled by gamma / sqrt(var + eps), then shifted by beta - mean times that scale.
+    pub(crate) fn fold_into(&self, weight: &mut [f32], bias: &mut [f32]) {
+        let per_out = weight.len() / bias.len().max(1);
+        for (o, b) in bias.iter_mut().enumerate() {
+            let scale = self.gamma[o] / (self.var[o] + self.eps).sqrt();
+            weight[o * per_out..(o + 1) * per_out]
+                .iter_mut()
+                .for_each(|v| *v *= scale);
+            *b = *b * scale + (self.beta[o] - self.mean[o] * scale);
+        }
+    }
+}
+
 impl Writer {
-    /// A Conv node with `scale`/`shift` per output channel folded in (BatchNorm), plus ReLU6 when `act`.
-    fn conv(&mut self, x: &str, conv: &Conv2d, scale: Option<&[f32]>, shift: Option<&[f32]>, act: bool) -> String {
+    /// A Conv node with `bn` folded in, plus ReLU6 when `act`.
+    fn conv(&mut self, x: &str, conv: &Conv2d, bn: Option<&BatchNormStats>, act: bool) -> String {
         let w = conv.weight.val();
         let dims = w.dims();
         let mut weight = host(w);
         let out = dims[0];
-        let per_out = weight.len() / out;
         let mut bias = conv
             .bias
             .as_ref()
             .map(|b| host(b.val()))
             .unwrap_or_else(|| vec![0.0; out]);
-        if let Some(scale) = scale {
-            for o in 0..out {
-                for v in &mut weight[o * per_out..(o + 1) * per_out] {
-                    *v *= scale[o];
-                }
-                bias[o] *= scale[o];
-            }
-        }
-        if let Some(shift) = shift {
-            for o in 0..out {
-                bias[o] += shift[o];
-            }
+        if let Some(bn) = bn {
+            bn.fold_into(&mut weight, &mut bias);
         }
         let wn = self.g.initializer_f32("w", &dims.map(|d| d as i64), &weight);
         let bn = self.g.initializer_f32("b", &[out as i64], &bias);
@@ -74,24 +97,12 @@ impl Writer {
     }
 
     fn conv_bn(&mut self, x: &str, m: &ConvBn) -> String {
-        let gamma = host(m.bn.gamma.val());
-        let beta = host(m.bn.beta.val());
-        let mean = host(m.bn.running_mean.value());
-        let var = host(m.bn.running_var.value());
-        let eps = m.bn.epsilon as f32;
-        let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
-        let shift: Vec<f32> = beta
-            .iter()
-            .zip(&mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
-        self.conv(x, &m.conv, Some(&scale), Some(&shift), m.act)
+        self.conv(x, &m.conv, Some(&BatchNormStats::of(&m.bn)), m.act)
     }
 
     fn head(&mut self, x: &str, h: &SeparableHead) -> String {
         let d = self.conv_bn(x, &h.depthwise);
-        let p = self.conv(&d, &h.pointwise, None, None, false);
+        let p = self.conv(&d, &h.pointwise, None, false);
         let t = self
             .g
             .node("Transpose", &[&p], "", vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]);

@@ -211,7 +211,7 @@ enum StepInput {
 type StepBatch = Result<(StepInput, Vec<Vec<Target>>), String>;
 
 /// A checkpoint (.bpk), one of our exported models or a TF-OD SSDLite-MobileNetV2 (.onnx) as a trainable model;
-/// a TF model's classes are named by `labels` (the data's), the defaults of its family otherwise.
+/// a TF model's classes are named by `labels` (the data's, which start with them).
 fn load_any(
     path: &Path,
     labels: &Labels,

@@ -114,11 +114,9 @@ pub(crate) fn set_conv(c: &mut Conv2d, weight: Tensor<4>, bias: &[f32], device: 
 /// Loads an ONNX model as a trainable model: one `mobilenet-trainer` exported, or a TF Object Detection API
 /// SSDLite-MobileNetV2 (`tfod` says what that needs besides the file).
 pub fn load_onnx(path: &Path, tfod: &TfodOptions, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let model =
-        ModelProto::decode(bytes.as_slice()).map_err(|e| format!("{}: not an ONNX model: {e}", path.display()))?;
+    let model = read_onnx(path)?;
     if model.metadata_props.iter().any(|p| p.key == KEY_WIDTH) {
-        load_exported(path, device)
+        exported(path, &model, device)
     } else if is_tfod(&model) {
         load_tfod(path, &model, tfod, device)
     } else {
@@ -133,9 +131,16 @@ pub fn load_onnx(path: &Path, tfod: &TfodOptions, device: &Device) -> Result<(Ss
 
 /// Loads `path`, an ONNX model `mobilenet-trainer` exported, as a trainable model with its labels and sizes.
 pub fn load_exported(path: &Path, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+    exported(path, &read_onnx(path)?, device)
+}
+
+fn read_onnx(path: &Path) -> Result<ModelProto, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let model =
-        ModelProto::decode(bytes.as_slice()).map_err(|e| format!("{}: not an ONNX model: {e}", path.display()))?;
+    ModelProto::decode(bytes.as_slice()).map_err(|e| format!("{}: not an ONNX model: {e}", path.display()))
+}
+
+/// `model`, read from `path`, as `load_exported` returns it.
+fn exported(path: &Path, model: &ModelProto, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
     let props: HashMap<&str, &str> = model
         .metadata_props
         .iter()

@@ -13,6 +13,7 @@
 
 use crate::augment::INPUT_STD;
 use crate::checkpoint::CheckpointInfo;
+use crate::export::BatchNormStats;
 use crate::import::{floats, set_conv, set_folded};
 use crate::model::{ANCHORS_PER_LOCATION, AnchorShapes, SeparableHead, SsdLite, SsdLiteConfig, Variant};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -136,25 +137,23 @@ impl<'a> TfGraph<'a> {
         }
         let out = dims[0];
         let mut bias = self.constant(node, 2).unwrap_or_else(|| vec![0.0; out]);
+        if bias.len() != out {
+            return Err(bad("its bias does not match its output channels"));
+        }
         if let Some(bn) = self.batch_norm_after(node) {
             let param = |i: usize| {
                 self.constant(bn, i)
                     .filter(|v| v.len() == out)
                     .ok_or_else(|| bad("its BatchNorm's parameters are not constants of its width"))
             };
-            let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
-            let eps = bn.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| a.f);
-            let per_out = weight.len() / out;
-            for o in 0..out {
-                let scale = gamma[o] / (var[o] + eps).sqrt();
-                weight[o * per_out..(o + 1) * per_out]
-                    .iter_mut()
-                    .for_each(|v| *v *= scale);
-                bias[o] = (bias[o] - mean[o]) * scale + beta[o];
-            }
-        }
-        if bias.len() != out {
-            return Err(bad("its bias does not match its output channels"));
+            let stats = BatchNormStats {
+                gamma: param(1)?,
+                beta: param(2)?,
+                mean: param(3)?,
+                var: param(4)?,
+                eps: bn.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| a.f),
+            };
+            stats.fold_into(&mut weight, &mut bias);
         }
         Ok(Folded { weight, dims, bias })
     }

@@ -203,13 +203,13 @@ pub struct MobileNetV2 {
     pub stem: ConvBn,
     pub blocks: Vec<InvertedResidual>,
     pub last: ConvBn,
-    /// Shift the input by `TF_INPUT_SHIFT` before the stem (`Variant::TfOd`): what makes the stem's zero padding
+    /// Shift the input by `tf_input_shift()` before the stem (`Variant::TfOd`): what makes the stem's zero padding
     /// TensorFlow's, whose input scale has its 0 at mid-grey where ours has it at ImageNet's mean.
     pub tf_input: bool,
 }
 
 /// Per channel, ImageNet-normalised mid-grey (`(127.5 - mean) / std`): TensorFlow's `x * 2/255 - 1` is then
-/// `(normalised - TF_INPUT_SHIFT) * std * 2/255`, the scale going into the stem's weights.
+/// `(normalised - shift) * std * 2/255`, the scale going into the stem's weights.
 pub fn tf_input_shift() -> [f32; 3] {
     let (m, s) = (crate::augment::INPUT_MEAN, crate::augment::INPUT_STD);
     [0, 1, 2].map(|c| (127.5 - m[c]) / s[c])

@@ -55,11 +55,7 @@ fn onnx_export_matches_burn_and_loads_in_the_element() {
     let path = dir.join("model.onnx");
     detection_common::files::write_atomically(&path, &bytes).unwrap();
 
-    let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
-    let mut session = ort::session::Session::builder(env)
-        .unwrap()
-        .commit_from_file(&path)
-        .unwrap();
+    let mut session = common::onnx_session(&bytes);
     let t = ort::value::TensorRef::from_array_view(([1usize, 3, 96, 96], &input[..])).unwrap();
     let out = session.run(ort::inputs![t]).unwrap();
     let (_, ort_boxes) = out["boxes"].try_extract_tensor::<f32>().unwrap();

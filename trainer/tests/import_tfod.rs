@@ -2,6 +2,8 @@
 //! README there): the imported network computes what the TensorFlow graph computes, keeps doing so through a
 //! checkpoint and an export, and files it cannot take are refused naming the file and the fault.
 
+mod common;
+
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -84,11 +86,7 @@ fn teacher_raw(rgb: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     };
     let mut bytes = std::fs::read(teacher()).unwrap();
     bytes.extend(extra.encode_to_vec());
-    let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
-    let mut session = ort::session::Session::builder(env)
-        .unwrap()
-        .commit_from_memory(&bytes)
-        .unwrap();
+    let mut session = common::onnx_session(&bytes);
     let t = ort::value::TensorRef::from_array_view(([1usize, SIDE, SIDE, 3], rgb)).unwrap();
     let out = session.run(ort::inputs!["image_tensor:0" => t]).unwrap();
     let get = |name: &str| out[name].try_extract_tensor::<f32>().unwrap().1.to_vec();
@@ -174,11 +172,7 @@ fn an_imported_teacher_survives_a_checkpoint_and_an_export() {
     let bytes = mobilenet_trainer::export::export_onnx(&model, &info.config, &info.labels);
     let path = dir.join("model.onnx");
     std::fs::write(&path, &bytes).unwrap();
-    let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
-    let mut session = ort::session::Session::builder(env)
-        .unwrap()
-        .commit_from_file(&path)
-        .unwrap();
+    let mut session = common::onnx_session(&bytes);
     let input: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
     let t = ort::value::TensorRef::from_array_view(([1usize, 3, SIDE, SIDE], &input[..])).unwrap();
     let out = session.run(ort::inputs![t]).unwrap();

@@ -182,3 +182,12 @@ pub fn write_shapes_voc(dir: &std::path::Path, n: usize, seed: u64, w: u32, h: u
         std::fs::write(dir.join("Annotations").join(format!("{id}.xml")), write_annotation(&a)).unwrap();
     }
 }
+
+/// An ONNX Runtime session on `model` (the library scripts/setup fetched).
+pub fn onnx_session(model: &[u8]) -> ort::session::Session {
+    let env = detection_inference::runtime::environment().expect("ONNX Runtime (scripts/setup)");
+    ort::session::Session::builder(env)
+        .unwrap()
+        .commit_from_memory(model)
+        .unwrap()
+}
