@@ -61,8 +61,8 @@ enum Command {
         #[arg(long, default_value_t = defaults().model.width)]
         width: f32,
         /// Initial weights: `imagenet` (torchvision's MobileNetV2 backbone), `scratch`, or a checkpoint (.bpk)
-        /// or exported model (.onnx) of ours to fine-tune — e.g. the model a pipeline runs now (new classes
-        /// added at the end of labels.txt are allowed).
+        /// or ONNX model (ours or a TF-OD SSDLite) to fine-tune — e.g. the model a pipeline runs now. Classes
+        /// carry over by name: labels the data adds start afresh, labels it lacks are dropped.
         #[arg(long, default_value = "imagenet")]
         init: String,
         /// The ImageNet weights file (default: what scripts/setup recorded, or $MOBILENETDETECT_PRETRAINED).

@@ -48,6 +48,11 @@ impl ConvBn {
         if self.act { relu6(y) } else { y }
     }
 
+    /// BatchNorm normalises by its running statistics from now on, in training too; gamma and beta still learn.
+    fn freeze_statistics(&mut self) {
+        self.bn.training = self.bn.training.clone().with_value(false);
+    }
+
     /// Pads as `variant` does for an input side of `side` pixels; returns the output's side.
     fn set_padding(&mut self, variant: Variant, side: usize) -> usize {
         let [kernel, _] = self.conv.kernel_size;
@@ -109,6 +114,41 @@ impl SeparableHead {
         let y = self.pointwise.forward(self.depthwise.forward(x));
         let [b, _, _, _] = y.dims();
         y.permute([0, 2, 3, 1]).reshape([b as i32, -1, self.width as i32])
+    }
+}
+
+impl SeparableHead {
+    /// Becomes `old` with other classes: the depthwise layer carries over and, on every anchor slot, class
+    /// `c` takes the output row of class `old_class[c]` in `old` (`None`: a new class keeps its fresh rows).
+    pub fn carry_classes(&mut self, old: SeparableHead, old_class: &[Option<usize>]) {
+        assert_eq!(old_class.len(), self.width, "one entry per class");
+        let host = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32 weights");
+        let host1 = |t: Option<burn::module::Param<Tensor<1>>>| {
+            t.map(|b| b.val().into_data().try_to_vec::<f32>().expect("f32 biases"))
+        };
+        let [out, cin, kh, kw] = self.pointwise.weight.dims();
+        let row = cin * kh * kw;
+        let device = self.pointwise.weight.device();
+        let mut weight = host(self.pointwise.weight.val());
+        let mut bias = host1(self.pointwise.bias.clone()).unwrap_or_else(|| vec![0.0; out]);
+        let old_weight = host(old.pointwise.weight.val());
+        let old_bias = host1(old.pointwise.bias.clone()).unwrap_or_else(|| vec![0.0; old_weight.len() / row]);
+        for slot in 0..out / self.width {
+            for (c, o) in old_class.iter().enumerate() {
+                let Some(o) = *o else { continue };
+                let (to, from) = (slot * self.width + c, slot * old.width + o);
+                weight[to * row..(to + 1) * row].copy_from_slice(&old_weight[from * row..(from + 1) * row]);
+                bias[to] = old_bias[from];
+            }
+        }
+        let data = |v: Vec<f32>, shape: Vec<usize>| burn::tensor::TensorData::new(v, shape);
+        self.pointwise.weight =
+            burn::module::Param::from_tensor(Tensor::from_data(data(weight, vec![out, cin, kh, kw]), &device));
+        self.pointwise.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            data(bias, vec![out]),
+            &device,
+        )));
+        self.depthwise = old.depthwise;
     }
 }
 
@@ -229,6 +269,16 @@ impl MobileNetV2 {
             .fold(self.stem.forward(self.shift_input(x)), |h, b| {
                 b.forward_with_expansion(h).0
             })
+    }
+
+    /// Every BatchNorm of the backbone normalises by its running statistics, in training too.
+    pub fn freeze_batchnorm_statistics(&mut self) {
+        let mut all: Vec<&mut ConvBn> = vec![&mut self.stem, &mut self.last];
+        for block in &mut self.blocks {
+            all.extend(block.expand.as_mut());
+            all.extend([&mut block.depthwise, &mut block.project]);
+        }
+        all.into_iter().for_each(ConvBn::freeze_statistics);
     }
 
     fn shift_input(&self, x: Tensor<4>) -> Tensor<4> {
@@ -479,6 +529,21 @@ impl SsdLite {
         }
     }
 
+    /// Every BatchNorm normalises by its running statistics, in training too (gamma and beta still learn): how
+    /// a trained detector is fine-tuned. Its layers were trained on those statistics (an imported model's are
+    /// folded into its weights and stand at mean 0, variance 1), which a batch of 16 would replace.
+    pub fn freeze_batchnorm_statistics(&mut self) {
+        self.backbone.freeze_batchnorm_statistics();
+        let mut all: Vec<&mut ConvBn> = Vec::new();
+        for e in &mut self.extras {
+            all.extend([&mut e.reduce, &mut e.depthwise, &mut e.expand]);
+        }
+        for h in self.loc_heads.iter_mut().chain(&mut self.cls_heads) {
+            all.push(&mut h.depthwise);
+        }
+        all.into_iter().for_each(ConvBn::freeze_statistics);
+    }
+
     /// Images [B, 3, S, S] normalised -> (box encodings [B, A, 4] in the TF order ty,tx,th,tw, logits [B, A, C]).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let (stride16, stride32) = self.backbone.forward(x);
@@ -560,6 +625,56 @@ mod tests {
         assert!(cfg.shapes_from_anchors(&cfg.anchors()[1..]).is_err());
         for bad in ["0.1 0.1", &text.replace("0.12", "x"), &text.replace("0.12", "-1")] {
             assert!(SsdLiteConfig::shapes_from_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A model fine-tuned on other labels: (background, a, b) -> (background, b, c).
+    #[test]
+    fn carried_classes_keep_their_logits_and_a_new_class_its_fresh_rows() {
+        let device = Device::flex();
+        let cfg = SsdLiteConfig {
+            num_classes: 3,
+            width: 0.35,
+            input_size: 96,
+            anchor_shapes: None,
+            variant: Default::default(),
+        };
+        let old = cfg.init(&device);
+        let mut new = cfg.init(&device);
+        let fresh = new.cls_heads[0]
+            .pointwise
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        new.backbone = old.backbone.clone();
+        new.extras = old.extras.clone();
+        new.loc_heads = old.loc_heads.clone();
+        for (head, o) in new.cls_heads.iter_mut().zip(old.cls_heads.clone()) {
+            head.carry_classes(o, &[Some(0), Some(2), None]);
+        }
+        let x = Tensor::<4>::random([1, 3, 96, 96], burn::tensor::Distribution::Default, &device);
+        let logits = |m: &SsdLite| m.forward(x.clone()).1.into_data().try_to_vec::<f32>().unwrap();
+        let (before, after) = (logits(&old), logits(&new));
+        for (o, n) in before.chunks(3).zip(after.chunks(3)) {
+            assert!(
+                (o[0] - n[0]).abs() < 1e-5 && (o[2] - n[1]).abs() < 1e-5,
+                "{o:?} -> {n:?}"
+            );
+        }
+        // The new class: its fresh rows on every anchor slot of the head, untouched.
+        let carried = new.cls_heads[0]
+            .pointwise
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let row = carried.len() / (ANCHORS_PER_LOCATION[0] * 3);
+        for slot in 0..ANCHORS_PER_LOCATION[0] {
+            let c = (slot * 3 + 2) * row;
+            assert_eq!(carried[c..c + row], fresh[c..c + row]);
         }
     }
 
