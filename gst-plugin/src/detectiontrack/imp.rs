@@ -167,6 +167,17 @@ impl ObjectImpl for DetectionTrack {
                     .default_value(d.min_hits)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("cross-class")
+                    .nick("Across classes")
+                    .blurb(
+                        "A detection may continue a track of another class (a far object whose class flips keeps \
+                            its id), and each tracked box is reported with its track's class: a vote over its recent \
+                            detections weighted by score, a class that leads it 1.5:1 being another object (a new \
+                            id); false: tracks stay within a class",
+                    )
+                    .default_value(d.cross_class)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("hold-frames")
                     .nick("Hold frames")
                     .blurb(
@@ -202,6 +213,7 @@ impl ObjectImpl for DetectionTrack {
             "low-match-iou" => t.low_match_iou = value.get().expect("type checked upstream"),
             "lost-frames" => t.lost_frames = value.get().expect("type checked upstream"),
             "min-hits" => t.min_hits = value.get().expect("type checked upstream"),
+            "cross-class" => t.cross_class = value.get().expect("type checked upstream"),
             "predict" => s.predict = value.get().expect("type checked upstream"),
             "hold-frames" => s.hold_frames = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
@@ -219,6 +231,7 @@ impl ObjectImpl for DetectionTrack {
             "low-match-iou" => t.low_match_iou.to_value(),
             "lost-frames" => t.lost_frames.to_value(),
             "min-hits" => t.min_hits.to_value(),
+            "cross-class" => t.cross_class.to_value(),
             "predict" => s.predict.to_value(),
             "hold-frames" => s.hold_frames.to_value(),
             other => unimplemented!("property {other}"),
@@ -349,6 +362,16 @@ impl BaseTransformImpl for DetectionTrack {
             for (d, id) in detections.iter_mut().zip(ids) {
                 d.track_id = id;
                 d.first_seen = id.map(|id| *state.first_seen.entry(id).or_insert(now));
+                // The track's class, voted over its detections, rather than this frame's.
+                let voted = id
+                    .and_then(|id| state.tracker.tracks().iter().find(|t| t.id == id))
+                    .map(|t| t.class_id);
+                if let Some(class_id) = voted.filter(|c| *c != d.class_id)
+                    && let Some(label) = state.labels.get(&class_id)
+                {
+                    d.class_id = class_id;
+                    d.label = Cow::Owned(label.clone());
+                }
             }
             let tracker = &state.tracker;
             state
