@@ -236,18 +236,15 @@ fn carried_classes(path: &Path, old: &Labels, new: &Labels) -> Vec<Option<usize>
     let old_class: Vec<Option<usize>> = std::iter::once(Some(0))
         .chain(new.foreground().iter().map(|name| old.id_of(name)))
         .collect();
-    let fresh: Vec<&str> = new
-        .foreground()
-        .iter()
-        .filter(|n| old.id_of(n).is_none())
-        .map(String::as_str)
-        .collect();
-    let dropped: Vec<&str> = old
-        .foreground()
-        .iter()
-        .filter(|n| new.id_of(n).is_none())
-        .map(String::as_str)
-        .collect();
+    // The labels of `a` that `b` does not have.
+    let missing = |a: &Labels, b: &Labels| -> Vec<String> {
+        a.foreground()
+            .iter()
+            .filter(|n| b.id_of(n).is_none())
+            .cloned()
+            .collect()
+    };
+    let (fresh, dropped) = (missing(new, old), missing(old, new));
     if !fresh.is_empty() {
         eprintln!(
             "classes new to {}: {} (their rows start afresh)",

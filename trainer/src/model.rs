@@ -633,21 +633,21 @@ mod tests {
     fn carried_classes_keep_their_logits_and_a_new_class_its_fresh_rows() {
         let device = Device::flex();
         let cfg = SsdLiteConfig {
-            num_classes: 3,
             width: 0.35,
-            input_size: 96,
-            anchor_shapes: None,
-            variant: Default::default(),
+            ..small_config()
         };
         let old = cfg.init(&device);
         let mut new = cfg.init(&device);
-        let fresh = new.cls_heads[0]
-            .pointwise
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let first_head = |m: &SsdLite| {
+            m.cls_heads[0]
+                .pointwise
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let fresh = first_head(&new);
         new.backbone = old.backbone.clone();
         new.extras = old.extras.clone();
         new.loc_heads = old.loc_heads.clone();
@@ -664,13 +664,7 @@ mod tests {
             );
         }
         // The new class: its fresh rows on every anchor slot of the head, untouched.
-        let carried = new.cls_heads[0]
-            .pointwise
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let carried = first_head(&new);
         let row = carried.len() / (ANCHORS_PER_LOCATION[0] * 3);
         for slot in 0..ANCHORS_PER_LOCATION[0] {
             let c = (slot * 3 + 2) * row;
@@ -701,16 +695,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_upper_blocks_on_their_input_give_the_whole_network() {
-        let device = Device::flex();
-        let cfg = SsdLiteConfig {
+    /// A small network: 3 classes, width 0.5, 96x96.
+    fn small_config() -> SsdLiteConfig {
+        SsdLiteConfig {
             num_classes: 3,
             width: 0.5,
             input_size: 96,
             anchor_shapes: None,
             variant: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn the_upper_blocks_on_their_input_give_the_whole_network() {
+        let device = Device::flex();
+        let cfg = small_config();
         let model = cfg.init(&device).valid();
         let x = Tensor::<4>::random([1, 3, 96, 96], burn::tensor::Distribution::Default, &device);
         let (loc, cls) = model.forward(x.clone());
