@@ -230,38 +230,6 @@ fn load_any(
     }
 }
 
-/// For each of the data's classes (the background first), its row in a model trained on `old` labels (matched
-/// by name); says which labels start afresh and which the model loses.
-fn carried_classes(path: &Path, old: &Labels, new: &Labels) -> Vec<Option<usize>> {
-    let old_class: Vec<Option<usize>> = std::iter::once(Some(0))
-        .chain(new.foreground().iter().map(|name| old.id_of(name)))
-        .collect();
-    // The labels of `a` that `b` does not have.
-    let missing = |a: &Labels, b: &Labels| -> Vec<String> {
-        a.foreground()
-            .iter()
-            .filter(|n| b.id_of(n).is_none())
-            .cloned()
-            .collect()
-    };
-    let (fresh, dropped) = (missing(new, old), missing(old, new));
-    if !fresh.is_empty() {
-        eprintln!(
-            "classes new to {}: {} (their rows start afresh)",
-            path.display(),
-            fresh.join(", ")
-        );
-    }
-    if !dropped.is_empty() {
-        eprintln!(
-            "note: {} detects {}, which the data does not label: the new model will not",
-            path.display(),
-            dropped.join(", ")
-        );
-    }
-    old_class
-}
-
 /// Trains on `merged` on `device` (a CPU or GPU device; autodiff is added here).
 pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), String> {
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
@@ -385,14 +353,14 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
                 } else {
                     // Other classes: everything carries over but the class rows of labels the data no longer
                     // has; new labels start from fresh rows.
-                    let old_class = carried_classes(path, &info.labels, &merged.labels);
+                    let old_class = crate::relabel::class_rows(path, &info.labels, &merged.labels);
                     // Built again: the layers of the model's variant, which may not be the default one.
                     model = cfg.init(&device);
                     model.backbone = old_model.backbone;
                     model.extras = old_model.extras;
                     model.loc_heads = old_model.loc_heads;
                     for (head, old) in model.cls_heads.iter_mut().zip(old_model.cls_heads) {
-                        head.carry_classes(old, &old_class);
+                        crate::relabel::carry_classes(head, old, &old_class);
                     }
                 }
                 model.apply_variant(cfg.variant, cfg.input_size);

@@ -20,6 +20,7 @@ pub mod model;
 pub mod plot;
 pub mod pretrained;
 pub mod progress;
+pub mod relabel;
 pub mod remote;
 pub mod score;
 pub mod step;

@@ -117,41 +117,6 @@ impl SeparableHead {
     }
 }
 
-impl SeparableHead {
-    /// Becomes `old` with other classes: the depthwise layer carries over and, on every anchor slot, class
-    /// `c` takes the output row of class `old_class[c]` in `old` (`None`: a new class keeps its fresh rows).
-    pub fn carry_classes(&mut self, old: SeparableHead, old_class: &[Option<usize>]) {
-        assert_eq!(old_class.len(), self.width, "one entry per class");
-        let host = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32 weights");
-        let host1 = |t: Option<burn::module::Param<Tensor<1>>>| {
-            t.map(|b| b.val().into_data().try_to_vec::<f32>().expect("f32 biases"))
-        };
-        let [out, cin, kh, kw] = self.pointwise.weight.dims();
-        let row = cin * kh * kw;
-        let device = self.pointwise.weight.device();
-        let mut weight = host(self.pointwise.weight.val());
-        let mut bias = host1(self.pointwise.bias.clone()).unwrap_or_else(|| vec![0.0; out]);
-        let old_weight = host(old.pointwise.weight.val());
-        let old_bias = host1(old.pointwise.bias.clone()).unwrap_or_else(|| vec![0.0; old_weight.len() / row]);
-        for slot in 0..out / self.width {
-            for (c, o) in old_class.iter().enumerate() {
-                let Some(o) = *o else { continue };
-                let (to, from) = (slot * self.width + c, slot * old.width + o);
-                weight[to * row..(to + 1) * row].copy_from_slice(&old_weight[from * row..(from + 1) * row]);
-                bias[to] = old_bias[from];
-            }
-        }
-        let data = |v: Vec<f32>, shape: Vec<usize>| burn::tensor::TensorData::new(v, shape);
-        self.pointwise.weight =
-            burn::module::Param::from_tensor(Tensor::from_data(data(weight, vec![out, cin, kh, kw]), &device));
-        self.pointwise.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
-            data(bias, vec![out]),
-            &device,
-        )));
-        self.depthwise = old.depthwise;
-    }
-}
-
 /// An extra SSD layer: 1x1 down to half the channels, 3x3 depthwise stride 2, 1x1 up.
 #[derive(Module, Debug)]
 pub struct ExtraBlock {
@@ -628,50 +593,6 @@ mod tests {
         }
     }
 
-    /// A model fine-tuned on other labels: (background, a, b) -> (background, b, c).
-    #[test]
-    fn carried_classes_keep_their_logits_and_a_new_class_its_fresh_rows() {
-        let device = Device::flex();
-        let cfg = SsdLiteConfig {
-            width: 0.35,
-            ..small_config()
-        };
-        let old = cfg.init(&device);
-        let mut new = cfg.init(&device);
-        let first_head = |m: &SsdLite| {
-            m.cls_heads[0]
-                .pointwise
-                .weight
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-        };
-        let fresh = first_head(&new);
-        new.backbone = old.backbone.clone();
-        new.extras = old.extras.clone();
-        new.loc_heads = old.loc_heads.clone();
-        for (head, o) in new.cls_heads.iter_mut().zip(old.cls_heads.clone()) {
-            head.carry_classes(o, &[Some(0), Some(2), None]);
-        }
-        let x = Tensor::<4>::random([1, 3, 96, 96], burn::tensor::Distribution::Default, &device);
-        let logits = |m: &SsdLite| m.forward(x.clone()).1.into_data().try_to_vec::<f32>().unwrap();
-        let (before, after) = (logits(&old), logits(&new));
-        for (o, n) in before.chunks(3).zip(after.chunks(3)) {
-            assert!(
-                (o[0] - n[0]).abs() < 1e-5 && (o[2] - n[1]).abs() < 1e-5,
-                "{o:?} -> {n:?}"
-            );
-        }
-        // The new class: its fresh rows on every anchor slot of the head, untouched.
-        let carried = first_head(&new);
-        let row = carried.len() / (ANCHORS_PER_LOCATION[0] * 3);
-        for slot in 0..ANCHORS_PER_LOCATION[0] {
-            let c = (slot * 3 + 2) * row;
-            assert_eq!(carried[c..c + row], fresh[c..c + row]);
-        }
-    }
-
     #[test]
     fn shapes_and_anchor_count_agree() {
         let device = Device::flex();
@@ -695,21 +616,16 @@ mod tests {
         }
     }
 
-    /// A small network: 3 classes, width 0.5, 96x96.
-    fn small_config() -> SsdLiteConfig {
-        SsdLiteConfig {
+    #[test]
+    fn the_upper_blocks_on_their_input_give_the_whole_network() {
+        let device = Device::flex();
+        let cfg = SsdLiteConfig {
             num_classes: 3,
             width: 0.5,
             input_size: 96,
             anchor_shapes: None,
             variant: Default::default(),
-        }
-    }
-
-    #[test]
-    fn the_upper_blocks_on_their_input_give_the_whole_network() {
-        let device = Device::flex();
-        let cfg = small_config();
+        };
         let model = cfg.init(&device).valid();
         let x = Tensor::<4>::random([1, 3, 96, 96], burn::tensor::Distribution::Default, &device);
         let (loc, cls) = model.forward(x.clone());

@@ -362,8 +362,10 @@ impl BaseTransformImpl for DetectionTrack {
             for (d, id) in detections.iter_mut().zip(ids) {
                 d.track_id = id;
                 d.first_seen = id.map(|id| *state.first_seen.entry(id).or_insert(now));
-                // The track's class, voted over its detections, rather than this frame's.
+                // The track's class, voted over its detections, rather than this frame's (within a class
+                // they are the same).
                 let voted = id
+                    .filter(|_| state.tracker.config.cross_class)
                     .and_then(|id| state.tracker.tracks().iter().find(|t| t.id == id))
                     .map(|t| t.class_id);
                 if let Some(class_id) = voted.filter(|c| *c != d.class_id)
