@@ -354,11 +354,14 @@ fn four_devices_one_bucket_one_broker_then_train_publish_and_swap() {
             out.join("model.onnx").to_str().unwrap(),
             "--to",
             "s3://fleet/models",
+            // The captures' classes are detecttestsrc's, not the running blob detector's "ball".
+            "--force",
         ],
         &s3,
         &cache,
     );
     assert!(published.contains("s3://fleet/models/model-"), "{published}");
+    assert!(published.contains("going ahead anyway (--force)"), "{published}");
     let versioned: Vec<_> = bucket
         .list("models")
         .unwrap()

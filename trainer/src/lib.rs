@@ -6,6 +6,7 @@
 pub mod anchors;
 pub mod augment;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod evaluate;

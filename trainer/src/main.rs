@@ -1,8 +1,9 @@
 //! `mobilenet-trainer`: retrains mobilenetdetect's detector on captured datasets.
 
 use clap::{Parser, Subcommand};
-use detection_common::voc::Split;
+use detection_common::voc::{Sample, Split};
 use mobilenet_trainer::augment::AugmentConfig;
+use mobilenet_trainer::compare::{Comparison, Gate, Tolerance};
 use mobilenet_trainer::data::Merged;
 use mobilenet_trainer::evaluate::{Detector, evaluate_samples};
 use mobilenet_trainer::fit::{FitOptions, Init, OptimizerKind};
@@ -23,6 +24,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once: size does not matter
 enum Command {
     /// Accuracy of a pipeline run: mAP@0.5 (VOC, all-point) and mAP@[.5:.95] from two detectionjson logs of the
     /// same frames (source=ground-truth and source=detections); with track ids on both sides (detecttestsrc's
@@ -146,9 +148,9 @@ enum Command {
         /// A checkpoint (.bpk) or ONNX model (.onnx).
         #[arg(long)]
         model: PathBuf,
-        /// Which images: val, test, train or all.
-        #[arg(long, default_value = "val")]
-        split: String,
+        /// Which images.
+        #[arg(long, value_enum, default_value_t = SplitChoice::Val)]
+        split: SplitChoice,
         /// Also draw the precision/recall curves into this PNG.
         #[arg(long)]
         pr_curve: Option<PathBuf>,
@@ -193,6 +195,10 @@ enum Command {
     /// Publish a model for a fleet: uploads it as PREFIX/model-TIMESTAMP.onnx, then moves PREFIX/latest.onnx to
     /// it in one step (devices running `mobilenetdetect model=s3://…/latest.onnx watch-model=true` swap to it).
     /// S3 endpoint and credentials come from the AWS_* environment variables (AWS_ENDPOINT_URL for MinIO etc.).
+    ///
+    /// The model must carry the fleet's labels (those of the current latest.onnx, in order) and, with --gate, score
+    /// on that regression set within the tolerances of the current latest.onnx; otherwise nothing is published
+    /// and the exit status is 1.
     Publish {
         /// The exported model (e.g. OUT/model.onnx).
         #[arg(long)]
@@ -200,6 +206,36 @@ enum Command {
         /// s3://BUCKET/PREFIX of the fleet's models.
         #[arg(long)]
         to: String,
+        /// A regression set (Pascal VOC folder or s3://BUCKET/PREFIX; every image counts) on which the model must
+        /// not score worse than the current latest.onnx; repeat to merge.
+        #[arg(long = "gate")]
+        gate: Vec<PathBuf>,
+        #[command(flatten)]
+        tolerance: Tolerance,
+        /// Publish even when the labels differ or the model scores worse (both are still printed).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Score two models (checkpoints or ONNX files) on the same images: per-class AP@0.5, mAP and the deltas, and
+    /// whether the candidate passes the gate `publish --gate` applies (exit status 1 when it does not).
+    Compare {
+        /// The model in service (e.g. the fleet's latest.onnx).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The model that would replace it.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// A Pascal VOC folder or s3://BUCKET/PREFIX; repeat to merge.
+        #[arg(long = "data", required = true)]
+        data: Vec<PathBuf>,
+        /// Which images (a regression set is usually a folder of its own: all).
+        #[arg(long, value_enum, default_value_t = SplitChoice::All)]
+        split: SplitChoice,
+        #[command(flatten)]
+        tolerance: Tolerance,
+        /// Print the numbers as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -373,26 +409,10 @@ fn main() -> ExitCode {
                 Ok(m) => m,
                 Err(code) => return code,
             };
-            let wanted = match split.as_str() {
-                "train" => Some(Split::Train),
-                "val" => Some(Split::Val),
-                "test" => Some(Split::Test),
-                "all" => None,
-                other => {
-                    eprintln!("error: --split {other}: expected val, test, train or all");
-                    return ExitCode::from(2);
-                }
+            let samples = match split.samples(&merged) {
+                Ok(s) => s,
+                Err(code) => return code,
             };
-            let samples: Vec<_> = merged
-                .samples
-                .iter()
-                .filter(|s| wanted.is_none_or(|w| s.split == w))
-                .cloned()
-                .collect();
-            if samples.is_empty() {
-                eprintln!("error: no images in the {split} split");
-                return ExitCode::from(2);
-            }
             let result =
                 Detector::open(&model, &device).and_then(|mut d| evaluate_samples(&mut d, &samples, &merged.labels));
             let report = match result {
@@ -455,10 +475,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Publish { model, to } => {
+        Command::Publish {
+            model,
+            to,
+            gate,
+            tolerance,
+            force,
+        } => {
+            let regression = if gate.is_empty() {
+                None
+            } else {
+                match open_data(&gate, false) {
+                    Ok(m) => Some(m),
+                    Err(code) => return code,
+                }
+            };
+            let gate = Gate {
+                data: regression.as_ref(),
+                tolerance,
+                force,
+            };
             let result = detection_storage::S3Url::parse(&to)
                 .map_err(|e| e.to_string())
-                .and_then(|url| mobilenet_trainer::remote::publish(&model, &url));
+                .and_then(|url| mobilenet_trainer::remote::publish(&model, &url, &gate));
             match result {
                 Ok(p) => {
                     eprintln!(
@@ -470,6 +509,41 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Compare {
+            baseline,
+            candidate,
+            data,
+            split,
+            tolerance,
+            json,
+        } => {
+            let merged = match open_data(&data, false) {
+                Ok(m) => m,
+                Err(code) => return code,
+            };
+            let samples = match split.samples(&merged) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match Comparison::run(&baseline, &candidate, &samples, &merged.labels) {
+                Ok(c) => {
+                    if json {
+                        println!("{}", c.json(&tolerance));
+                    } else {
+                        print!("{}", c.table(&tolerance));
+                    }
+                    if c.regressions(&tolerance).is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }
@@ -490,6 +564,38 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+    }
+}
+
+/// Which images of a dataset `eval` and `compare` score.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SplitChoice {
+    Val,
+    Test,
+    Train,
+    All,
+}
+
+impl SplitChoice {
+    fn samples(self, merged: &Merged) -> Result<Vec<Sample>, ExitCode> {
+        let wanted = match self {
+            SplitChoice::Val => Some(Split::Val),
+            SplitChoice::Test => Some(Split::Test),
+            SplitChoice::Train => Some(Split::Train),
+            SplitChoice::All => None,
+        };
+        let samples: Vec<Sample> = merged
+            .samples
+            .iter()
+            .filter(|s| wanted.is_none_or(|w| s.split == w))
+            .cloned()
+            .collect();
+        if samples.is_empty() {
+            let name = wanted.map_or("all", |w| w.as_str());
+            eprintln!("error: no images in the {name} split");
+            return Err(ExitCode::from(2));
+        }
+        Ok(samples)
     }
 }
 

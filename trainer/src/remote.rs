@@ -2,6 +2,7 @@
 //! `detectioncapture location=s3://…` writes them from many devices) read through a local mirror, and models
 //! published back for the devices to pick up.
 
+use crate::compare::{Gate, admit};
 use detection_common::labels::{Labels, names_to_text};
 use detection_storage::mirror::{mirror_prefix, write_whole};
 use detection_storage::{Bucket, ErrorKind, Overrides, S3Url};
@@ -160,7 +161,8 @@ pub struct Published {
 
 /// Uploads `model` as `PREFIX/model-TIMESTAMP.onnx`, checks it arrived whole, then points `PREFIX/latest.onnx`
 /// at it with a server-side copy: a reader of latest.onnx gets the previous model or the new one, never a part.
-pub fn publish(model: &Path, to: &S3Url) -> Result<Published, String> {
+/// First the model must pass `gate` against the current latest.onnx (the first model of a prefix passes).
+pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, String> {
     let bytes = std::fs::read(model).map_err(|e| format!("cannot read {}: {e}", model.display()))?;
     // Only a model the element can load is published (a truncated export would break every device's swap).
     let proto = <detection_common::onnx::ModelProto as prost::Message>::decode(bytes.as_slice())
@@ -172,6 +174,21 @@ pub fn publish(model: &Path, to: &S3Url) -> Result<Published, String> {
         ));
     }
     let bucket = Bucket::open_url(to, &Overrides::default()).map_err(|e| e.to_string())?;
+    let latest = to.child("latest.onnx");
+    match bucket.get(&latest) {
+        Ok((current, _)) => {
+            // ONNX Runtime loads from a file; a private name per process, removed whatever the verdict.
+            let local = std::env::temp_dir().join(format!("mobilenet-trainer-latest-{}.onnx", std::process::id()));
+            std::fs::write(&local, current).map_err(|e| format!("cannot write {}: {e}", local.display()))?;
+            let verdict = admit(model, &local, &bucket.url(&latest), gate);
+            let _ = std::fs::remove_file(&local);
+            verdict.map_err(|e| format!("{e}; nothing published"))?;
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            eprintln!("{} does not exist yet: publishing the first model", bucket.url(&latest));
+        }
+        Err(e) => return Err(format!("{e}; nothing published")),
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -195,7 +212,6 @@ pub fn publish(model: &Path, to: &S3Url) -> Result<Published, String> {
             ));
         }
     }
-    let latest = to.child("latest.onnx");
     bucket.copy(&versioned, &latest).map_err(|e| e.to_string())?;
     Ok(Published {
         versioned: bucket.url(&versioned),
