@@ -18,6 +18,7 @@ mod detectionoverlay;
 mod detectiontrack;
 mod detecttestsrc;
 mod fleet;
+mod metrics;
 mod mobilenetdetect;
 mod roimeta;
 mod video;

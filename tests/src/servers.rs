@@ -258,3 +258,79 @@ impl Drop for StalledServer {
         }
     }
 }
+
+/// Debian's Prometheus on 127.0.0.1, scraping `targets` (HOST:PORT, path /metrics) every 500 ms, with its data in
+/// its folder; None (test skipped) when it is not installed (scripts/setup --for-tests installs it).
+pub struct Prometheus {
+    pub port: u16,
+    child: Child,
+}
+
+impl Prometheus {
+    pub fn start(dir: &Path, targets: &[String]) -> Option<Prometheus> {
+        let exe = std::env::var_os("MOBILENETDETECT_PROMETHEUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
+        if !exe.exists() {
+            missing(
+                "prometheus",
+                "scripts/setup --for-tests installs Debian's prometheus package",
+            );
+            return None;
+        }
+        let config = dir.join("prometheus.yml");
+        let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n  - job_name: pipeline\n    \
+                 static_configs:\n      - targets: [{}]\n",
+                quoted.join(", ")
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log_path = dir.join("prometheus.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(exe)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        let server = Prometheus { port, child };
+        wait_listening(port, "prometheus", &log_path);
+        Some(server)
+    }
+
+    /// The body of `GET path` on the server's HTTP API (e.g. `/api/v1/query?query=up`).
+    pub fn get(&self, path: &str) -> String {
+        http_get(self.port, path)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// The body of a plain HTTP/1.1 `GET path` on 127.0.0.1:`port` (empty when the server does not answer).
+pub fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}

@@ -264,6 +264,43 @@ impl ObjectSubclass for DetectionCapture {
 }
 
 impl ObjectImpl for DetectionCapture {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let counters = crate::metrics::Properties(&[
+            (
+                "captured",
+                "detectioncapture_written_total",
+                "counter",
+                "Samples written since start",
+            ),
+            (
+                "dropped",
+                "detectioncapture_dropped_total",
+                "counter",
+                "Selected frames skipped: the writer queue or upload spool was full",
+            ),
+            (
+                "lost",
+                "detectioncapture_lost_total",
+                "counter",
+                "Selected frames that could not be written",
+            ),
+            (
+                "uploaded",
+                "detectioncapture_uploaded_total",
+                "counter",
+                "s3://: samples uploaded since start",
+            ),
+            (
+                "spooled",
+                "detectioncapture_spooled",
+                "gauge",
+                "s3://: samples waiting in the spool for upload",
+            ),
+        ]);
+        crate::metrics::register(self.obj().upcast_ref(), std::sync::Arc::new(counters));
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![

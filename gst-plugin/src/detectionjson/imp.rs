@@ -249,6 +249,31 @@ impl ObjectSubclass for DetectionJson {
 }
 
 impl ObjectImpl for DetectionJson {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let counters = crate::metrics::Properties(&[
+            (
+                "acknowledged",
+                "detectionjson_acknowledged_total",
+                "counter",
+                "MQTT: lines the broker acknowledged since start",
+            ),
+            (
+                "lost",
+                "detectionjson_lost_total",
+                "counter",
+                "Lines that could not be written",
+            ),
+            (
+                "split",
+                "detectionjson_split_total",
+                "counter",
+                "Frames whose line went out as several parts",
+            ),
+        ]);
+        crate::metrics::register(self.obj().upcast_ref(), std::sync::Arc::new(counters));
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![

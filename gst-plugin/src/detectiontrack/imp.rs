@@ -7,7 +7,8 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -96,6 +97,46 @@ const DEFAULT_HOLD_FRAMES: u32 = 0;
 pub struct DetectionTrack {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    metrics: Arc<TrackMetrics>,
+}
+
+/// What the tracker counts for the Prometheus endpoint (`crate::metrics`).
+#[derive(Default)]
+struct TrackMetrics {
+    frames: AtomicU64,
+    /// Tracks with an id alive after the last frame.
+    tracks: AtomicU64,
+    /// Ids given out since start.
+    started: AtomicU64,
+}
+
+impl crate::metrics::Source for TrackMetrics {
+    fn write(&self, element: &gst::Element, out: &mut crate::metrics::Exposition) {
+        for (metric, value) in [
+            (
+                (
+                    "detectiontrack_frames_total",
+                    "counter",
+                    "Frames that passed through the tracker",
+                ),
+                &self.frames,
+            ),
+            (
+                (
+                    "detectiontrack_tracks",
+                    "gauge",
+                    "Tracks with an id after the last frame",
+                ),
+                &self.tracks,
+            ),
+            (
+                ("detectiontrack_tracks_started_total", "counter", "Track ids given out"),
+                &self.started,
+            ),
+        ] {
+            out.sample(element, metric, &[], value.load(Ordering::Relaxed) as f64);
+        }
+    }
 }
 
 #[glib::object_subclass]
@@ -106,6 +147,11 @@ impl ObjectSubclass for DetectionTrack {
 }
 
 impl ObjectImpl for DetectionTrack {
+    fn constructed(&self) {
+        self.parent_constructed();
+        crate::metrics::register(self.obj().upcast_ref(), self.metrics.clone());
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = TrackerConfig::default();
@@ -344,6 +390,7 @@ impl BaseTransformImpl for DetectionTrack {
                     predicted.len()
                 );
                 attach_detections(buf, predicted.into_iter());
+                self.metrics.frames.fetch_add(1, Ordering::Relaxed);
                 return Ok(gst::FlowSuccess::Ok);
             }
         } else {
@@ -361,7 +408,12 @@ impl BaseTransformImpl for DetectionTrack {
             let now = buf.pts().unwrap_or(gst::ClockTime::ZERO);
             for (d, id) in detections.iter_mut().zip(ids) {
                 d.track_id = id;
-                d.first_seen = id.map(|id| *state.first_seen.entry(id).or_insert(now));
+                d.first_seen = id.map(|id| {
+                    *state.first_seen.entry(id).or_insert_with(|| {
+                        self.metrics.started.fetch_add(1, Ordering::Relaxed);
+                        now
+                    })
+                });
                 // The track's class, voted over its detections, rather than this frame's (within a class
                 // they are the same).
                 let voted = id
@@ -379,6 +431,9 @@ impl BaseTransformImpl for DetectionTrack {
             state
                 .first_seen
                 .retain(|id, _| tracker.tracks().iter().any(|t| t.id == *id));
+            self.metrics
+                .tracks
+                .store(state.first_seen.len() as u64, Ordering::Relaxed);
             if hold_frames > 0 {
                 // Objects missed on this frame for a short while: reported where they are predicted to be.
                 detections.extend(state.predicted_boxes(buf.pts(), hold_frames, 1));
@@ -386,6 +441,7 @@ impl BaseTransformImpl for DetectionTrack {
         }
         drop(guard);
         attach_detections(buf, detections.into_iter());
+        self.metrics.frames.fetch_add(1, Ordering::Relaxed);
         Ok(gst::FlowSuccess::Ok)
     }
 }

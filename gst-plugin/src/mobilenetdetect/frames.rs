@@ -9,12 +9,14 @@
 //! inferred is always the newest; finished results replace the latest detections only when newer.
 
 use super::imp::CAT;
+use super::metrics::DetectMetrics;
 use detection_common::{BBox, Detection};
 use detection_inference::pool::{Finished, InferencePool, Request};
 use detection_inference::preprocess::{Preprocessor, TensorOut};
 use detection_inference::{Model, PostProcess};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A detection mapped to the frame, ready to become metadata.
@@ -116,10 +118,16 @@ pub(super) struct Frames {
     spare_tensors: Vec<TensorOut>,
     spare_lists: Vec<Vec<Detection>>,
     pub(super) latest: Latest,
+    metrics: Arc<DetectMetrics>,
 }
 
 impl Frames {
-    pub(super) fn new(inflight: usize, added_delay: Duration, labels: LabelNames) -> std::io::Result<Self> {
+    pub(super) fn new(
+        inflight: usize,
+        added_delay: Duration,
+        labels: LabelNames,
+        metrics: Arc<DetectMetrics>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             pool: InferencePool::new(inflight, "mobilenetdetect", added_delay)?,
             held: VecDeque::with_capacity(inflight * 2),
@@ -133,6 +141,7 @@ impl Frames {
                 labels,
                 id: None,
             },
+            metrics,
         })
     }
 
@@ -256,6 +265,7 @@ impl Frames {
             };
             let mut buffer = h.buffer;
             self.latest.attach(buffer.make_mut());
+            self.metrics.frames.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(Output {
                 buffer,
                 inferred,
@@ -289,6 +299,8 @@ impl Frames {
             self.recycle(f);
             return Err(e);
         }
+        self.metrics.inferences.fetch_add(1, Ordering::Relaxed);
+        self.metrics.inference_seconds.observe(f.run_time);
         let geometry = f.tensor.geometry;
         let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
         let latest = &mut self.latest;
@@ -302,6 +314,7 @@ impl Frames {
             if x1 <= x0 || y1 <= y0 {
                 continue;
             }
+            self.metrics.detected(&latest.label(d.class_id));
             latest.detections.push(FrameDetection {
                 class_id: d.class_id,
                 score: d.score,

@@ -1,5 +1,6 @@
 use super::frames::{Frames, LabelNames, label_names};
 use super::loader::ModelLoader;
+use super::metrics::DetectMetrics;
 use super::settings::*;
 use detection_common::metadata::parse_triplet;
 use detection_inference::preprocess::Preprocessor;
@@ -68,6 +69,9 @@ pub struct MobilenetDetect {
     /// The latency this element adds, in nanoseconds, as answered to latency queries: an estimate from a
     /// warm-up run at start, raised (with a latency message) when frames are held longer.
     pub(super) latency_ns: AtomicU64,
+    /// Shared with the metrics endpoint and the frames' bookkeeping.
+    pub(super) metrics: Arc<DetectMetrics>,
+    metrics_address: Mutex<Option<String>>,
 }
 
 /// Something to post once the streaming thread has let go of the state lock: a handler that runs
@@ -123,6 +127,7 @@ impl MobilenetDetect {
             posts.push(Post::Warning(gst::LibraryError::Init, w.clone()));
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
+        *self.metrics.model.lock().unwrap() = model.path.display().to_string();
         *self.running_model.lock().unwrap() = Some(RunningModel {
             path: model.path.clone(),
             labels: Arc::new(model.labels.clone()),
@@ -205,6 +210,7 @@ impl MobilenetDetect {
             state.pre = None;
             state.frames.latest.clear();
             state.frames.forget_spare_tensors();
+            self.metrics.swaps.fetch_add(1, Ordering::Relaxed);
             posts.push(Post::Message(
                 gst::message::Element::builder(
                     gst::Structure::builder("mobilenetdetect-model-changed")
@@ -226,6 +232,11 @@ impl ObjectSubclass for MobilenetDetect {
 }
 
 impl ObjectImpl for MobilenetDetect {
+    fn constructed(&self) {
+        self.parent_constructed();
+        crate::metrics::register(self.obj().upcast_ref(), self.metrics.clone());
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(param_specs);
         PROPERTIES.as_ref()
@@ -235,6 +246,17 @@ impl ObjectImpl for MobilenetDetect {
         if let Err(e) = self.check_while_running(value, pspec) {
             gst::warning!(CAT, imp = self, "{e}");
             gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}; keeping the current value", e));
+            return;
+        }
+        if pspec.name() == "metrics-address" {
+            let address: Option<String> = value.get().expect("type checked upstream");
+            if let Some(address) = address.as_deref().filter(|a| !a.is_empty()) {
+                match crate::metrics::serve(address) {
+                    Ok(bound) => gst::info!(CAT, imp = self, "metrics at http://{bound}/metrics"),
+                    Err(e) => gst::element_imp_warning!(self, gst::ResourceError::OpenWrite, ("{}", e)),
+                }
+            }
+            *self.metrics_address.lock().unwrap() = address;
             return;
         }
         let mut settings = self.settings.lock().unwrap();
@@ -306,6 +328,9 @@ impl ObjectImpl for MobilenetDetect {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "metrics-address" {
+            return self.metrics_address.lock().unwrap().to_value();
+        }
         let s = self.settings.lock().unwrap();
         match pspec.name() {
             "model" => s.model.to_value(),
@@ -401,7 +426,13 @@ impl BaseTransformImpl for MobilenetDetect {
             .map(Duration::from_millis)
             .unwrap_or_default();
         let labels = label_names(&model);
-        let frames = Frames::new(settings.inflight.max(1) as usize, added_delay, labels.clone()).map_err(|e| {
+        let frames = Frames::new(
+            settings.inflight.max(1) as usize,
+            added_delay,
+            labels.clone(),
+            self.metrics.clone(),
+        )
+        .map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::NoSpaceLeft,
                 ["cannot start the inference threads: {}", e]

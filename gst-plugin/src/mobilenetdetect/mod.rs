@@ -7,6 +7,7 @@ use gst::prelude::*;
 mod frames;
 mod imp;
 mod loader;
+mod metrics;
 mod remote;
 mod settings;
 mod stream;

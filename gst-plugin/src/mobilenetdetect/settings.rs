@@ -295,6 +295,11 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .blurb("The execution provider the loaded model runs on")
             .read_only()
             .build(),
+        glib::ParamSpecString::builder("metrics-address")
+            .nick("Metrics address")
+            .blurb("HOST:PORT where the process serves every element's counters for Prometheus (GET /metrics), like the MOBILENETDETECT_METRICS_ADDRESS environment variable; one endpoint per process")
+            .mutable_ready()
+            .build(),
         glib::ParamSpecUInt::builder("threads")
             .nick("Threads")
             .blurb("ONNX Runtime intra-op threads (0: ONNX Runtime's default)")
