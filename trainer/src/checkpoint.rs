@@ -3,6 +3,7 @@
 //! The optimizer's state sits beside it (`optimizer.bpk`) so `--resume` continues with the same moments.
 
 use crate::model::{SsdLite, SsdLiteConfig, Variant};
+use crate::snapshot::KEY_SNAPSHOT;
 use burn::module::Module;
 use burn::store::burn_pack::Reader;
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -27,6 +28,8 @@ pub struct CheckpointInfo {
     pub labels: Labels,
     /// The last epoch trained (0-based).
     pub epoch: usize,
+    /// The id of the dataset snapshot it was trained on (`snapshot.rs`), when known.
+    pub dataset_snapshot: Option<String>,
 }
 
 /// Writes `model` to `path` atomically: a crash mid-write keeps the old file.
@@ -44,6 +47,9 @@ pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), S
         }
         if info.config.variant != Variant::Trainer {
             store = store.metadata(KEY_VARIANT, info.config.variant.name());
+        }
+        if let Some(id) = &info.dataset_snapshot {
+            store = store.metadata(KEY_SNAPSHOT, id.clone());
         }
         model.save_into(&mut store).map_err(|e| format!("{e}"))
     })
@@ -99,6 +105,7 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
         config,
         labels,
         epoch: epoch as usize,
+        dataset_snapshot: meta.get(KEY_SNAPSHOT).cloned(),
     })
 }
 

@@ -125,6 +125,32 @@ impl Merged {
         counts
     }
 
+    /// Each class's share of all objects (every split), in class id order.
+    pub fn class_shares(&self) -> Vec<(String, f32)> {
+        let counts = self.class_counts();
+        let total: usize = counts.values().map(|(_, c)| c.iter().sum::<usize>()).sum();
+        counts
+            .into_values()
+            .map(|(name, c)| (name, c.iter().sum::<usize>() as f32 / total.max(1) as f32))
+            .collect()
+    }
+
+    /// A warning for each class below `min_share` of the objects: the model will hardly learn it.
+    pub fn balance_warnings(&self, min_share: f32) -> Vec<String> {
+        self.class_shares()
+            .into_iter()
+            .filter(|(_, share)| *share < min_share)
+            .map(|(name, share)| {
+                format!(
+                    "warning: class '{name}' has {:.1}% of the objects (below {:.1}%): capture more of it, or \
+                     expect a weak detector for it",
+                    share * 100.0,
+                    min_share * 100.0
+                )
+            })
+            .collect()
+    }
+
     /// The report `check` prints: folders, images per split, objects per class, then every problem.
     pub fn report(&self) -> String {
         let mut out = String::new();
@@ -147,11 +173,16 @@ impl Merged {
         );
         let _ = writeln!(
             out,
-            "{:<4} {:<24} {:>7} {:>7} {:>7}",
-            "id", "class", "train", "val", "test"
+            "{:<4} {:<24} {:>7} {:>7} {:>7} {:>7}",
+            "id", "class", "train", "val", "test", "share"
         );
-        for (id, (name, [tr, va, te])) in self.class_counts() {
-            let _ = writeln!(out, "{id:<4} {name:<24} {tr:>7} {va:>7} {te:>7}");
+        let shares = self.class_shares();
+        for ((id, (name, [tr, va, te])), (_, share)) in self.class_counts().into_iter().zip(&shares) {
+            let _ = writeln!(
+                out,
+                "{id:<4} {name:<24} {tr:>7} {va:>7} {te:>7} {:>6.1}%",
+                share * 100.0
+            );
         }
         if self.problems.is_empty() {
             let _ = writeln!(out, "no problems found");

@@ -115,8 +115,18 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// A trained checkpoint as the ONNX model the element runs, carrying the id of the dataset snapshot it was
+/// trained on.
+pub fn export_checkpoint(model: &SsdLite, info: &crate::checkpoint::CheckpointInfo) -> Vec<u8> {
+    build(model, &info.config, &info.labels, info.dataset_snapshot.as_deref())
+}
+
 /// The model as ONNX bytes. `labels` name the foreground classes (class id 1..).
 pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec<u8> {
+    build(model, cfg, labels, None)
+}
+
+fn build(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels, dataset_snapshot: Option<&str>) -> Vec<u8> {
     let s = cfg.input_size as i64;
     let mut g = GraphBuilder::new("ssdlite_mobilenet_v2");
     let relu6 = (
@@ -244,6 +254,9 @@ pub fn export_onnx(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels) -> Vec
     g.metadata(crate::import::KEY_WIDTH, &cfg.width.to_string());
     if cfg.variant != crate::model::Variant::Trainer {
         g.metadata(crate::import::KEY_VARIANT, cfg.variant.name());
+    }
+    if let Some(id) = dataset_snapshot {
+        g.metadata(crate::snapshot::KEY_SNAPSHOT, id);
     }
     g.to_bytes()
 }

@@ -8,7 +8,7 @@ use crate::augment::{AugmentConfig, Prepared, Rng, prepare};
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{Merged, decode};
 use crate::evaluate::{Detector, evaluate_samples};
-use crate::export::export_onnx;
+use crate::export::export_checkpoint;
 use crate::feature_cache::{CacheLevel, FeatureCache};
 use crate::loss::{Target, anchor_corners, batch_targets};
 use crate::metrics::{EpochMetrics, MetricsLog};
@@ -83,6 +83,8 @@ pub struct FitOptions {
     /// Fit the anchor shapes to the training boxes (`anchors.rs`) instead of SSD's; a fine-tuned model keeps
     /// the shapes of the model it starts from.
     pub fit_anchors: bool,
+    /// The id of the dataset snapshot trained on (`snapshot::pin`), carried into checkpoints and the export.
+    pub dataset_snapshot: Option<String>,
 }
 
 impl Default for FitOptions {
@@ -114,6 +116,7 @@ impl Default for FitOptions {
             cache_megabytes: 4096,
             cache_device: None,
             fit_anchors: true,
+            dataset_snapshot: None,
         }
     }
 }
@@ -533,11 +536,12 @@ pub fn fit(merged: &Merged, opts: &FitOptions, device: &Device) -> Result<(), St
             config: cfg.clone(),
             labels: merged.labels.clone(),
             epoch,
+            dataset_snapshot: opts.dataset_snapshot.clone(),
         };
         if map > best.0 {
             best = (map, epoch);
             checkpoint::save(&valid, &info, &opts.out.join("best.bpk"))?;
-            write_atomic(&opts.out.join("model.onnx"), &export_onnx(&valid, &cfg, &merged.labels))?;
+            write_atomic(&opts.out.join("model.onnx"), &export_checkpoint(&valid, &info))?;
         }
         // Optimizer state first, then the checkpoint that names the epoch: a crash between the two resumes
         // from the previous epoch with at worst slightly newer moments.

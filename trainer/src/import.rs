@@ -241,6 +241,7 @@ fn exported(path: &Path, model: &ModelProto, device: &Device) -> Result<(SsdLite
             config,
             labels,
             epoch: 0,
+            dataset_snapshot: None,
         },
     ))
 }

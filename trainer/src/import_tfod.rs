@@ -403,6 +403,7 @@ pub fn load_tfod(
             config,
             labels,
             epoch: 0,
+            dataset_snapshot: None,
         },
     ))
 }

@@ -24,4 +24,5 @@ pub mod progress;
 pub mod relabel;
 pub mod remote;
 pub mod score;
+pub mod snapshot;
 pub mod step;

@@ -9,6 +9,7 @@ use mobilenet_trainer::evaluate::{Detector, evaluate_samples};
 use mobilenet_trainer::fit::{FitOptions, Init, OptimizerKind};
 use mobilenet_trainer::model::SsdLiteConfig;
 use mobilenet_trainer::score::Tracking;
+use mobilenet_trainer::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -138,6 +139,20 @@ enum Command {
         /// Train on the valid samples of a dataset with problems (they are counted and listed).
         #[arg(long)]
         skip_bad: bool,
+        /// Train on exactly the samples of this snapshot (`mobilenet-trainer snapshot`, or an earlier
+        /// training's OUT/snapshot.json); fails naming every sample that went missing or changed. Without it
+        /// the training records what it used in OUT/snapshot.json.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+    },
+    /// Record exactly which samples a dataset holds (name, SHA-256 of image and annotation, labels) for
+    /// `train --snapshot`; exported models carry the id of the snapshot they were trained on.
+    Snapshot {
+        /// A Pascal VOC folder or s3://BUCKET/PREFIX; repeat to merge.
+        #[arg(long = "data", required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
     },
     /// Accuracy of a checkpoint (.bpk) or an exported model (.onnx, run through ONNX Runtime and the element's
     /// decoding) on a dataset: VOC mAP@0.5, COCO mAP@[.5:.95], per-class AP.
@@ -191,6 +206,9 @@ enum Command {
         /// s3://BUCKET/PREFIX; repeat to merge.
         #[arg(long = "data", required = true)]
         data: Vec<PathBuf>,
+        /// Warn about every class with fewer than this share of the objects.
+        #[arg(long, default_value_t = 0.05)]
+        min_class_share: f32,
     },
     /// Publish a model for a fleet: uploads it as PREFIX/model-TIMESTAMP.onnx, then moves PREFIX/latest.onnx to
     /// it in one step (devices running `mobilenetdetect model=s3://…/latest.onnx watch-model=true` swap to it).
@@ -302,6 +320,7 @@ fn main() -> ExitCode {
             resume,
             patience,
             skip_bad,
+            snapshot,
         } => {
             let device = match choose_device(&device) {
                 Ok(d) => d,
@@ -311,9 +330,16 @@ fn main() -> ExitCode {
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            let merged = match open_data(&data, skip_bad) {
+            let mut merged = match open_data(&data, skip_bad) {
                 Ok(m) => m,
                 Err(code) => return code,
+            };
+            let dataset_snapshot = match mobilenet_trainer::snapshot::pin(&mut merged, snapshot.as_deref(), &out) {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
             };
             let init = match init.as_str() {
                 "imagenet" => Init::ImageNet(pretrained),
@@ -361,6 +387,7 @@ fn main() -> ExitCode {
                 cache_megabytes,
                 cache_device,
                 fit_anchors,
+                dataset_snapshot: Some(dataset_snapshot),
                 batch_size: batch_size.max(1),
                 lr,
                 warmup_steps,
@@ -443,7 +470,7 @@ fn main() -> ExitCode {
         Command::Export { checkpoint, output } => {
             let result = mobilenet_trainer::checkpoint::load(&checkpoint, &mobilenet_trainer::device::cpu()).and_then(
                 |(model, info)| {
-                    let bytes = mobilenet_trainer::export::export_onnx(&model, &info.config, &info.labels);
+                    let bytes = mobilenet_trainer::export::export_checkpoint(&model, &info);
                     detection_common::files::write_atomically(&output, &bytes)
                         .map_err(|e| format!("cannot write {}: {e}", output.display()))
                 },
@@ -547,7 +574,33 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { data } => match resolve_data(&data).and_then(|d| {
+        Command::Snapshot { data, output } => {
+            let merged = match open_data(&data, false) {
+                Ok(m) => m,
+                Err(code) => return code,
+            };
+            let result = Snapshot::of(&merged).and_then(|s| {
+                detection_common::files::write_atomically(&output, s.to_json().as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+                Ok(s)
+            });
+            match result {
+                Ok(s) => {
+                    eprintln!(
+                        "snapshot {} of {} samples: {}",
+                        s.id(),
+                        s.entries.len(),
+                        output.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { data, min_class_share } => match resolve_data(&data).and_then(|d| {
             mobilenet_trainer::data::open_all(&d).map_err(|p| {
                 eprintln!("error: {p}");
                 ExitCode::from(2)
@@ -556,6 +609,9 @@ fn main() -> ExitCode {
             Ok(mut merged) => {
                 merged.verify_images();
                 print!("{}", merged.report());
+                for warning in merged.balance_warnings(min_class_share) {
+                    println!("{warning}");
+                }
                 if merged.problems.is_empty() {
                     ExitCode::SUCCESS
                 } else {
