@@ -20,10 +20,15 @@ pub struct VocObject {
     pub difficult: bool,
     /// Detector confidence, written by the capture element for review; absent in hand-made labels.
     pub confidence: Option<f32>,
+    /// Why a person must look at this box before it is a label (`missed`: where a track predicted an object
+    /// the detector did not find); a sample with such a box is not trained on until the mark is removed.
+    pub review: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Annotation {
+    /// The captured frame's presentation time in nanoseconds, when the capture knew it.
+    pub pts: Option<u64>,
     pub filename: String,
     pub width: u32,
     pub height: u32,
@@ -121,6 +126,7 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
         let bb = child(obj, "bndbox")
             .ok_or_else(|| problem(file, line_of(obj), format!("object '{name}' has no <bndbox>")))?;
         let o = VocObject {
+            review: text(obj, "review").filter(|r| !r.is_empty()).map(str::to_string),
             name,
             xmin: number(bb, "xmin")?,
             ymin: number(bb, "ymin")?,
@@ -155,6 +161,7 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
         objects.push(o);
     }
     Ok(Annotation {
+        pts: text(root, "pts").and_then(|t| t.parse().ok()),
         filename,
         width: width as u32,
         height: height as u32,
@@ -186,6 +193,9 @@ pub fn write_annotation(a: &Annotation) -> String {
         a.width,
         a.height
     );
+    if let Some(pts) = a.pts {
+        s.push_str(&format!("  <pts>{pts}</pts>\n"));
+    }
     for o in &a.objects {
         s.push_str(&format!(
             "  <object>\n    <name>{}</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n    <difficult>{}</difficult>\n",
@@ -194,6 +204,9 @@ pub fn write_annotation(a: &Annotation) -> String {
         ));
         if let Some(c) = o.confidence.filter(|c| c.is_finite()) {
             s.push_str(&format!("    <confidence>{c}</confidence>\n"));
+        }
+        if let Some(r) = &o.review {
+            s.push_str(&format!("    <review>{}</review>\n", escape(r)));
         }
         s.push_str(&format!(
             "    <bndbox>\n      <xmin>{}</xmin>\n      <ymin>{}</ymin>\n      <xmax>{}</xmax>\n      <ymax>{}</ymax>\n    </bndbox>\n  </object>\n",
@@ -383,10 +396,12 @@ mod tests {
 
     fn ann() -> Annotation {
         Annotation {
+            pts: Some(33_366_666),
             filename: "a & b.jpg".into(),
             width: 64,
             height: 48,
             objects: vec![VocObject {
+                review: Some("missed".into()),
                 name: "stop".into(),
                 xmin: 1.0,
                 ymin: 2.0,

@@ -110,10 +110,12 @@ proptest! {
         confidence in any::<f32>(),
     ) {
         let a = Annotation {
+            pts: None,
             filename,
             width: 100,
             height: 80,
             objects: names.into_iter().map(|name| VocObject {
+                review: None,
                 name: if name.trim().is_empty() { "x".into() } else { name },
                 xmin: 1.0, ymin: 2.0, xmax: 50.0, ymax: 60.0,
                 difficult: false,

@@ -42,6 +42,8 @@ pub struct MetaBox<'a> {
     pub rect: (u32, u32, u32, u32),
     /// The object's identity (from `detectiontrack`, or the source's own for ground truth).
     pub track_id: Option<u64>,
+    /// A tracked object the detector did not find on this frame (see [`NewDetection::missed`]).
+    pub missed: bool,
 }
 
 impl MetaBox<'_> {
@@ -82,6 +84,9 @@ pub struct NewDetection<'a> {
     pub track_id: Option<u64>,
     /// When the track was first seen (for the GstAnalytics tracking Mtd).
     pub first_seen: Option<gst::ClockTime>,
+    /// From `detectiontrack`: the detector ran on this frame and did not find this tracked object; the box is
+    /// where the track predicts it.
+    pub missed: bool,
 }
 
 /// Attaches a frame's detections: one ROI meta each and, with the `v1_24` feature, one GstAnalytics relation
@@ -99,6 +104,7 @@ pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator
                 .field("x-max", d.norm.x1 as f64)
                 .field("y-max", d.norm.y1 as f64)
                 .field_if_some("inference-pts", d.inference_pts.map(|t| t.nseconds()))
+                .field_if("missed", true, d.missed)
                 .field_if_some("track-id", d.track_id)
                 .build(),
         );
@@ -169,6 +175,7 @@ pub fn take_detections(buf: &mut gst::BufferRef) -> Vec<NewDetection<'static>> {
             inference_pts: p.get::<u64>("inference-pts").ok().map(gst::ClockTime::from_nseconds),
             track_id: p.get::<u64>("track-id").ok(),
             first_seen: None,
+            missed: p.get::<bool>("missed").unwrap_or(false),
         });
         std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
     });
@@ -199,6 +206,7 @@ pub fn boxes(
                 confidence,
                 rect: clip_rect(m.rect(), width, height)?,
                 track_id: p.get::<u64>("track-id").ok(),
+                missed: p.get::<bool>("missed").unwrap_or(false),
             })
         })
 }

@@ -70,10 +70,12 @@ fn write_balls(dir: &Path, n: usize) {
         let id = format!("ball-{i:03}");
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
+            pts: None,
             filename: format!("{id}.jpg"),
             width: 320,
             height: 240,
             objects: vec![VocObject {
+                review: None,
                 name: "ball".into(),
                 xmin: x0 as f32,
                 ymin: y0 as f32,

@@ -15,6 +15,9 @@ pub struct Merged {
     pub samples: Vec<Sample>,
     pub problems: Vec<Problem>,
     pub folders: Vec<(PathBuf, bool)>,
+    /// Samples with a box a person must look at first (`<review>`, e.g. a missed object the capture saved):
+    /// left out of training and evaluation until the mark is removed.
+    pub awaiting_review: Vec<Sample>,
 }
 
 pub fn open_all(dirs: &[PathBuf]) -> Result<Merged, Problem> {
@@ -38,7 +41,12 @@ pub fn open_all(dirs: &[PathBuf]) -> Result<Merged, Problem> {
             merged.labels = ds.labels.clone();
         }
         merged.folders.push((dir.clone(), ds.has_image_sets));
-        merged.samples.extend(ds.samples);
+        let (waiting, ready): (Vec<Sample>, Vec<Sample>) = ds
+            .samples
+            .into_iter()
+            .partition(|s| s.annotation.objects.iter().any(|o| o.review.is_some()));
+        merged.samples.extend(ready);
+        merged.awaiting_review.extend(waiting);
         merged.problems.extend(ds.problems);
     }
     Ok(merged)
@@ -137,6 +145,10 @@ impl Merged {
 
     /// A warning for each class below `min_share` of the objects: the model will hardly learn it.
     pub fn balance_warnings(&self, min_share: f32) -> Vec<String> {
+        if self.samples.iter().all(|s| s.annotation.objects.is_empty()) {
+            // Nothing labelled yet: no balance to speak of.
+            return Vec::new();
+        }
         self.class_shares()
             .into_iter()
             .filter(|(_, share)| *share < min_share)
@@ -149,6 +161,21 @@ impl Merged {
                 )
             })
             .collect()
+    }
+
+    /// How many samples wait for review, with the first few names; None when none do.
+    pub fn review_note(&self) -> Option<String> {
+        let n = self.awaiting_review.len();
+        (n > 0).then(|| {
+            let names: Vec<&str> = self.awaiting_review.iter().take(5).map(|s| s.id.as_str()).collect();
+            format!(
+                "{n} samples wait for review ({}{}): a box is marked <review> (e.g. missed: where a track predicted \
+                 an object the detector did not find); they are not trained on until a person fixes the box and \
+                 removes the mark",
+                names.join(", "),
+                if n > 5 { ", …" } else { "" }
+            )
+        })
     }
 
     /// The report `check` prints: folders, images per split, objects per class, then every problem.
@@ -183,6 +210,9 @@ impl Merged {
                 "{id:<4} {name:<24} {tr:>7} {va:>7} {te:>7} {:>6.1}%",
                 share * 100.0
             );
+        }
+        if let Some(note) = self.review_note() {
+            let _ = writeln!(out, "{note}");
         }
         if self.problems.is_empty() {
             let _ = writeln!(out, "no problems found");

@@ -671,6 +671,9 @@ fn open_data(data: &[PathBuf], skip_bad: bool) -> Result<Merged, ExitCode> {
         ExitCode::from(2)
     })?;
     merged.verify_images();
+    if let Some(note) = merged.review_note() {
+        eprintln!("{note}");
+    }
     if !merged.problems.is_empty() {
         eprint!("{}", merged.report());
         if !skip_bad {

@@ -16,10 +16,12 @@ fn dataset(name: &str, labels: &str, n: usize) -> PathBuf {
         let img = image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([(x * 8) as u8, (y * 10) as u8, 128]));
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
+            pts: None,
             filename: format!("{id}.jpg"),
             width: 32,
             height: 24,
             objects: vec![VocObject {
+                review: None,
                 name: "stop".into(),
                 xmin: 2.0,
                 ymin: 3.0,

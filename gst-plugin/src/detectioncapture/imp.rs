@@ -26,9 +26,26 @@ const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
 const DEFAULT_SPOOL_SIZE: u64 = 1 << 30;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 30_000;
 
+/// Which frames are hard examples worth saving.
+#[glib::flags(name = "GstDetectionCaptureSelect")]
+pub enum Select {
+    #[flags_value(
+        name = "A box of a wanted class with a confidence in the uncertain band (and negatives at negative-rate)",
+        nick = "uncertain"
+    )]
+    UNCERTAIN = 0b01,
+    #[flags_value(
+        name = "A tracked object the detector did not find (detectiontrack hold-frames >= 1 predicts it): saved \
+                with the predicted box marked <review>missed</review>, for a person to confirm",
+        nick = "missed"
+    )]
+    MISSED = 0b10,
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     location: Option<String>,
+    select: Select,
     track_policy: TrackPolicy,
     labels: String,
     source: BoxSource,
@@ -53,6 +70,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             location: None,
+            select: Select::UNCERTAIN,
             track_policy: TrackPolicy::All,
             labels: String::new(),
             source: BoxSource::Detections,
@@ -142,15 +160,21 @@ impl DetectionCapture {
         let plausible = |id: u32| id as usize <= detection_common::labels::MAX_CLASS_ID;
         let mut tracks = std::mem::take(&mut state.tracks.frame_tracks);
         tracks.clear();
-        let mut untracked = false;
+        let (mut untracked, mut missed) = (false, false);
         for b in boxes(buf, s.source, size).filter(|b| plausible(b.class_id)) {
-            let confidence = (!ground_truth).then_some(b.confidence as f32);
-            let qualifies =
-                wanted(b.label, b.class_id) && confidence.is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high);
-            match b.track_id {
-                Some(id) if qualifies => tracks.push((id, confidence)),
-                None if qualifies => untracked = true,
-                _ => {}
+            // A prediction is not a detection: no confidence, and only the missed policy looks at it.
+            let confidence = (!ground_truth && !b.missed).then_some(b.confidence as f32);
+            if b.missed {
+                missed |= s.select.contains(Select::MISSED) && wanted(b.label, b.class_id);
+            } else {
+                let qualifies = s.select.contains(Select::UNCERTAIN)
+                    && wanted(b.label, b.class_id)
+                    && confidence.is_none_or(|c| c >= s.uncertain_low && c <= s.uncertain_high);
+                match b.track_id {
+                    Some(id) if qualifies => tracks.push((id, confidence)),
+                    None if qualifies => untracked = true,
+                    _ => {}
+                }
             }
             out.push(SavedBox {
                 // A label is one line of labels.txt and XML text: no control characters.
@@ -158,9 +182,12 @@ impl DetectionCapture {
                 class_id: b.class_id,
                 confidence,
                 rect: b.rect,
+                missed: b.missed,
             });
         }
-        let keep = if out.is_empty() {
+        // A missed object is never one track's best frame to wait for: the frame is saved as it is.
+        untracked |= missed;
+        let keep = if out.is_empty() && s.select.contains(Select::UNCERTAIN) {
             // Negatives at a set rate, spread evenly.
             state.negative_credit += s.negative_rate;
             if state.negative_credit >= 1.0 {
@@ -170,7 +197,7 @@ impl DetectionCapture {
                 false
             }
         } else {
-            // A hard example: some box of a wanted class with a confidence in the uncertain band.
+            // A hard example: a box of a wanted class in the uncertain band, or a missed object.
             !tracks.is_empty() || untracked
         };
         state.tracks.frame_tracks = tracks;
@@ -371,6 +398,14 @@ impl ObjectImpl for DetectionCapture {
                     .default_value(1.0)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecFlags::builder::<Select>("select")
+                    .nick("Select")
+                    .blurb("Which frames to save: uncertain (a detection in the uncertain band, negatives at \
+                            negative-rate), missed (a tracked object the detector lost while its prediction is still \
+                            in the frame; needs detectiontrack hold-frames >= 1), or both (uncertain+missed)")
+                    .default_value(Select::UNCERTAIN)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("track-policy", TrackPolicy::All)
                     .nick("Track policy")
                     .blurb("For boxes with a track id (detectiontrack): save every chosen frame (all), each object \
@@ -472,6 +507,7 @@ impl ObjectImpl for DetectionCapture {
             "source" => s.source = v.get().expect("type checked upstream"),
             "every-n-frames" => s.every_n_frames = v.get().expect("type checked upstream"),
             "track-policy" => s.track_policy = v.get().expect("type checked upstream"),
+            "select" => s.select = v.get().expect("type checked upstream"),
             "min-interval" => s.min_interval = v.get().expect("type checked upstream"),
             "uncertain-low" => s.uncertain_low = v.get().expect("type checked upstream"),
             "uncertain-high" => s.uncertain_high = v.get().expect("type checked upstream"),
@@ -519,6 +555,7 @@ impl ObjectImpl for DetectionCapture {
             "source" => s.source.to_value(),
             "every-n-frames" => s.every_n_frames.to_value(),
             "track-policy" => s.track_policy.to_value(),
+            "select" => s.select.to_value(),
             "min-interval" => s.min_interval.to_value(),
             "uncertain-low" => s.uncertain_low.to_value(),
             "uncertain-high" => s.uncertain_high.to_value(),

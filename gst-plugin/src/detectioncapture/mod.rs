@@ -19,6 +19,7 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     tracks::TrackPolicy::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    imp::Select::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "detectioncapture",

@@ -30,6 +30,8 @@ pub struct SavedBox {
     pub confidence: Option<f32>,
     /// x, y, width, height in pixels.
     pub rect: (u32, u32, u32, u32),
+    /// The tracker's prediction where the detector found nothing: saved for review, not as a label.
+    pub missed: bool,
 }
 
 /// One frame to save: the buffer is only referenced (no copy) until the worker encodes it.
@@ -194,6 +196,7 @@ impl Encoder {
 /// The VOC annotation of sample `id` (its image is `id.jpg`).
 pub fn annotation_xml(id: &str, sample: &Sample) -> String {
     let annotation = Annotation {
+        pts: sample.buffer.pts().map(|t| t.nseconds()),
         filename: format!("{id}.jpg"),
         width: sample.info.width(),
         height: sample.info.height(),
@@ -203,6 +206,7 @@ pub fn annotation_xml(id: &str, sample: &Sample) -> String {
             .map(|b| {
                 let (x, y, bw, bh) = b.rect;
                 VocObject {
+                    review: b.missed.then(|| "missed".to_string()),
                     name: b.label.clone(),
                     xmin: x as f32,
                     ymin: y as f32,

@@ -84,6 +84,8 @@ impl State {
                     inference_pts: pts,
                     track_id: Some(t.id),
                     first_seen: self.first_seen.get(&t.id).copied(),
+                    // Held after a miss (not a frame the detector skipped).
+                    missed: min_missed > 0,
                 })
             })
             .collect()

@@ -81,6 +81,7 @@ impl Latest {
             inference_pts: self.pts,
             track_id: None,
             first_seen: None,
+            missed: false,
         });
         crate::roimeta::attach_detections(buf, detections);
     }

@@ -211,6 +211,7 @@ fn run(opts: &Options) -> Result<(usize, usize), String> {
         }
         // VOC corners are 1-based and inclusive.
         annotation.objects.extend(signs.iter().map(|b| VocObject {
+            review: None,
             name: opts.label.clone(),
             xmin: b[0].round() + 1.0,
             ymin: b[1].round() + 1.0,

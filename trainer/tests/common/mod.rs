@@ -88,10 +88,12 @@ pub fn write_voc(dir: &std::path::Path, n: usize, size: usize) {
         let t = targets[0];
         let s = size as f32;
         let a = Annotation {
+            pts: None,
             filename: format!("{id}.jpg"),
             width: size as u32,
             height: size as u32,
             objects: vec![VocObject {
+                review: None,
                 name: if t.class_id == 1 { "red".into() } else { "blue".into() },
                 xmin: t.bbox.x0 * s,
                 ymin: t.bbox.y0 * s,
@@ -162,6 +164,7 @@ pub fn write_shapes_voc(dir: &std::path::Path, n: usize, seed: u64, w: u32, h: u
                 }
             }
             objects.push(VocObject {
+                review: None,
                 name: names[class].into(),
                 xmin: x0.floor(),
                 ymin: y0.floor(),
@@ -174,6 +177,7 @@ pub fn write_shapes_voc(dir: &std::path::Path, n: usize, seed: u64, w: u32, h: u
         let id = format!("shapes-{seed}-{i:04}");
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
+            pts: None,
             filename: format!("{id}.jpg"),
             width: w,
             height: h,
