@@ -9,6 +9,8 @@ use gst::glib;
 
 pub const DETECTION: &str = "detection";
 pub const GROUND_TRUTH: &str = "ground-truth";
+/// Boxes of a second detector run beside the deployed one (`mobilenetdetect role=reference`, e.g. a teacher).
+pub const REFERENCE: &str = "reference";
 
 /// Which boxes a consumer element reads.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
@@ -20,6 +22,11 @@ pub enum BoxSource {
     Detections,
     #[enum_value(name = "Ground truth (detecttestsrc)", nick = "ground-truth")]
     GroundTruth,
+    #[enum_value(
+        name = "A reference detector's (mobilenetdetect role=reference, e.g. a teacher beside the deployed model)",
+        nick = "reference"
+    )]
+    Reference,
 }
 
 impl BoxSource {
@@ -27,6 +34,7 @@ impl BoxSource {
         match self {
             Self::Detections => DETECTION,
             Self::GroundTruth => GROUND_TRUTH,
+            Self::Reference => REFERENCE,
         }
     }
 }
@@ -92,10 +100,18 @@ pub struct NewDetection<'a> {
 /// Attaches a frame's detections: one ROI meta each and, with the `v1_24` feature, one GstAnalytics relation
 /// meta holding an object-detection Mtd per detection.
 pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator<Item = NewDetection<'a>> + Clone) {
-    for d in detections.clone() {
+    attach_boxes(buf, DETECTION, detections.clone());
+    #[cfg(feature = "v1_24")]
+    attach_analytics(buf, detections);
+}
+
+/// One ROI meta per box, its fields in a `structure` param (`DETECTION`, or `REFERENCE` for a second
+/// detector's boxes, which trackers, overlays and JSON writers leave alone).
+pub fn attach_boxes<'a>(buf: &mut gst::BufferRef, structure: &str, detections: impl Iterator<Item = NewDetection<'a>>) {
+    for d in detections {
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buf, &d.label, d.rect);
         meta.add_param(
-            gst::Structure::builder(DETECTION)
+            gst::Structure::builder(structure)
                 .field("label", d.label.as_ref())
                 .field("class-id", d.class_id)
                 .field("confidence", d.confidence as f64)
@@ -109,9 +125,13 @@ pub fn attach_detections<'a>(buf: &mut gst::BufferRef, detections: impl Iterator
                 .build(),
         );
     }
-    #[cfg(feature = "v1_24")]
+}
+
+/// With the `v1_24` feature: one GstAnalytics relation meta holding an object-detection Mtd per detection.
+#[cfg(feature = "v1_24")]
+fn attach_analytics<'a>(buf: &mut gst::BufferRef, detections: impl Iterator<Item = NewDetection<'a>>) {
+    use gst_analytics::prelude::*;
     {
-        use gst_analytics::prelude::*;
         let mut rmeta = gst_analytics::AnalyticsRelationMeta::add(buf);
         for d in detections {
             let Ok(od) = rmeta.add_od_mtd(

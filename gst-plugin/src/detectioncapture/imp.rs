@@ -39,13 +39,34 @@ pub enum Select {
                 with the predicted box marked <review>missed</review>, for a person to confirm",
         nick = "missed"
     )]
-    MISSED = 0b10,
+    MISSED = 0b010,
+    #[flags_value(
+        name = "The detector and a reference detector (mobilenetdetect role=reference) disagree: a box of one \
+                without a box of the same label in the other at IoU >= disagreement-iou; those boxes are saved \
+                marked <review>disagreement</review>",
+        nick = "disagreement"
+    )]
+    DISAGREEMENT = 0b100,
+}
+
+/// Intersection over union of two (x, y, width, height) rectangles.
+fn rect_iou(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f32 {
+    let bbox = |(x, y, w, h): (u32, u32, u32, u32)| {
+        detection_common::BBox::new(
+            x as f32,
+            y as f32,
+            x.saturating_add(w) as f32,
+            y.saturating_add(h) as f32,
+        )
+    };
+    bbox(a).iou(&bbox(b))
 }
 
 #[derive(Debug, Clone)]
 struct Settings {
     location: Option<String>,
     select: Select,
+    disagreement_iou: f32,
     track_policy: TrackPolicy,
     labels: String,
     source: BoxSource,
@@ -71,6 +92,7 @@ impl Default for Settings {
         Self {
             location: None,
             select: Select::UNCERTAIN,
+            disagreement_iou: 0.5,
             track_policy: TrackPolicy::All,
             labels: String::new(),
             source: BoxSource::Detections,
@@ -108,6 +130,8 @@ struct State {
     live: Option<bool>,
     /// What the track policy remembers.
     tracks: TrackMemory,
+    /// The reference detector's boxes of the current frame (kept to reuse its allocation).
+    reference: Vec<SavedBox>,
 }
 
 #[derive(Default)]
@@ -182,8 +206,42 @@ impl DetectionCapture {
                 class_id: b.class_id,
                 confidence,
                 rect: b.rect,
-                missed: b.missed,
+                review: b.missed.then_some("missed"),
             });
+        }
+        if s.select.contains(Select::DISAGREEMENT) && s.source != BoxSource::Reference {
+            let mut reference = std::mem::take(&mut state.reference);
+            reference.clear();
+            reference.extend(
+                boxes(buf, BoxSource::Reference, size)
+                    .filter(|b| plausible(b.class_id) && wanted(b.label, b.class_id))
+                    .map(|b| SavedBox {
+                        label: detection_common::labels::clean_label(b.label, b.class_id as usize),
+                        class_id: b.class_id,
+                        confidence: Some(b.confidence as f32),
+                        rect: b.rect,
+                        review: Some("disagreement"),
+                    }),
+            );
+            // By label, not class id: the two models may number their classes differently.
+            let agree =
+                |a: &SavedBox, b: &SavedBox| a.label == b.label && rect_iou(a.rect, b.rect) >= s.disagreement_iou;
+            let mut disputed = false;
+            for o in out.iter_mut().filter(|o| o.review.is_none()) {
+                if wanted(&o.label, o.class_id) && !reference.iter().any(|r| agree(o, r)) {
+                    o.review = Some("disagreement");
+                    disputed = true;
+                }
+            }
+            for r in reference.drain(..) {
+                if !out.iter().any(|o| o.review != Some("missed") && agree(o, &r)) {
+                    out.push(r);
+                    disputed = true;
+                }
+            }
+            state.reference = reference;
+            // A disputed frame is saved as it is, like an untracked hard example.
+            untracked |= disputed;
         }
         // A missed object is never one track's best frame to wait for: the frame is saved as it is.
         untracked |= missed;
@@ -402,8 +460,18 @@ impl ObjectImpl for DetectionCapture {
                     .nick("Select")
                     .blurb("Which frames to save: uncertain (a detection in the uncertain band, negatives at \
                             negative-rate), missed (a tracked object the detector lost while its prediction is still \
-                            in the frame; needs detectiontrack hold-frames >= 1), or both (uncertain+missed)")
+                            in the frame; needs detectiontrack hold-frames >= 1), disagreement (the detector and a \
+                            mobilenetdetect role=reference disagree), or several (uncertain+missed)")
                     .default_value(Select::UNCERTAIN)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("disagreement-iou")
+                    .nick("Disagreement IoU")
+                    .blurb("select=disagreement: boxes of the detector and the reference detector with the same label \
+                            agree when they overlap at least this much (intersection over union)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.5)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("track-policy", TrackPolicy::All)
@@ -508,6 +576,7 @@ impl ObjectImpl for DetectionCapture {
             "every-n-frames" => s.every_n_frames = v.get().expect("type checked upstream"),
             "track-policy" => s.track_policy = v.get().expect("type checked upstream"),
             "select" => s.select = v.get().expect("type checked upstream"),
+            "disagreement-iou" => s.disagreement_iou = v.get().expect("type checked upstream"),
             "min-interval" => s.min_interval = v.get().expect("type checked upstream"),
             "uncertain-low" => s.uncertain_low = v.get().expect("type checked upstream"),
             "uncertain-high" => s.uncertain_high = v.get().expect("type checked upstream"),
@@ -556,6 +625,7 @@ impl ObjectImpl for DetectionCapture {
             "every-n-frames" => s.every_n_frames.to_value(),
             "track-policy" => s.track_policy.to_value(),
             "select" => s.select.to_value(),
+            "disagreement-iou" => s.disagreement_iou.to_value(),
             "min-interval" => s.min_interval.to_value(),
             "uncertain-low" => s.uncertain_low.to_value(),
             "uncertain-high" => s.uncertain_high.to_value(),
@@ -689,6 +759,7 @@ impl BaseTransformImpl for DetectionCapture {
             classes: parse_class_list(&s.classes),
             live: None,
             tracks: TrackMemory::default(),
+            reference: Vec::new(),
         });
         Ok(())
     }

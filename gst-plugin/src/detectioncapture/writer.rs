@@ -30,8 +30,9 @@ pub struct SavedBox {
     pub confidence: Option<f32>,
     /// x, y, width, height in pixels.
     pub rect: (u32, u32, u32, u32),
-    /// The tracker's prediction where the detector found nothing: saved for review, not as a label.
-    pub missed: bool,
+    /// Why a person must look at this box before it is a label (`missed`: the tracker's prediction where the
+    /// detector found nothing; `disagreement`: one detector's box the other lacks).
+    pub review: Option<&'static str>,
 }
 
 /// One frame to save: the buffer is only referenced (no copy) until the worker encodes it.
@@ -206,7 +207,7 @@ pub fn annotation_xml(id: &str, sample: &Sample) -> String {
             .map(|b| {
                 let (x, y, bw, bh) = b.rect;
                 VocObject {
-                    review: b.missed.then(|| "missed".to_string()),
+                    review: b.review.map(str::to_string),
                     name: b.label.clone(),
                     xmin: x as f32,
                     ymin: y as f32,

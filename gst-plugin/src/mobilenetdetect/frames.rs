@@ -56,6 +56,8 @@ pub(super) struct Latest {
     pub(super) labels: LabelNames,
     /// The request they came from: in live mode an older result never replaces a newer one.
     id: Option<u64>,
+    /// Attached as the pipeline's detections, or as a reference model's boxes (`role=reference`).
+    pub(super) reference: bool,
 }
 
 impl Latest {
@@ -83,7 +85,11 @@ impl Latest {
             first_seen: None,
             missed: false,
         });
-        crate::roimeta::attach_detections(buf, detections);
+        if self.reference {
+            crate::roimeta::attach_boxes(buf, crate::roimeta::REFERENCE, detections);
+        } else {
+            crate::roimeta::attach_detections(buf, detections);
+        }
     }
 }
 
@@ -141,6 +147,7 @@ impl Frames {
                 pts: None,
                 labels,
                 id: None,
+                reference: false,
             },
             metrics,
         })

@@ -281,10 +281,11 @@ impl ObjectImpl for MobilenetDetect {
             }
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             // Take effect at the next start.
-            "inflight" | "mode" => {
+            "inflight" | "mode" | "role" => {
                 reload = false;
                 match pspec.name() {
                     "inflight" => settings.inflight = value.get().expect("type checked upstream"),
+                    "role" => settings.role = value.get().expect("type checked upstream"),
                     _ => settings.mode = value.get().expect("type checked upstream"),
                 }
             }
@@ -352,6 +353,7 @@ impl ObjectImpl for MobilenetDetect {
             "threads" => s.threads.to_value(),
             "inflight" => s.inflight.to_value(),
             "mode" => s.mode.to_value(),
+            "role" => s.role.to_value(),
             "resize" => s.resize.to_value(),
             "score-threshold" => s.score_threshold.to_value(),
             "iou-threshold" => s.iou_threshold.to_value(),
@@ -426,7 +428,7 @@ impl BaseTransformImpl for MobilenetDetect {
             .map(Duration::from_millis)
             .unwrap_or_default();
         let labels = label_names(&model);
-        let frames = Frames::new(
+        let mut frames = Frames::new(
             settings.inflight.max(1) as usize,
             added_delay,
             labels.clone(),
@@ -438,6 +440,7 @@ impl BaseTransformImpl for MobilenetDetect {
                 ["cannot start the inference threads: {}", e]
             )
         })?;
+        frames.latest.reference = settings.role == RoleChoice::Reference;
         gst::info!(
             CAT,
             imp = self,

@@ -14,7 +14,7 @@ mod stream;
 
 pub use settings::{
     BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice,
-    ResizeChoice, ScoreActivationChoice,
+    ResizeChoice, RoleChoice, ScoreActivationChoice,
 };
 
 /// Name of the element messages with the detections of a frame.
@@ -36,6 +36,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         ChannelOrderChoice::static_type(),
         ResizeChoice::static_type(),
         ModeChoice::static_type(),
+        RoleChoice::static_type(),
         crate::roimeta::BoxSource::static_type(),
     ] {
         enum_type.mark_as_plugin_api(gst::PluginAPIFlags::empty());

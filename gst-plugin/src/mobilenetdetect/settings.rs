@@ -81,6 +81,25 @@ impl ResizeChoice {
     }
 }
 
+/// Whose boxes the element's are.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstMobilenetDetectRole")]
+pub enum RoleChoice {
+    #[default]
+    #[enum_value(
+        name = "Detector: its boxes are the detections that trackers, overlays, JSON and captures read",
+        nick = "detector"
+    )]
+    Detector,
+    #[enum_value(
+        name = "Reference: a second model beside the deployed one (e.g. a teacher); its boxes are attached as \
+                'reference' and read only where asked for (detectioncapture select=disagreement, source=reference)",
+        nick = "reference"
+    )]
+    Reference,
+}
+
 /// How frames and inference keep pace with each other.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
 #[repr(u32)]
@@ -125,6 +144,7 @@ pub(super) struct Settings {
     pub(super) threads: u32,
     pub(super) inflight: u32,
     pub(super) mode: ModeChoice,
+    pub(super) role: RoleChoice,
     pub(super) resize: ResizeChoice,
     pub(super) score_threshold: f32,
     pub(super) iou_threshold: f32,
@@ -163,6 +183,7 @@ impl Default for Settings {
             threads: 0,
             inflight: DEFAULT_INFLIGHT,
             mode: ModeChoice::InOrder,
+            role: RoleChoice::Detector,
             resize: Default::default(),
             score_threshold: DEFAULT_SCORE_THRESHOLD,
             iou_threshold: DEFAULT_IOU_THRESHOLD,
@@ -313,6 +334,11 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .minimum(1)
             .maximum(MAX_INFLIGHT)
             .default_value(DEFAULT_INFLIGHT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("role", RoleChoice::Detector)
+            .nick("Role")
+            .blurb("detector: the pipeline's detections; reference: a second model run beside the deployed one (e.g. a teacher), its boxes attached as 'reference' for detectioncapture select=disagreement or source=reference")
             .mutable_ready()
             .build(),
         glib::ParamSpecEnum::builder_with_default("mode", ModeChoice::InOrder)
