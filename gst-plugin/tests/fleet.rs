@@ -12,7 +12,7 @@ use gst::prelude::*;
 use mobilenetdetect_testkit::servers::{Broker, S3Server};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,34 +94,14 @@ fn produced_frames(dir: &Path) -> Vec<u64> {
     last.map(|last| (0..=last).collect()).unwrap_or_default()
 }
 
-fn trainer() -> PathBuf {
-    let exe = std::env::var_os("MOBILENETDETECT_TRAINER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let deps = std::env::current_exe().unwrap();
-            deps.parent().unwrap().parent().unwrap().join("mobilenet-trainer")
-        });
-    assert!(
-        exe.is_file(),
-        "build the trainer first (cargo build -p mobilenet-trainer): {}",
-        exe.display()
-    );
-    exe
-}
-
 fn run_trainer(args: &[&str], s3: &S3Server, cache: &Path) -> String {
-    let out = Command::new(trainer())
-        .args(args)
-        .envs(s3.env())
-        .env("XDG_CACHE_HOME", cache)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = mobilenetdetect_testkit::output(
+        Command::new(mobilenetdetect_testkit::trainer_binary())
+            .args(args)
+            .envs(s3.env())
+            .env("XDG_CACHE_HOME", cache),
     );
-    assert!(out.status.success(), "mobilenet-trainer {args:?}:\n{text}");
+    assert_eq!(code, 0, "mobilenet-trainer {args:?}:\n{text}");
     text
 }
 

@@ -15,17 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-fn trainer() -> PathBuf {
-    let exe = std::env::var_os("MOBILENETDETECT_TRAINER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let deps = std::env::current_exe().unwrap();
-            deps.parent().unwrap().parent().unwrap().join("mobilenet-trainer")
-        });
-    assert!(exe.is_file(), "build the trainer first: {}", exe.display());
-    exe
-}
-
 /// Trains a detector on `data` for `epochs` (160 px, ImageNet start, seed 1); returns its model.onnx.
 fn train(data: &Path, out: &Path, epochs: usize) -> PathBuf {
     run_trainer(&[
@@ -81,13 +70,9 @@ fn record_at<T: Send + 'static>(
 }
 
 fn run_trainer(args: &[&str]) -> String {
-    let out = Command::new(trainer()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "mobilenet-trainer {args:?}:\n{text}");
+    let (code, text) =
+        mobilenetdetect_testkit::output(Command::new(mobilenetdetect_testkit::trainer_binary()).args(args));
+    assert_eq!(code, 0, "mobilenet-trainer {args:?}:\n{text}");
     text
 }
 

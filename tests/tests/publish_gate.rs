@@ -8,6 +8,7 @@ use detection_common::voc::{Annotation, VocObject, write_annotation};
 use detection_storage::{Bucket, Overrides};
 use mobilenetdetect_testkit::models::{ImageInput, blob_detector_model, decoded_model};
 use mobilenetdetect_testkit::servers::S3Server;
+use mobilenetdetect_testkit::{output, trainer_binary};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,33 +18,11 @@ fn repo() -> PathBuf {
     manifest.parent().unwrap().to_path_buf()
 }
 
-fn trainer() -> PathBuf {
-    let exe = std::env::var_os("MOBILENETDETECT_TRAINER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let deps = std::env::current_exe().unwrap();
-            deps.parent().unwrap().parent().unwrap().join("mobilenet-trainer")
-        });
-    assert!(exe.is_file(), "build the trainer first: {}", exe.display());
-    exe
-}
-
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mobilenetdetect-gate-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Exit status and stdout + stderr.
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// A regression set the blob detector is good at: `n` 320x240 images, each with one white disc on black whose
@@ -127,10 +106,12 @@ fn publish_refuses_a_worse_or_relabelled_model_and_lets_an_equal_one_through() {
         std::fs::write(d.join(name), bytes).unwrap();
     }
     let trainer = |args: &[&str]| {
-        run(Command::new(trainer())
-            .args(args)
-            .envs(s3.env())
-            .env("XDG_CACHE_HOME", d.join("cache")))
+        output(
+            Command::new(trainer_binary())
+                .args(args)
+                .envs(s3.env())
+                .env("XDG_CACHE_HOME", d.join("cache")),
+        )
     };
     let model = |name: &str| d.join(name).display().to_string();
     let gate = regression.display().to_string();
@@ -246,7 +227,7 @@ fn retrain_with_a_gate_keeps_the_running_model_when_the_new_one_is_worse() {
     let running = d.join("running.onnx");
     let before = blob_detector_model(320, 240, "ball");
     std::fs::write(&running, &before).unwrap();
-    let (code, out) = run(Command::new(repo().join("pipelines/retrain")).args([
+    let (code, out) = output(Command::new(repo().join("pipelines/retrain")).args([
         "--data",
         data.to_str().unwrap(),
         "--model",

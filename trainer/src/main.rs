@@ -432,12 +432,8 @@ fn main() -> ExitCode {
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            let merged = match open_data(&data, false) {
+            let (merged, samples) = match open_split(&data, split) {
                 Ok(m) => m,
-                Err(code) => return code,
-            };
-            let samples = match split.samples(&merged) {
-                Ok(s) => s,
                 Err(code) => return code,
             };
             let result =
@@ -547,12 +543,8 @@ fn main() -> ExitCode {
             tolerance,
             json,
         } => {
-            let merged = match open_data(&data, false) {
+            let (merged, samples) = match open_split(&data, split) {
                 Ok(m) => m,
-                Err(code) => return code,
-            };
-            let samples = match split.samples(&merged) {
-                Ok(s) => s,
                 Err(code) => return code,
             };
             match Comparison::run(&baseline, &candidate, &samples, &merged.labels) {
@@ -653,6 +645,13 @@ impl SplitChoice {
         }
         Ok(samples)
     }
+}
+
+/// The datasets and the images of `split` in them (`eval`, `compare`).
+fn open_split(data: &[PathBuf], split: SplitChoice) -> Result<(Merged, Vec<Sample>), ExitCode> {
+    let merged = open_data(data, false)?;
+    let samples = split.samples(&merged)?;
+    Ok((merged, samples))
 }
 
 /// `--data` with s3:// prefixes mirrored into local folders.
