@@ -10,6 +10,7 @@
 
 pub mod assignment;
 pub mod boxes;
+pub mod cvat;
 pub mod files;
 pub mod jsonline;
 pub mod labels;

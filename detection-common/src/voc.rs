@@ -29,6 +29,8 @@ pub struct VocObject {
 pub struct Annotation {
     /// The captured frame's presentation time in nanoseconds, when the capture knew it.
     pub pts: Option<u64>,
+    /// A person has reviewed the boxes (written by `mobilenet-trainer review import-cvat`).
+    pub reviewed: bool,
     pub filename: String,
     pub width: u32,
     pub height: u32,
@@ -162,6 +164,7 @@ pub fn parse_annotation(xml: &str, file: &Path) -> Result<Annotation, Problem> {
     }
     Ok(Annotation {
         pts: text(root, "pts").and_then(|t| t.parse().ok()),
+        reviewed: text(root, "reviewed") == Some("1"),
         filename,
         width: width as u32,
         height: height as u32,
@@ -195,6 +198,9 @@ pub fn write_annotation(a: &Annotation) -> String {
     );
     if let Some(pts) = a.pts {
         s.push_str(&format!("  <pts>{pts}</pts>\n"));
+    }
+    if a.reviewed {
+        s.push_str("  <reviewed>1</reviewed>\n");
     }
     for o in &a.objects {
         s.push_str(&format!(
@@ -397,6 +403,7 @@ mod tests {
     fn ann() -> Annotation {
         Annotation {
             pts: Some(33_366_666),
+            reviewed: true,
             filename: "a & b.jpg".into(),
             width: 64,
             height: 48,

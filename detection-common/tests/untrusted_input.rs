@@ -111,6 +111,7 @@ proptest! {
     ) {
         let a = Annotation {
             pts: None,
+            reviewed: false,
             filename,
             width: 100,
             height: 80,

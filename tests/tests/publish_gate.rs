@@ -50,6 +50,7 @@ fn write_balls(dir: &Path, n: usize) {
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
             pts: None,
+            reviewed: false,
             filename: format!("{id}.jpg"),
             width: 320,
             height: 240,

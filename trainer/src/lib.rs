@@ -23,6 +23,7 @@ pub mod pretrained;
 pub mod progress;
 pub mod relabel;
 pub mod remote;
+pub mod review;
 pub mod score;
 pub mod snapshot;
 pub mod step;

@@ -25,6 +25,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ReviewAction {
+    /// Write every sample's boxes (with their confidence and review marks as attributes) into one CVAT file;
+    /// samples awaiting review first. Upload the folder's JPEGImages/ to a CVAT task and import the file there.
+    ExportCvat {
+        /// A Pascal VOC folder.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Read a reviewed CVAT for images 1.1 file back: samples whose boxes changed are rewritten (marked
+    /// <reviewed>1</reviewed>), untouched ones stay as they are. Clear a box's review attribute to confirm it.
+    ImportCvat {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once: size does not matter
 enum Command {
     /// Accuracy of a pipeline run: mAP@0.5 (VOC, all-point) and mAP@[.5:.95] from two detectionjson logs of the
@@ -144,6 +165,11 @@ enum Command {
         /// the training records what it used in OUT/snapshot.json.
         #[arg(long)]
         snapshot: Option<PathBuf>,
+    },
+    /// Review captures in CVAT: export a folder as a "CVAT for images 1.1" file, import the reviewed file back.
+    Review {
+        #[command(subcommand)]
+        action: ReviewAction,
     },
     /// Record exactly which samples a dataset holds (name, SHA-256 of image and annotation, labels) for
     /// `train --snapshot`; exported models carry the id of the snapshot they were trained on.
@@ -563,6 +589,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Review { action } => {
+            let result = match action {
+                ReviewAction::ExportCvat { data, output } => mobilenet_trainer::review::export_cvat(&data, &output)
+                    .map(|n| format!("wrote {n} images' boxes to {}", output.display())),
+                ReviewAction::ImportCvat { data, input } => {
+                    mobilenet_trainer::review::import_cvat(&data, &input).map(|r| {
+                        format!(
+                            "{} samples changed (marked reviewed), {} unchanged",
+                            r.changed, r.unchanged
+                        )
+                    })
+                }
+            };
+            match result {
+                Ok(line) => {
+                    eprintln!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

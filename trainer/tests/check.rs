@@ -17,6 +17,7 @@ fn dataset(name: &str, labels: &str, n: usize) -> PathBuf {
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
             pts: None,
+            reviewed: false,
             filename: format!("{id}.jpg"),
             width: 32,
             height: 24,
@@ -62,8 +63,15 @@ fn healthy_datasets_merge_and_report_counts() {
     assert!(out.contains("30 images"), "{out}");
     assert!(out.contains("no ImageSets: split by a hash"), "{out}");
     let stop = out.lines().find(|l| l.contains(" stop ")).unwrap();
-    let nums: Vec<usize> = stop.split_whitespace().skip(2).map(|v| v.parse().unwrap()).collect();
+    // id, class, train, val, test, share.
+    let nums: Vec<usize> = stop
+        .split_whitespace()
+        .skip(2)
+        .take(3)
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert_eq!(nums.iter().sum::<usize>(), 30, "{stop}");
+    assert!(stop.ends_with('%'), "{stop}");
     assert!(out.contains("speed-limit"), "labels merged: {out}");
 }
 

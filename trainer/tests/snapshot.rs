@@ -4,23 +4,9 @@
 
 mod common;
 use std::path::Path;
-use std::process::Command;
-
-fn trainer(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 fn train(data: &Path, out: &Path, snapshot: &Path) -> (i32, String) {
-    trainer(&[
+    common::trainer(&[
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -50,7 +36,7 @@ fn a_training_pinned_to_a_snapshot_uses_exactly_its_samples_and_its_model_says_w
     let data = root.join("data");
     common::write_voc(&data, 30, 96);
     let pinned = root.join("S.json");
-    let (code, log) = trainer(&[
+    let (code, log) = common::trainer(&[
         "snapshot",
         "--data",
         data.to_str().unwrap(),
@@ -82,7 +68,7 @@ fn a_training_pinned_to_a_snapshot_uses_exactly_its_samples_and_its_model_says_w
     let model = std::fs::read(out.join("model.onnx")).unwrap();
     assert!(model.windows(id.len()).any(|w| w == id.as_bytes()));
     let exported = root.join("exported.onnx");
-    let (code, log) = trainer(&[
+    let (code, log) = common::trainer(&[
         "export",
         "--checkpoint",
         out.join("best.bpk").to_str().unwrap(),
@@ -128,11 +114,11 @@ fn check_reports_class_shares_and_warns_about_rare_classes() {
     let _ = std::fs::remove_dir_all(&root);
     common::write_voc(&root, 20, 64);
     // Ten red and ten blue squares: 50 % each.
-    let (code, out) = trainer(&["check", "--data", root.to_str().unwrap()]);
+    let (code, out) = common::trainer(&["check", "--data", root.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("share") && out.contains("50.0%"), "{out}");
     assert!(!out.contains("warning:"), "{out}");
-    let (code, out) = trainer(&["check", "--data", root.to_str().unwrap(), "--min-class-share", "0.6"]);
+    let (code, out) = common::trainer(&["check", "--data", root.to_str().unwrap(), "--min-class-share", "0.6"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("warning: class").count(), 2, "{out}");
     let _ = std::fs::remove_dir_all(&root);

@@ -22,7 +22,7 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
         c.args(["--init", "scratch"]);
     }
     c.args(extra);
-    output(&mut c)
+    common::output(&mut c)
 }
 
 #[test]
@@ -169,23 +169,6 @@ fn kill_9_mid_epoch_loses_at_most_that_epoch() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-fn run(args: &[&str]) -> (i32, String) {
-    output(Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer")).args(args))
-}
-
-/// Exit code and everything the command printed.
-fn output(c: &mut Command) -> (i32, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
 #[test]
 fn damaged_checkpoints_and_foreign_models_are_errors_naming_the_file() {
     let root = std::env::temp_dir().join(format!("trainer-damaged-{}", std::process::id()));
@@ -241,7 +224,7 @@ fn damaged_checkpoints_and_foreign_models_are_errors_naming_the_file() {
                 root.join("x.onnx").to_str().unwrap(),
             ],
         ] {
-            let (code, log) = run(&args);
+            let (code, log) = common::trainer(&args);
             assert!(code == 1 || code == 2, "{name} {args:?}: exit {code}: {log}");
             assert!(
                 log.contains(name) && !log.contains("panicked"),
@@ -308,7 +291,7 @@ fn devices_missing_from_the_build_are_refused_with_the_build_command() {
         ("--device", "wgpu", "--features wgpu"),
         ("--cache-device", "tpu", "expected cpu, wgpu or libtorch"),
     ] {
-        let (code, log) = run(&[
+        let (code, log) = common::trainer(&[
             "train",
             "--data",
             "/nonexistent/captures",

@@ -198,6 +198,7 @@ impl Encoder {
 pub fn annotation_xml(id: &str, sample: &Sample) -> String {
     let annotation = Annotation {
         pts: sample.buffer.pts().map(|t| t.nseconds()),
+        reviewed: false,
         filename: format!("{id}.jpg"),
         width: sample.info.width(),
         height: sample.info.height(),

@@ -89,6 +89,7 @@ pub fn write_voc(dir: &std::path::Path, n: usize, size: usize) {
         let s = size as f32;
         let a = Annotation {
             pts: None,
+            reviewed: false,
             filename: format!("{id}.jpg"),
             width: size as u32,
             height: size as u32,
@@ -178,6 +179,7 @@ pub fn write_shapes_voc(dir: &std::path::Path, n: usize, seed: u64, w: u32, h: u
         img.save(dir.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
         let a = Annotation {
             pts: None,
+            reviewed: false,
             filename: format!("{id}.jpg"),
             width: w,
             height: h,
@@ -194,4 +196,22 @@ pub fn onnx_session(model: &[u8]) -> ort::session::Session {
         .unwrap()
         .commit_from_memory(model)
         .unwrap()
+}
+
+/// Exit code (-1 when killed by a signal) and everything the command printed, stdout first.
+pub fn output(c: &mut std::process::Command) -> (i32, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// `mobilenet-trainer ARGS`: its exit code and everything it printed.
+pub fn trainer(args: &[&str]) -> (i32, String) {
+    output(std::process::Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer")).args(args))
 }
