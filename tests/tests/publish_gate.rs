@@ -149,6 +149,21 @@ fn publish_refuses_a_worse_or_relabelled_model_and_lets_an_equal_one_through() {
         "{out}"
     );
     assert_eq!(v["passes"], false);
+    // A model that lacks the data's class cannot be scored: the error names both label lists.
+    let (code, out) = trainer(&[
+        "compare",
+        "--baseline",
+        &model("good.onnx"),
+        "--candidate",
+        &model("relabelled.onnx"),
+        "--data",
+        &gate,
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("has the labels [person]") && out.contains("has [ball]"),
+        "{out}"
+    );
 
     let bucket = Bucket::open_url(
         &detection_storage::S3Url::parse("s3://fleet/models").unwrap(),

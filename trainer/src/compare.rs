@@ -54,14 +54,20 @@ impl Comparison {
     /// Runs both models (checkpoints or ONNX files, on the CPU) over `samples`.
     pub fn run(baseline: &Path, candidate: &Path, samples: &[Sample], labels: &Labels) -> Result<Self, String> {
         let device = crate::device::cpu();
-        let score = |path: &Path, role: &str| -> Result<(Report, Labels), String> {
+        let (mut baseline_detector, mut candidate_detector) =
+            (Detector::open(baseline, &device)?, Detector::open(candidate, &device)?);
+        let (baseline_labels, candidate_labels) =
+            (baseline_detector.labels().clone(), candidate_detector.labels().clone());
+        let score = |detector: &mut Detector, path: &Path, role: &str| {
             eprintln!("scoring the {role} {} on {} images", path.display(), samples.len());
-            let mut detector = Detector::open(path, &device)?;
-            let report = evaluate_samples(&mut detector, samples, labels)?;
-            Ok((report, detector.labels().clone()))
+            evaluate_samples(detector, samples, labels).map_err(|e| {
+                // A model that cannot even be scored on the data: its label list is the news, if it differs.
+                let (b, c) = (baseline.display().to_string(), candidate.display().to_string());
+                labels_mismatch(&baseline_labels, &b, &candidate_labels, &c).unwrap_or(e)
+            })
         };
-        let (baseline_report, baseline_labels) = score(baseline, "baseline")?;
-        let (candidate_report, candidate_labels) = score(candidate, "candidate")?;
+        let baseline_report = score(&mut baseline_detector, baseline, "baseline")?;
+        let candidate_report = score(&mut candidate_detector, candidate, "candidate")?;
         Ok(Self {
             baseline: baseline_report,
             candidate: candidate_report,
