@@ -37,6 +37,13 @@ pub struct Annotation {
     pub objects: Vec<VocObject>,
 }
 
+impl Annotation {
+    /// Whether a box is marked for review (`<review>`): not a label until a person has looked.
+    pub fn awaits_review(&self) -> bool {
+        self.objects.iter().any(|o| o.review.is_some())
+    }
+}
+
 /// A problem in a dataset, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {

@@ -231,6 +231,16 @@ pub fn boxes(
         })
 }
 
+/// A pixel rectangle (x, y, width, height) as corners.
+pub fn rect_bbox((x, y, w, h): (u32, u32, u32, u32)) -> BBox {
+    BBox::new(
+        x as f32,
+        y as f32,
+        x.saturating_add(w) as f32,
+        y.saturating_add(h) as f32,
+    )
+}
+
 /// `rect` (x, y, width, height) intersected with a `width` x `height` frame; `None` when nothing is left.
 pub fn clip_rect((x, y, w, h): (u32, u32, u32, u32), width: u32, height: u32) -> Option<(u32, u32, u32, u32)> {
     let (x1, y1) = (x.saturating_add(w).min(width), y.saturating_add(h).min(height));

@@ -41,10 +41,8 @@ pub fn open_all(dirs: &[PathBuf]) -> Result<Merged, Problem> {
             merged.labels = ds.labels.clone();
         }
         merged.folders.push((dir.clone(), ds.has_image_sets));
-        let (waiting, ready): (Vec<Sample>, Vec<Sample>) = ds
-            .samples
-            .into_iter()
-            .partition(|s| s.annotation.objects.iter().any(|o| o.review.is_some()));
+        let (waiting, ready): (Vec<Sample>, Vec<Sample>) =
+            ds.samples.into_iter().partition(|s| s.annotation.awaits_review());
         merged.samples.extend(ready);
         merged.awaiting_review.extend(waiting);
         merged.problems.extend(ds.problems);

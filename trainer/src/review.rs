@@ -27,7 +27,7 @@ fn open(data: &Path) -> Result<Dataset, String> {
 pub fn export_cvat(data: &Path, output: &Path) -> Result<usize, String> {
     let dataset = open(data)?;
     let mut samples: Vec<_> = dataset.samples.iter().collect();
-    samples.sort_by_key(|s| (!s.annotation.objects.iter().any(|o| o.review.is_some()), s.id.clone()));
+    samples.sort_by_key(|s| (!s.annotation.awaits_review(), s.id.clone()));
     let images: Vec<CvatImage> = samples
         .iter()
         .map(|s| CvatImage {

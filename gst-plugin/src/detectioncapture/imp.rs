@@ -1,4 +1,5 @@
 use super::destination::{Destination, ElementReport, SampleWriter};
+use super::selection::{Select, mark_disagreements};
 use super::tracks::{TrackMemory, TrackPolicy};
 use super::upload::{BucketWriter, SpoolChoice};
 use super::writer::{DatasetWriter, Sample, SavedBox};
@@ -25,42 +26,6 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const FORMATS: &[gst_video::VideoFormat] = &crate::video::FORMATS;
 const DEFAULT_SPOOL_SIZE: u64 = 1 << 30;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 30_000;
-
-/// Which frames are hard examples worth saving.
-#[glib::flags(name = "GstDetectionCaptureSelect")]
-pub enum Select {
-    #[flags_value(
-        name = "A box of a wanted class with a confidence in the uncertain band (and negatives at negative-rate)",
-        nick = "uncertain"
-    )]
-    UNCERTAIN = 0b01,
-    #[flags_value(
-        name = "A tracked object the detector did not find (detectiontrack hold-frames >= 1 predicts it): saved \
-                with the predicted box marked <review>missed</review>, for a person to confirm",
-        nick = "missed"
-    )]
-    MISSED = 0b010,
-    #[flags_value(
-        name = "The detector and a reference detector (mobilenetdetect role=reference) disagree: a box of one \
-                without a box of the same label in the other at IoU >= disagreement-iou; those boxes are saved \
-                marked <review>disagreement</review>",
-        nick = "disagreement"
-    )]
-    DISAGREEMENT = 0b100,
-}
-
-/// Intersection over union of two (x, y, width, height) rectangles.
-fn rect_iou(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f32 {
-    let bbox = |(x, y, w, h): (u32, u32, u32, u32)| {
-        detection_common::BBox::new(
-            x as f32,
-            y as f32,
-            x.saturating_add(w) as f32,
-            y.saturating_add(h) as f32,
-        )
-    };
-    bbox(a).iou(&bbox(b))
-}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -223,22 +188,9 @@ impl DetectionCapture {
                         review: Some("disagreement"),
                     }),
             );
-            // By label, not class id: the two models may number their classes differently.
-            let agree =
-                |a: &SavedBox, b: &SavedBox| a.label == b.label && rect_iou(a.rect, b.rect) >= s.disagreement_iou;
-            let mut disputed = false;
-            for o in out.iter_mut().filter(|o| o.review.is_none()) {
-                if wanted(&o.label, o.class_id) && !reference.iter().any(|r| agree(o, r)) {
-                    o.review = Some("disagreement");
-                    disputed = true;
-                }
-            }
-            for r in reference.drain(..) {
-                if !out.iter().any(|o| o.review != Some("missed") && agree(o, &r)) {
-                    out.push(r);
-                    disputed = true;
-                }
-            }
+            let disputed = mark_disagreements(out, &mut reference, s.disagreement_iou, |b| {
+                wanted(&b.label, b.class_id)
+            });
             state.reference = reference;
             // A disputed frame is saved as it is, like an untracked hard example.
             untracked |= disputed;

@@ -8,6 +8,7 @@ use gst::prelude::*;
 
 mod destination;
 mod imp;
+mod selection;
 mod tracks;
 mod upload;
 mod writer;
@@ -19,7 +20,7 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     tracks::TrackPolicy::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
-    imp::Select::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    selection::Select::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "detectioncapture",

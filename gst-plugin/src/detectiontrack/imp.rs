@@ -1,5 +1,4 @@
-use crate::roimeta::{NewDetection, attach_detections, take_detections};
-use detection_common::BBox;
+use crate::roimeta::{NewDetection, attach_detections, rect_bbox, take_detections};
 use detection_common::track::{TrackInput, TrackState, Tracker, TrackerConfig};
 use gst::glib;
 use gst::prelude::*;
@@ -398,11 +397,10 @@ impl BaseTransformImpl for DetectionTrack {
         } else {
             state.inputs.clear();
             for d in &detections {
-                let (x, y, w, h) = d.rect;
                 state.inputs.push(TrackInput {
                     class_id: d.class_id,
                     score: d.confidence,
-                    bbox: BBox::new(x as f32, y as f32, (x + w) as f32, (y + h) as f32),
+                    bbox: rect_bbox(d.rect),
                 });
                 state.labels.entry(d.class_id).or_insert_with(|| d.label.to_string());
             }
