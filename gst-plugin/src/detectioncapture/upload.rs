@@ -385,14 +385,15 @@ impl<R: UploadReport> Uploader<R> {
                         self.report.recovered(in_a_row);
                         in_a_row = 0;
                     }
-                    let waiting = self.done_with(&id);
-                    self.report.uploaded(1, bytes, waiting);
+                    // Counted before it leaves the queue: a flush that sees the queue empty sees the counts.
+                    self.report.uploaded(1, bytes, self.waiting_after_this_one());
+                    self.done_with(&id);
                 }
                 Err(Failure::Local(e)) => {
                     let _ = std::fs::remove_file(self.spool.dir.join(format!("{id}.jpg")));
                     let _ = std::fs::remove_file(self.spool.dir.join(format!("{id}.xml")));
-                    let waiting = self.done_with(&id);
-                    self.report.lost(&e, waiting);
+                    self.report.lost(&e, self.waiting_after_this_one());
+                    self.done_with(&id);
                 }
                 Err(Failure::Remote(e)) if e.kind == ErrorKind::Cancelled => return,
                 Err(Failure::Remote(e)) => {
@@ -424,17 +425,20 @@ impl<R: UploadReport> Uploader<R> {
         }
     }
 
-    /// Takes sample `id` off the queue; returns how many are left.
-    fn done_with(&self, id: &str) -> u64 {
+    /// The samples left once the one in hand (the queue's front; only this thread takes) is off the queue.
+    fn waiting_after_this_one(&self) -> u64 {
+        self.spool.lock().waiting.len().saturating_sub(1) as u64
+    }
+
+    /// Takes sample `id` off the queue.
+    fn done_with(&self, id: &str) {
         let mut queue = self.spool.lock();
         if let Some(at) = queue.waiting.iter().position(|(w, _)| w == id) {
             let (_, bytes) = queue.waiting.remove(at).expect("position is in range");
             queue.bytes = queue.bytes.saturating_sub(bytes);
         }
-        let left = queue.waiting.len() as u64;
         drop(queue);
         self.spool.changed.notify_all();
-        left
     }
 
     /// JPEG, then XML (which makes the sample exist for readers), then the spool's copy goes.
