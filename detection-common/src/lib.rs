@@ -13,6 +13,7 @@ pub mod boxes;
 pub mod cvat;
 pub mod files;
 pub mod jsonline;
+pub mod label_studio;
 pub mod labels;
 pub mod map;
 pub mod metadata;

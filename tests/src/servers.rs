@@ -1,6 +1,6 @@
 //! The real servers the fleet tests talk to, started on free 127.0.0.1 ports and stopped when dropped: Debian's
-//! Mosquitto (MQTT broker) and moto's server mode (an S3 implementation over HTTP, from PyPI; scripts/setup
-//! installs it into .deps/s3-venv). On a machine without one, a test is skipped with a note, except under CI,
+//! Mosquitto (MQTT broker), moto's server mode (an S3 implementation over HTTP, from PyPI; scripts/setup
+//! installs it into .deps/s3-venv), Debian's Prometheus and Label Studio (PyPI, in .deps/label-studio-venv). On a machine without one, a test is skipped with a note, except under CI,
 //! where a missing server fails it.
 
 use std::io::{Read, Write};
@@ -333,4 +333,113 @@ pub fn http_get(port: u16, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
+}
+
+/// The Python of the Label Studio that scripts/setup installs, or MOBILENETDETECT_LABEL_STUDIO_VENV's.
+fn label_studio_venv() -> Option<PathBuf> {
+    let venv = std::env::var_os("MOBILENETDETECT_LABEL_STUDIO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/label-studio-venv"));
+    venv.join("bin/label-studio").exists().then_some(venv)
+}
+
+/// Signs in through the web form as a person does and creates a personal access token (Account & Settings >
+/// Personal Access Token): Label Studio 1.23 accepts no legacy tokens in a new organization.
+const CREATE_TOKEN: &str = r#"
+import sys, requests
+base, email, password = sys.argv[1:4]
+s = requests.Session()
+s.get(base + "/user/login/").raise_for_status()
+r = s.post(base + "/user/login/", data={"email": email, "password": password,
+           "csrfmiddlewaretoken": s.cookies["csrftoken"]}, headers={"Referer": base + "/user/login/"},
+           allow_redirects=False)
+assert r.status_code in (302, 303), (r.status_code, r.text[:500])
+r = s.post(base + "/api/token/", headers={"X-CSRFToken": s.cookies["csrftoken"], "Referer": base + "/"})
+r.raise_for_status()
+print(r.json()["token"])
+"#;
+
+/// Label Studio (PyPI `label-studio`, SQLite in its folder) on 127.0.0.1 with one user and a personal access
+/// token for it; None (test skipped) when it is not installed (scripts/setup --for-tests installs it).
+pub struct LabelStudio {
+    pub port: u16,
+    /// A personal access token of the user.
+    pub token: String,
+    child: Child,
+}
+
+impl LabelStudio {
+    pub fn start(dir: &Path) -> Option<LabelStudio> {
+        let Some(venv) = label_studio_venv() else {
+            missing(
+                "label-studio",
+                "scripts/setup --for-tests installs PyPI's label-studio into .deps/label-studio-venv",
+            );
+            return None;
+        };
+        let port = free_port();
+        let (email, password) = ("reviewer@example.org", "review-pass-1234");
+        let log_path = dir.join("label-studio.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(venv.join("bin/label-studio"))
+            .args([
+                "start",
+                "--no-browser",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--username", email, "--password", password])
+            .env("LABEL_STUDIO_BASE_DATA_DIR", dir.join("label-studio-data"))
+            // Nothing leaves the machine: no version check against PyPI, no analytics.
+            .env("LATEST_VERSION_CHECK", "false")
+            .env("COLLECT_ANALYTICS", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("label-studio starts");
+        let mut server = LabelStudio {
+            port,
+            token: String::new(),
+            child,
+        };
+        // A first start creates its SQLite database: tens of seconds on 2 cores, more under a parallel test run.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !http_get(port, "/api/version").contains("release") {
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "label-studio exited; its log:\n{}",
+                log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "label-studio did not answer in 300 s; its log:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let out = Command::new(venv.join("bin/python"))
+            .args(["-c", CREATE_TOKEN, &server.url(), email, password])
+            .output()
+            .expect("the venv's python runs");
+        assert!(
+            out.status.success(),
+            "creating a token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LabelStudio {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
 }

@@ -43,6 +43,34 @@ enum ReviewAction {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Make (or update) a Label Studio project of the captures: images uploaded most uncertain first, the boxes
+    /// as predictions (scores kept, boxes awaiting review flagged). Pushing again adds only new samples.
+    Push {
+        #[command(flatten)]
+        at: LabelStudioArgs,
+    },
+    /// Write the project's submitted annotations back: samples whose boxes changed are rewritten (marked
+    /// <reviewed>1</reviewed>, review marks cleared); skipped and unannotated tasks leave their samples alone.
+    Pull {
+        #[command(flatten)]
+        at: LabelStudioArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct LabelStudioArgs {
+    /// A Pascal VOC folder or s3://BUCKET/PREFIX (pull uploads the rewritten annotations there).
+    #[arg(long)]
+    data: PathBuf,
+    /// Label Studio's address, e.g. http://localhost:8080.
+    #[arg(long, env = "LABEL_STUDIO_URL")]
+    url: String,
+    /// A personal access token (Account & Settings), or a legacy token.
+    #[arg(long, env = "LABEL_STUDIO_API_KEY", hide_env_values = true)]
+    token: String,
+    /// The project's title (3 to 50 characters); default: the data folder's name.
+    #[arg(long)]
+    project: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -166,7 +194,8 @@ enum Command {
         #[arg(long)]
         snapshot: Option<PathBuf>,
     },
-    /// Review captures in CVAT: export a folder as a "CVAT for images 1.1" file, import the reviewed file back.
+    /// Review captures in Label Studio (push a project, pull the annotations) or CVAT (export a "CVAT for images
+    /// 1.1" file, import the reviewed file back).
     Review {
         #[command(subcommand)]
         action: ReviewAction,
@@ -593,18 +622,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Review { action } => {
-            let result = match action {
-                ReviewAction::ExportCvat { data, output } => mobilenet_trainer::review::export_cvat(&data, &output)
-                    .map(|n| format!("wrote {n} images' boxes to {}", output.display())),
-                ReviewAction::ImportCvat { data, input } => {
-                    mobilenet_trainer::review::import_cvat(&data, &input).map(|r| {
-                        format!(
-                            "{} samples changed (marked reviewed), {} unchanged",
-                            r.changed, r.unchanged
-                        )
-                    })
-                }
-            };
+            let result = review(action);
             match result {
                 Ok(line) => {
                     eprintln!("{line}");
@@ -744,4 +762,45 @@ fn choose_device(name: &str) -> Result<burn::tensor::Device, ExitCode> {
 /// The training recipe's defaults, shown by --help and used when an option is left out.
 fn defaults() -> FitOptions {
     FitOptions::default()
+}
+
+fn review(action: ReviewAction) -> Result<String, String> {
+    use mobilenet_trainer::review::{cvat, label_studio};
+    match action {
+        ReviewAction::ExportCvat { data, output } => {
+            cvat::export_cvat(&data, &output).map(|n| format!("wrote {n} images' boxes to {}", output.display()))
+        }
+        ReviewAction::ImportCvat { data, input } => cvat::import_cvat(&data, &input).map(|r| {
+            format!(
+                "{} samples changed (marked reviewed), {} unchanged",
+                r.changed, r.unchanged
+            )
+        }),
+        ReviewAction::Push { at } => {
+            let title = label_studio::project_title(at.project.as_deref(), &at.data.to_string_lossy())?;
+            let mut server = label_studio::LabelStudio::connect(&at.url, &at.token)?;
+            let dir = mobilenet_trainer::remote::resolve_data(std::slice::from_ref(&at.data))?.remove(0);
+            let r = label_studio::push(&dir, &mut server, &title)?;
+            Ok(format!(
+                "project '{title}' ({}/projects/{}){}: {} images uploaded, {} predictions written, {} unchanged",
+                at.url.trim_end_matches('/'),
+                r.project,
+                if r.created { " created" } else { "" },
+                r.uploaded,
+                r.predictions,
+                r.unchanged
+            ))
+        }
+        ReviewAction::Pull { at } => {
+            let title = label_studio::project_title(at.project.as_deref(), &at.data.to_string_lossy())?;
+            let mut server = label_studio::LabelStudio::connect(&at.url, &at.token)?;
+            let dir = mobilenet_trainer::remote::resolve_data(std::slice::from_ref(&at.data))?.remove(0);
+            let mut publish = mobilenet_trainer::remote::annotation_publisher(&at.data)?;
+            let r = label_studio::pull(&dir, &mut server, &title, &mut publish)?;
+            Ok(format!(
+                "{} samples changed (marked reviewed), {} unchanged",
+                r.changed, r.unchanged
+            ))
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! published back for the devices to pick up.
 
 use crate::compare::{Gate, admit};
+use crate::review::Publish;
 use detection_common::labels::{Labels, names_to_text};
 use detection_storage::mirror::{mirror_prefix, write_whole};
 use detection_storage::{Bucket, ErrorKind, Overrides, S3Url};
@@ -218,6 +219,23 @@ pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, Strin
         latest: bucket.url(&latest),
         bytes: size,
     })
+}
+
+/// Where a review's rewritten annotations go besides the local folder: for an s3:// dataset, its
+/// `Annotations/ID.xml` objects (the local folder is then the mirror); for a folder, nowhere else.
+pub fn annotation_publisher(data: &Path) -> Result<Box<Publish>, String> {
+    let text = data.to_string_lossy();
+    if !detection_storage::is_s3(&text) {
+        return Ok(Box::new(|_, _| Ok(())));
+    }
+    let url = S3Url::parse(&text).map_err(|e| e.to_string())?;
+    let bucket = Bucket::open_url(&url, &Overrides::default()).map_err(|e| e.to_string())?;
+    Ok(Box::new(move |id, xml| {
+        let key = url.child(&format!("Annotations/{id}.xml"));
+        bucket
+            .put(&key, xml.to_vec())
+            .map_err(|e| format!("cannot upload {}: {e}", bucket.url(&key)))
+    }))
 }
 
 #[cfg(test)]
