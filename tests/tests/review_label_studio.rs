@@ -1,8 +1,9 @@
 //! Review in a real Label Studio (issue 21, item 2), started on 127.0.0.1 with SQLite: `review push` makes a
 //! project of a captured folder (most uncertain first, boxes as predictions with their scores, the box awaiting
 //! review flagged); a reviewer, acting through Label Studio's HTTP API as its web page does, moves a box, deletes
-//! a false positive, adds a missed object, confirms the flagged box and skips a task; `review pull` brings exactly
-//! that back (1 px), leaves every other sample byte for byte, and a second pull (and a second push) changes nothing.
+//! a false positive, adds a missed object, confirms the flagged box, submits one image unchanged and skips one;
+//! `review pull` brings exactly that back (1 px; the unchanged one only marked reviewed), leaves the skipped and
+//! the untouched sample byte for byte, and a second pull (and a second push) changes nothing.
 //! A capture pool in S3 (a real moto server) is pushed from and pulled into its bucket the same way.
 
 use detection_common::voc::{Annotation, VocObject, parse_annotation, write_annotation};
@@ -37,7 +38,7 @@ fn object(name: &str, (x0, y0, x1, y1): (f32, f32, f32, f32), confidence: Option
 }
 
 /// Six captured samples: img-0 a car (0.9), img-1 a person (0.8) and a false positive car (0.55), img-2 a person
-/// (0.7) whose neighbour the detector missed, img-3 a box awaiting review (missed), img-4 and img-5 one box each.
+/// (0.7) whose neighbour the detector missed, img-3 a box awaiting review (missed), img-4 to img-6 one box each.
 fn write_dataset(dir: &Path) -> Vec<Vec<VocObject>> {
     for sub in ["Annotations", "JPEGImages"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -55,6 +56,7 @@ fn write_dataset(dir: &Path) -> Vec<Vec<VocObject>> {
         vec![missed],
         vec![object("car", (5.0, 5.0, 50.0, 40.0), Some(0.95))],
         vec![object("person", (70.0, 10.0, 100.0, 90.0), Some(0.6))],
+        vec![object("car", (60.0, 60.0, 120.0, 100.0), Some(0.99))],
     ];
     for (i, objects) in samples.iter().enumerate() {
         let id = format!("img-{i}");
@@ -182,12 +184,12 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
     };
     let data = root.join("captures");
     write_dataset(&data);
-    let before: Vec<String> = (0..6).map(|i| xml(&data, i)).collect();
+    let before: Vec<String> = (0..7).map(|i| xml(&data, i)).collect();
 
     let (code, out) = trainer(&["review", "push"], &server, &data);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("created: 6 images uploaded, 6 predictions written"),
+        out.contains("created: 7 images uploaded, 7 predictions written"),
         "{out}"
     );
     let reviewer = Reviewer::new(&server);
@@ -217,7 +219,7 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
     let order: Vec<&str> = tasks.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(
         order,
-        ["3.jpg", "1.jpg", "5.jpg", "2.jpg", "0.jpg", "4.jpg"],
+        ["3.jpg", "1.jpg", "5.jpg", "2.jpg", "0.jpg", "4.jpg", "6.jpg"],
         "{listed}"
     );
     let task_of = |i: usize| tasks.iter().find(|(_, n)| *n == format!("{i}.jpg")).unwrap().0;
@@ -246,7 +248,7 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
     let (code, out) = trainer(&["review", "push"], &server, &data);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("0 images uploaded, 0 predictions written, 6 unchanged"),
+        out.contains("0 images uploaded, 0 predictions written, 7 unchanged"),
         "{out}"
     );
 
@@ -279,15 +281,16 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
         "value": { "x": 62.5, "y": 12.5, "width": 25.0, "height": 75.0, "rotation": 0, "rectanglelabels": ["person"] }
     }));
     submit(2, added, false);
-    // img-3: the flagged box accepted as it is; img-4: skipped.
+    // img-3: the flagged box accepted as it is; img-4: skipped; img-5: submitted unchanged; img-6: not opened.
     submit(3, prediction_of(3)["result"].clone(), false);
     submit(4, prediction_of(4)["result"].clone(), true);
+    submit(5, prediction_of(5)["result"].clone(), false);
     let drawn = corners(&prediction_of(0)["result"][0]);
 
     let (code, out) = trainer(&["review", "pull"], &server, &data);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("4 samples changed (marked reviewed), 0 unchanged"),
+        out.contains("5 samples changed (marked reviewed), 0 unchanged"),
         "{out}"
     );
     assert!(
@@ -305,18 +308,23 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
         ],
     );
     assert_boxes(&data, 3, &[("person", (100.0, 30.0, 130.0, 100.0))]);
-    // Skipped and untouched samples: byte for byte.
+    // Submitted unchanged: only the mark is new. Skipped and untouched samples: byte for byte.
+    let marked = before[5].replace(
+        "<segmented>0</segmented>\n",
+        "<segmented>0</segmented>\n  <reviewed>1</reviewed>\n",
+    );
+    assert_eq!(xml(&data, 5), marked);
     assert_eq!(xml(&data, 4), before[4]);
-    assert_eq!(xml(&data, 5), before[5]);
+    assert_eq!(xml(&data, 6), before[6]);
 
-    let after: Vec<String> = (0..6).map(|i| xml(&data, i)).collect();
+    let after: Vec<String> = (0..7).map(|i| xml(&data, i)).collect();
     let (code, out) = trainer(&["review", "pull"], &server, &data);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("0 samples changed (marked reviewed), 4 unchanged"),
+        out.contains("0 samples changed (marked reviewed), 5 unchanged"),
         "{out}"
     );
-    assert_eq!((0..6).map(|i| xml(&data, i)).collect::<Vec<_>>(), after);
+    assert_eq!((0..7).map(|i| xml(&data, i)).collect::<Vec<_>>(), after);
 
     // A wrong token is refused by name, and nothing is written.
     let (code, out) = output(
@@ -338,7 +346,7 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
     );
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("refused the token"), "{out}");
-    assert_eq!((0..6).map(|i| xml(&data, i)).collect::<Vec<_>>(), after);
+    assert_eq!((0..7).map(|i| xml(&data, i)).collect::<Vec<_>>(), after);
 
     // A capture pool in S3: pushed from the bucket, the reviewed annotation pulled back into it.
     let Some(s3) = S3Server::start(&root) else { return };
@@ -371,7 +379,7 @@ fn a_reviewers_changes_in_label_studio_come_back_exactly_and_nothing_else_change
     env.push(("XDG_CACHE_HOME", root.join("cache").to_string_lossy().into_owned()));
     let (code, out) = trainer_in(&["review", "push"], &server, "s3://fleet/captures", "pool-review", &env);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("created: 6 images uploaded"), "{out}");
+    assert!(out.contains("created: 7 images uploaded"), "{out}");
     let projects = reviewer.call(reqwest::Method::GET, "/api/projects?title=pool-review", None);
     let pool_project = projects["results"][0]["id"].as_u64().unwrap();
     let listed = reviewer.call(

@@ -49,8 +49,9 @@ enum ReviewAction {
         #[command(flatten)]
         at: LabelStudioArgs,
     },
-    /// Write the project's submitted annotations back: samples whose boxes changed are rewritten (marked
-    /// <reviewed>1</reviewed>, review marks cleared); skipped and unannotated tasks leave their samples alone.
+    /// Write the project's submitted annotations back: each submitted sample is marked <reviewed>1</reviewed>
+    /// (its boxes rewritten where they changed, review marks cleared); skipped and unannotated tasks leave their
+    /// samples alone.
     Pull {
         #[command(flatten)]
         at: LabelStudioArgs,

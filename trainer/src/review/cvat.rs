@@ -84,5 +84,5 @@ pub fn import_cvat(data: &Path, input: &Path) -> Result<Imported, String> {
         }
         updates.push((*sample, objects));
     }
-    write_back(data, updates, &mut |_, _| Ok(()))
+    write_back(data, updates, false, &mut |_, _| Ok(()))
 }

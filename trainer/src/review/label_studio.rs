@@ -5,8 +5,9 @@
 //! uploads only new samples and replaces a prediction only where the sample's boxes changed.
 //!
 //! `review pull` reads the latest submitted annotation of each task: a submitted annotation is the reviewer's
-//! verdict on the whole image, so its boxes are written without review marks; skipped tasks and tasks nobody
-//! annotated leave their samples as they were.
+//! verdict on the whole image, so its boxes are written without review marks and the sample is marked reviewed
+//! (also when the reviewer changed nothing); skipped tasks and tasks nobody annotated leave their samples as they
+//! were.
 
 use super::{Imported, Publish, check_box, open, review_order, write_back};
 use detection_common::label_studio::{self as ls, Region};
@@ -427,5 +428,5 @@ pub fn pull(data: &Path, server: &mut LabelStudio, title: &str, publish: &mut Pu
         }
         reviewed.push((*sample, objects));
     }
-    write_back(data, reviewed, publish)
+    write_back(data, reviewed, true, publish)
 }

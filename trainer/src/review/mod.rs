@@ -99,22 +99,30 @@ fn check_box(dataset: &Dataset, data: &Path, source: &str, sample: &Sample, o: &
 }
 
 /// Writes the reviewed boxes of each sample into the folder `data`; samples whose boxes did not change are left
-/// as they are. Every box was checked before this is called, so a bad file writes nothing. `publish` gets each
-/// changed annotation first (an s3:// dataset's copy), so a failed upload leaves the sample as it was in both.
+/// as they are, except that with `confirmed` (the tool says a person submitted them) an unchanged sample not yet
+/// marked is marked reviewed, its boxes kept as they were. Every box was checked before this is called, so a bad
+/// file writes nothing. `publish` gets each changed annotation first (an s3:// dataset's copy), so a failed
+/// upload leaves the sample as it was in both.
 fn write_back(
     data: &Path,
     reviewed: Vec<(&Sample, Vec<VocObject>)>,
+    confirmed: bool,
     publish: &mut Publish,
 ) -> Result<Imported, String> {
     let mut report = Imported::default();
     for (sample, objects) in reviewed {
-        if same_boxes(&sample.annotation.objects, &objects) {
+        let same = same_boxes(&sample.annotation.objects, &objects);
+        if same && (!confirmed || sample.annotation.reviewed) {
             report.unchanged += 1;
             continue;
         }
         let annotation = Annotation {
             reviewed: true,
-            objects,
+            objects: if same {
+                sample.annotation.objects.clone()
+            } else {
+                objects
+            },
             ..sample.annotation.clone()
         };
         let xml = write_annotation(&annotation);
