@@ -36,8 +36,10 @@ pub enum Init {
     Scratch,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay).
+    #[value(name = "adamw")]
     AdamW,
     /// With momentum 0.9 (SSD's original recipe).
     Sgd,
