@@ -9,6 +9,7 @@ use gst::prelude::*;
 mod destination;
 mod imp;
 mod selection;
+mod settings;
 mod tracks;
 mod upload;
 mod writer;
