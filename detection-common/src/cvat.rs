@@ -30,7 +30,8 @@ pub struct CvatImage {
     pub boxes: Vec<CvatBox>,
 }
 
-fn escape(s: &str) -> String {
+/// Escapes text for an XML attribute or element.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

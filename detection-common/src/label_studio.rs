@@ -3,6 +3,7 @@
 //! carries the detector's `score` and, for a box a person must look at, a meta text `review: missed` (or
 //! `review: disagreement`) that Label Studio shows with the region.
 
+use crate::cvat::escape;
 use serde_json::{Value, json};
 
 /// The names the labelling config gives its image and its rectangle tool.
@@ -21,13 +22,6 @@ pub struct Region {
     pub ymax: f32,
     pub score: Option<f32>,
     pub review: Option<String>,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The labelling config of a project for the classes `labels`: an image and a rectangle tool.
