@@ -1,6 +1,7 @@
 //! `review`: captures out to a labelling tool and the reviewed boxes back (Label Studio over HTTP, CVAT files).
 
 use clap::Subcommand;
+use mobilenet_trainer::review::label_studio::{self, LabelStudio};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,6 +55,16 @@ pub struct LabelStudioArgs {
     pub project: Option<String>,
 }
 
+impl LabelStudioArgs {
+    /// The project's title, the server (token checked) and the local folder of `--data` (an s3:// pool mirrored).
+    fn open(&self) -> Result<(String, LabelStudio, PathBuf), String> {
+        let title = label_studio::project_title(self.project.as_deref(), &self.data.to_string_lossy())?;
+        let server = LabelStudio::connect(&self.url, &self.token)?;
+        let dir = mobilenet_trainer::remote::resolve_data(std::slice::from_ref(&self.data))?.remove(0);
+        Ok((title, server, dir))
+    }
+}
+
 impl ReviewAction {
     pub fn run(self) -> ExitCode {
         match outcome(self) {
@@ -70,21 +81,14 @@ impl ReviewAction {
 }
 
 fn outcome(action: ReviewAction) -> Result<String, String> {
-    use mobilenet_trainer::review::{cvat, label_studio};
+    use mobilenet_trainer::review::cvat;
     match action {
         ReviewAction::ExportCvat { data, output } => {
             cvat::export_cvat(&data, &output).map(|n| format!("wrote {n} images' boxes to {}", output.display()))
         }
-        ReviewAction::ImportCvat { data, input } => cvat::import_cvat(&data, &input).map(|r| {
-            format!(
-                "{} samples changed (marked reviewed), {} unchanged",
-                r.changed, r.unchanged
-            )
-        }),
+        ReviewAction::ImportCvat { data, input } => cvat::import_cvat(&data, &input).map(|r| r.to_string()),
         ReviewAction::Push { at } => {
-            let title = label_studio::project_title(at.project.as_deref(), &at.data.to_string_lossy())?;
-            let mut server = label_studio::LabelStudio::connect(&at.url, &at.token)?;
-            let dir = mobilenet_trainer::remote::resolve_data(std::slice::from_ref(&at.data))?.remove(0);
+            let (title, mut server, dir) = at.open()?;
             let r = label_studio::push(&dir, &mut server, &title)?;
             Ok(format!(
                 "project '{title}' ({}/projects/{}){}: {} images uploaded, {} predictions written, {} unchanged",
@@ -97,15 +101,9 @@ fn outcome(action: ReviewAction) -> Result<String, String> {
             ))
         }
         ReviewAction::Pull { at } => {
-            let title = label_studio::project_title(at.project.as_deref(), &at.data.to_string_lossy())?;
-            let mut server = label_studio::LabelStudio::connect(&at.url, &at.token)?;
-            let dir = mobilenet_trainer::remote::resolve_data(std::slice::from_ref(&at.data))?.remove(0);
+            let (title, mut server, dir) = at.open()?;
             let mut publish = mobilenet_trainer::remote::annotation_publisher(&at.data)?;
-            let r = label_studio::pull(&dir, &mut server, &title, &mut publish)?;
-            Ok(format!(
-                "{} samples changed (marked reviewed), {} unchanged",
-                r.changed, r.unchanged
-            ))
+            label_studio::pull(&dir, &mut server, &title, &mut publish).map(|r| r.to_string())
         }
     }
 }

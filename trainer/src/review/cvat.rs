@@ -2,11 +2,10 @@
 //! themselves are the folder's JPEGImages/, uploaded to the CVAT task as they are) and the reviewed file back in
 //! (`review import-cvat`). A box's `review` attribute carries its mark; clearing it confirms the box.
 
-use super::{Imported, check_box, open, review_order, write_back};
+use super::{Imported, by_file, check_box, open, review_order, write_back};
 use detection_common::cvat::{self, CvatBox, CvatImage};
 use detection_common::files::write_atomically;
 use detection_common::voc::VocObject;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes every sample of the folder `data` into `output`; samples with a box awaiting review come first.
@@ -50,11 +49,7 @@ pub fn import_cvat(data: &Path, input: &Path) -> Result<Imported, String> {
     let dataset = open(data)?;
     let text = std::fs::read_to_string(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let images = cvat::parse(&text, input).map_err(|p| p.to_string())?;
-    let by_file: BTreeMap<&str, &detection_common::voc::Sample> = dataset
-        .samples
-        .iter()
-        .map(|s| (s.annotation.filename.as_str(), s))
-        .collect();
+    let by_file = by_file(&dataset);
     let mut updates = Vec::new();
     for image in &images {
         let sample = by_file.get(image.name.as_str()).ok_or_else(|| {

@@ -9,7 +9,7 @@
 //! (also when the reviewer changed nothing); skipped tasks and tasks nobody annotated leave their samples as they
 //! were.
 
-use super::{Imported, Publish, check_box, open, review_order, write_back};
+use super::{Imported, Publish, by_file, check_box, open, review_order, write_back};
 use detection_common::label_studio::{self as ls, Region};
 use detection_common::voc::{Sample, VocObject};
 use reqwest::Method;
@@ -170,11 +170,15 @@ impl LabelStudio {
         let mut tasks = Vec::new();
         for page in 1.. {
             let path = format!("/api/tasks?project={project}&page={page}&page_size={PAGE}");
-            let answer = self.call(Method::GET, &path, Body::Empty)?;
-            let batch = answer["tasks"].as_array().cloned().unwrap_or_default();
+            let mut answer = self.call(Method::GET, &path, Body::Empty)?;
             let total = answer["total"].as_u64().unwrap_or(0) as usize;
-            tasks.extend(batch.iter().cloned());
-            if batch.len() < PAGE || tasks.len() >= total {
+            let batch = match answer["tasks"].take() {
+                Value::Array(batch) => batch,
+                _ => Vec::new(),
+            };
+            let short = batch.len() < PAGE;
+            tasks.extend(batch);
+            if short || tasks.len() >= total {
                 break;
             }
         }
@@ -310,7 +314,12 @@ pub fn push(data: &Path, server: &mut LabelStudio, title: &str) -> Result<Pushed
             last_report = Instant::now();
         }
     }
-    let tasks = task_ids(&server.tasks(report.project)?);
+    // Label Studio answers an upload without its task ids: list again when something was uploaded.
+    let tasks = if new.is_empty() {
+        present
+    } else {
+        task_ids(&server.tasks(report.project)?)
+    };
 
     let existing = server.call(
         Method::GET,
@@ -392,11 +401,7 @@ pub fn pull(data: &Path, server: &mut LabelStudio, title: &str, publish: &mut Pu
         project["id"]
     );
     let tasks = server.call(Method::GET, &path, Body::Empty)?;
-    let by_file: BTreeMap<&str, &Sample> = dataset
-        .samples
-        .iter()
-        .map(|s| (s.annotation.filename.as_str(), s))
-        .collect();
+    let by_file = by_file(&dataset);
     let mut reviewed = Vec::new();
     for task in tasks.as_array().into_iter().flatten() {
         let Some(annotation) = latest_annotation(task) else {

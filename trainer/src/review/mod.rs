@@ -11,6 +11,7 @@ pub mod label_studio;
 
 use detection_common::files::write_atomically;
 use detection_common::voc::{Annotation, Dataset, Sample, VocObject, write_annotation};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Boxes closer than this (pixels, every corner) are the same box: tools round what they store.
@@ -53,8 +54,25 @@ pub type Publish = dyn FnMut(&str, &[u8]) -> Result<(), String>;
 pub struct Imported {
     pub changed: usize,
     pub unchanged: usize,
-    /// The ids of the changed samples.
-    pub changed_ids: Vec<String>,
+}
+
+impl std::fmt::Display for Imported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} samples changed (marked reviewed), {} unchanged",
+            self.changed, self.unchanged
+        )
+    }
+}
+
+/// The folder's samples by image file name: how a tool's images are matched to samples.
+fn by_file(dataset: &Dataset) -> BTreeMap<&str, &Sample> {
+    dataset
+        .samples
+        .iter()
+        .map(|s| (s.annotation.filename.as_str(), s))
+        .collect()
 }
 
 fn same(a: &VocObject, b: &VocObject) -> bool {
@@ -130,7 +148,6 @@ fn write_back(
         let path = data.join("Annotations").join(format!("{}.xml", sample.id));
         write_atomically(&path, xml.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         report.changed += 1;
-        report.changed_ids.push(sample.id.clone());
     }
     Ok(report)
 }
