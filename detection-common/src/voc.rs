@@ -250,12 +250,11 @@ impl Split {
 /// Deterministic split by a hash of the image id (FNV-1a): about 10% validation. Adding captures never moves
 /// an existing image from one side to the other.
 pub fn hash_split(id: &str) -> Split {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    if crate::fnv1a(id.as_bytes()).is_multiple_of(10) {
+        Split::Val
+    } else {
+        Split::Train
     }
-    if h.is_multiple_of(10) { Split::Val } else { Split::Train }
 }
 
 /// One usable sample.

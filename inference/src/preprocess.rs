@@ -405,6 +405,18 @@ pub struct TensorOut {
 }
 
 impl TensorOut {
+    /// A copy of this tensor, in `spare`'s buffers when one is given (a second model run on the same frame).
+    pub fn copy_into(&self, spare: Option<TensorOut>) -> TensorOut {
+        let Some(mut t) = spare else { return self.clone() };
+        t.spec = self.spec.clone();
+        t.geometry = self.geometry;
+        t.scale = self.scale;
+        t.bias = self.bias;
+        t.f32s.clone_from(&self.f32s);
+        t.u8s.clone_from(&self.u8s);
+        t
+    }
+
     /// Whether `other` was made by a preprocessor of the same shape (so its padding and normalisation agree).
     pub fn same_kind(&self, other: &TensorOut) -> bool {
         self.spec == other.spec

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod relabel;
 pub mod remote;
 pub mod review;
+pub mod rollout;
 pub mod score;
 pub mod snapshot;
 pub mod step;

@@ -3,7 +3,7 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
-use cli::{dataset, evaluate, models, review, train};
+use cli::{dataset, evaluate, models, review, rollout, train};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -44,9 +44,11 @@ enum Command {
     Import(models::ImportArgs),
     /// Validate datasets: per-class counts per split, and every problem (file and line).
     Check(dataset::CheckArgs),
-    /// Publish a model for a fleet: uploads it as PREFIX/model-TIMESTAMP.onnx, then moves PREFIX/latest.onnx to
-    /// it in one step (devices running `mobilenetdetect model=s3://…/latest.onnx watch-model=true` swap to it).
-    /// S3 endpoint and credentials come from the AWS_* environment variables (AWS_ENDPOINT_URL for MinIO etc.).
+    /// Publish a model for a fleet: uploads it as PREFIX/model-TIMESTAMP.onnx, then makes it the stable model of
+    /// PREFIX/release.json and moves PREFIX/latest.onnx to it in one step (devices running `mobilenetdetect
+    /// model=s3://…/release.json` or `…/latest.onnx` with watch-model=true swap to it); with --canary, only a share
+    /// of the devices gets it first (see `rollout`). S3 endpoint and credentials come from the AWS_* environment
+    /// variables (AWS_ENDPOINT_URL for MinIO etc.).
     ///
     /// The model must carry the fleet's labels (those of the current latest.onnx, in order) and, with --gate, score
     /// on that regression set within the tolerances of the current latest.onnx; otherwise nothing is published
@@ -55,6 +57,11 @@ enum Command {
     /// Score two models (checkpoints or ONNX files) on the same images: per-class AP@0.5, mAP and the deltas, and
     /// whether the candidate passes the gate `publish --gate` applies (exit status 1 when it does not).
     Compare(evaluate::CompareArgs),
+    /// Canary releases: `status` shows the release manifest and the devices' verdicts (agreement with the stable
+    /// model in shadow, p95 inference time, failed runs) and, with --auto, promotes or rolls back as they decide;
+    /// `promote` and `rollback` do it by hand.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutAction),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +76,6 @@ fn main() -> ExitCode {
         Command::Check(args) => args.run(),
         Command::Publish(args) => args.run(),
         Command::Compare(args) => args.run(),
+        Command::Rollout(action) => action.run(),
     }
 }

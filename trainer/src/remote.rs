@@ -5,6 +5,7 @@
 use crate::compare::{Gate, admit};
 use crate::review::Publish;
 use detection_common::labels::{Labels, names_to_text};
+use detection_common::release::{MANIFEST_NAME, Manifest};
 use detection_storage::mirror::{mirror_prefix, write_whole};
 use detection_storage::{Bucket, ErrorKind, Overrides, S3Url};
 use std::path::{Path, PathBuf};
@@ -158,12 +159,24 @@ pub struct Published {
     pub versioned: String,
     pub latest: String,
     pub bytes: u64,
+    /// The release manifest and what it now says.
+    pub manifest: String,
+    pub release: Manifest,
 }
 
-/// Uploads `model` as `PREFIX/model-TIMESTAMP.onnx`, checks it arrived whole, then points `PREFIX/latest.onnx`
-/// at it with a server-side copy: a reader of latest.onnx gets the previous model or the new one, never a part.
-/// First the model must pass `gate` against the current latest.onnx (the first model of a prefix passes).
-pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, String> {
+/// A release to a share of the fleet first (`publish --canary`).
+#[derive(Debug, Clone, Copy)]
+pub struct Canary {
+    pub percent: u32,
+    pub shadow_every: u32,
+}
+
+/// Uploads `model` as `PREFIX/model-TIMESTAMP.onnx` and checks it arrived whole. Released to every device, it
+/// becomes the stable model of `PREFIX/release.json` and `PREFIX/latest.onnx` is pointed at it with a
+/// server-side copy (a reader gets the previous model or the new one, never a part); released to `canary`, it
+/// becomes the manifest's candidate and latest.onnx stays. First the model must pass `gate` against the
+/// current latest.onnx (the first model of a prefix passes).
+pub fn publish(model: &Path, to: &S3Url, gate: &Gate, canary: Option<Canary>) -> Result<Published, String> {
     let bytes = std::fs::read(model).map_err(|e| format!("cannot read {}: {e}", model.display()))?;
     // Only a model the element can load is published (a truncated export would break every device's swap).
     let proto = <detection_common::onnx::ModelProto as prost::Message>::decode(bytes.as_slice())
@@ -176,6 +189,8 @@ pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, Strin
     }
     let bucket = Bucket::open_url(to, &Overrides::default()).map_err(|e| e.to_string())?;
     let latest = to.child("latest.onnx");
+    let manifest = crate::rollout::read_manifest(&bucket, to)?;
+    let mut first = false;
     match bucket.get(&latest) {
         Ok((current, _)) => {
             // ONNX Runtime loads from a file; a private name per process, removed whatever the verdict.
@@ -187,6 +202,7 @@ pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, Strin
         }
         Err(e) if e.kind == ErrorKind::NotFound => {
             eprintln!("{} does not exist yet: publishing the first model", bucket.url(&latest));
+            first = true;
         }
         Err(e) => return Err(format!("{e}; nothing published")),
     }
@@ -213,11 +229,46 @@ pub fn publish(model: &Path, to: &S3Url, gate: &Gate) -> Result<Published, Strin
             ));
         }
     }
-    bucket.copy(&versioned, &latest).map_err(|e| e.to_string())?;
+    let name = versioned.rsplit('/').next().unwrap_or(&versioned).to_string();
+    let release = match (canary, manifest) {
+        (Some(c), _) if first => {
+            eprintln!(
+                "no model runs on the fleet yet: {name} goes to every device (--canary {} needs a stable model)",
+                c.percent
+            );
+            bucket.copy(&versioned, &latest).map_err(|e| e.to_string())?;
+            Manifest::stable_only(&name)
+        }
+        (Some(c), current) => {
+            // Fleets published to before manifests existed run latest.onnx: that stays their stable model.
+            let current = current.unwrap_or_else(|| Manifest::stable_only("latest.onnx"));
+            if let Some(replaced) = &current.candidate {
+                eprintln!("replacing the candidate {replaced} (never promoted)");
+            }
+            Manifest {
+                candidate: Some(name),
+                canary_percent: c.percent,
+                shadow_every: c.shadow_every,
+                ..current
+            }
+        }
+        (None, current) => {
+            bucket.copy(&versioned, &latest).map_err(|e| e.to_string())?;
+            let base = current.unwrap_or_else(|| Manifest::stable_only(&name));
+            Manifest {
+                stable: name,
+                candidate: None,
+                ..base
+            }
+        }
+    };
+    crate::rollout::write_manifest(&bucket, to, &release)?;
     Ok(Published {
         versioned: bucket.url(&versioned),
         latest: bucket.url(&latest),
         bytes: size,
+        manifest: bucket.url(&to.child(MANIFEST_NAME)),
+        release,
     })
 }
 

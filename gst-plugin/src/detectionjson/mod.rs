@@ -6,7 +6,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
-mod mqtt;
+pub(crate) mod mqtt;
 mod outbox;
 
 glib::wrapper! {

@@ -31,16 +31,16 @@ const HEAD_OF_LINE_MIN_BYTES: u64 = 64 * 1024;
 
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Target {
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) topic: String,
-    pub(super) tls: bool,
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) topic: String,
+    pub(crate) tls: bool,
 }
 
 impl Target {
     /// `mqtt://HOST[:PORT]/TOPIC` (port 1883) or `mqtts://…` (TLS, port 8883); `None` for other locations.
-    pub(super) fn parse(location: &str) -> Option<Result<Target, String>> {
+    pub(crate) fn parse(location: &str) -> Option<Result<Target, String>> {
         let (rest, tls) = if let Some(r) = location.strip_prefix("mqtt://") {
             (r, false)
         } else if let Some(r) = location.strip_prefix("mqtts://") {

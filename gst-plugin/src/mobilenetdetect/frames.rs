@@ -8,6 +8,7 @@
 //! Live (`mode=live`): no frame is held. A frame is sent to inference only when a worker is free, so the one
 //! inferred is always the newest; finished results replace the latest detections only when newer.
 
+use super::canary::CanaryStats;
 use super::imp::CAT;
 use super::metrics::DetectMetrics;
 use detection_common::{BBox, Detection};
@@ -47,6 +48,24 @@ pub(super) fn label_names(model: &Model) -> LabelNames {
     )
 }
 
+/// On a canary device, the stable model run beside the candidate on 1 frame in `every`.
+pub(super) struct Shadow {
+    pub(super) model: Arc<Model>,
+    pub(super) post: Arc<PostProcess>,
+    pub(super) every: u32,
+    pub(super) labels: LabelNames,
+}
+
+/// One frame run through both models: each side's boxes (class ids, boxes normalised to the tensor) until
+/// both have finished.
+struct ShadowRun {
+    id: u64,
+    main_id: u64,
+    main: Option<(LabelNames, Vec<(u32, BBox)>)>,
+    stable_labels: LabelNames,
+    stable: Option<(Vec<(u32, BBox)>, Duration)>,
+}
+
 /// The newest finished detections, which frames carry until newer ones finish.
 pub(super) struct Latest {
     pub(super) detections: Vec<FrameDetection>,
@@ -60,12 +79,16 @@ pub(super) struct Latest {
     pub(super) reference: bool,
 }
 
+fn label_of(labels: &LabelNames, class_id: u32) -> std::borrow::Cow<'_, str> {
+    match labels.get(class_id as usize) {
+        Some(l) if class_id > 0 => l.into(),
+        _ => format!("class-{class_id}").into(),
+    }
+}
+
 impl Latest {
     pub(super) fn label(&self, class_id: u32) -> std::borrow::Cow<'_, str> {
-        match self.labels.get(class_id as usize) {
-            Some(l) if class_id > 0 => l.into(),
-            _ => format!("class-{class_id}").into(),
-        }
+        label_of(&self.labels, class_id)
     }
 
     pub(super) fn clear(&mut self) {
@@ -126,6 +149,9 @@ pub(super) struct Frames {
     spare_lists: Vec<Vec<Detection>>,
     pub(super) latest: Latest,
     metrics: Arc<DetectMetrics>,
+    /// Shadow runs not yet compared.
+    shadows: Vec<ShadowRun>,
+    stats: Arc<CanaryStats>,
 }
 
 impl Frames {
@@ -134,6 +160,7 @@ impl Frames {
         added_delay: Duration,
         labels: LabelNames,
         metrics: Arc<DetectMetrics>,
+        stats: Arc<CanaryStats>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             pool: InferencePool::new(inflight, "mobilenetdetect", added_delay)?,
@@ -150,6 +177,8 @@ impl Frames {
                 reference: false,
             },
             metrics,
+            shadows: Vec::with_capacity(inflight + 1),
+            stats,
         })
     }
 
@@ -168,35 +197,84 @@ impl Frames {
         self.spare_tensors.clear();
     }
 
-    /// Sends the tensor `pre` has just filled to inference; returns what the frame's entry needs.
-    fn request(
-        &mut self,
-        model: &Arc<Model>,
-        post: &Arc<PostProcess>,
-        pre: &mut Preprocessor,
-        labels: &LabelNames,
-        pts: Option<gst::ClockTime>,
-    ) -> Pending {
+    /// Sends the tensor `pre` has just filled to inference (and a copy to the shadow model, if given); returns
+    /// what the frame's entry needs.
+    fn request(&mut self, i: Inference<'_>, pts: Option<gst::ClockTime>) -> Pending {
         let id = self.next_id;
         self.next_id += 1;
-        let tensor = pre.take_output(self.spare_tensors.pop());
+        let tensor = i.pre.take_output(self.spare_tensors.pop());
+        let shadow_tensor = i.shadow.map(|_| tensor.copy_into(self.spare_tensors.pop()));
         self.pool.submit(Request {
             id,
-            model: model.clone(),
-            post: post.clone(),
+            model: i.model.clone(),
+            post: i.post.clone(),
             tensor,
             detections: self.spare_lists.pop().unwrap_or_default(),
         });
+        if let (Some(shadow), Some(tensor)) = (i.shadow, shadow_tensor) {
+            let shadow_id = self.next_id;
+            self.next_id += 1;
+            self.pool.submit(Request {
+                id: shadow_id,
+                model: shadow.model.clone(),
+                post: shadow.post.clone(),
+                tensor,
+                detections: self.spare_lists.pop().unwrap_or_default(),
+            });
+            self.shadows.push(ShadowRun {
+                id: shadow_id,
+                main_id: id,
+                main: None,
+                stable_labels: shadow.labels.clone(),
+                stable: None,
+            });
+        }
         Pending {
             id,
             pts,
-            labels: labels.clone(),
+            labels: i.labels.clone(),
         }
+    }
+
+    /// A finished shadow run is kept until its frame's own run is done, then compared; any other result is
+    /// given back.
+    fn take_shadow(&mut self, f: Finished) -> Option<Finished> {
+        let Some(at) = self.shadows.iter().position(|s| s.id == f.id) else {
+            return Some(f);
+        };
+        if let Some(e) = &f.error {
+            gst::warning!(CAT, "the stable model's shadow run failed: {e}");
+            self.stats.failed_run();
+            self.shadows.remove(at);
+        } else {
+            let boxes = f.detections.iter().map(|d| (d.class_id, d.bbox)).collect();
+            self.shadows[at].stable = Some((boxes, f.run_time));
+            self.compare_shadow(at);
+        }
+        self.recycle(f);
+        None
+    }
+
+    /// Both runs of a shadowed frame are in: how far they agree goes to the verdict.
+    fn compare_shadow(&mut self, at: usize) {
+        let run = &self.shadows[at];
+        let (Some((main_labels, main)), Some((stable, run_time))) = (&run.main, &run.stable) else {
+            return;
+        };
+        fn named<'a>(labels: &'a LabelNames, boxes: &[(u32, BBox)]) -> Vec<(&'a str, BBox)> {
+            // `label_names` names every id the model has.
+            let name = |c: u32| labels.get(c as usize).map_or("?", String::as_str);
+            boxes.iter().map(|(c, b)| (name(*c), *b)).collect()
+        }
+        let agreement =
+            detection_common::release::agreement(&named(main_labels, main), &named(&run.stable_labels, stable));
+        self.stats.shadow(*run_time, stable.len(), agreement);
+        self.shadows.remove(at);
     }
 
     /// In order: queues a frame for output, with the inference of `pre`'s tensor if `infer` is given.
     pub(super) fn push(&mut self, buffer: gst::Buffer, arrived: Instant, infer: Option<Inference<'_>>) {
-        let request = infer.map(|i| self.request(i.model, i.post, i.pre, i.labels, buffer.pts()));
+        let request = infer.map(|i| self.request(i, buffer.pts()));
         self.held.push_back(Held {
             buffer,
             request,
@@ -208,7 +286,7 @@ impl Frames {
     /// Live mode: queues a frame for output at once, with the inference of `pre`'s tensor if `infer` is given.
     pub(super) fn push_live(&mut self, buffer: gst::Buffer, arrived: Instant, infer: Option<Inference<'_>>) {
         if let Some(i) = infer {
-            let r = self.request(i.model, i.post, i.pre, i.labels, buffer.pts());
+            let r = self.request(i, buffer.pts());
             self.live.push_back(r);
         }
         self.held.push_back(Held {
@@ -223,6 +301,7 @@ impl Frames {
     pub(super) fn collect_live(&mut self) -> Result<bool, String> {
         let mut changed = false;
         while let Some(f) = self.pool.try_finished() {
+            let Some(f) = self.take_shadow(f) else { continue };
             let Some(at) = self.live.iter().position(|p| p.id == f.id) else {
                 self.recycle(f);
                 continue;
@@ -253,6 +332,7 @@ impl Frames {
                     .pool
                     .wait_finished()
                     .ok_or("an inference result went missing (no run in flight)")?;
+                let Some(f) = self.take_shadow(f) else { continue };
                 match self
                     .held
                     .iter_mut()
@@ -274,6 +354,7 @@ impl Frames {
             let mut buffer = h.buffer;
             self.latest.attach(buffer.make_mut());
             self.metrics.frames.fetch_add(1, Ordering::Relaxed);
+            self.stats.frame();
             return Ok(Some(Output {
                 buffer,
                 inferred,
@@ -293,6 +374,7 @@ impl Frames {
     pub(super) fn discard(&mut self) {
         self.held.clear();
         self.live.clear();
+        self.shadows.clear();
         while let Some(f) = self.pool.wait_finished() {
             self.recycle(f);
         }
@@ -316,7 +398,13 @@ impl Frames {
         latest.pts = pending.pts;
         latest.labels = pending.labels;
         latest.id = Some(f.id);
+        let mut nonfinite = 0;
         for d in &f.detections {
+            let b = &d.bbox;
+            if ![d.score, b.x0, b.y0, b.x1, b.y1].iter().all(|v| v.is_finite()) {
+                nonfinite += 1;
+                continue;
+            }
             let px = geometry.to_frame(&d.bbox);
             let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
             if x1 <= x0 || y1 <= y0 {
@@ -336,6 +424,13 @@ impl Frames {
             f.run_time,
             latest.detections.len()
         );
+        self.stats
+            .inference(f.run_time, f.detections.len() - nonfinite, nonfinite);
+        if let Some(at) = self.shadows.iter().position(|s| s.main_id == f.id) {
+            let boxes = f.detections.iter().map(|d| (d.class_id, d.bbox)).collect();
+            self.shadows[at].main = Some((latest.labels.clone(), boxes));
+            self.compare_shadow(at);
+        }
         self.recycle(f);
         Ok(())
     }
@@ -352,4 +447,6 @@ pub(super) struct Inference<'a> {
     pub(super) post: &'a Arc<PostProcess>,
     pub(super) pre: &'a mut Preprocessor,
     pub(super) labels: &'a LabelNames,
+    /// Also run the stable model on this frame (a canary's shadow run).
+    pub(super) shadow: Option<&'a Shadow>,
 }

@@ -1,4 +1,5 @@
-use super::frames::{Frames, LabelNames, label_names};
+use super::canary::{CanaryStats, VerdictPublisher};
+use super::frames::{Frames, LabelNames, Shadow, label_names};
 use super::loader::ModelLoader;
 use super::metrics::DetectMetrics;
 use super::settings::*;
@@ -43,12 +44,36 @@ pub(super) struct State {
     pub(super) frames: Frames,
     /// Consecutive frames held longer than the latency reported, and the shortest of those holds.
     pub(super) longer_holds: Option<(u32, Duration)>,
+    /// A canary's stable model in shadow, and the inferred frames since its last run.
+    pub(super) shadow: Option<Shadow>,
+    pub(super) since_shadow: u32,
+}
+
+/// A model ready to run, with what came with it.
+pub(super) struct Loaded {
+    pub(super) model: Arc<Model>,
+    pub(super) post: PostProcess,
+    /// The stable model to run in shadow (a canary device under a release manifest).
+    pub(super) shadow: Option<Shadow>,
+    pub(super) release: Release,
+    pub(super) warnings: Vec<String>,
+}
+
+/// What the `model` property resolved to, for the watcher and the verdicts.
+#[derive(Debug, Clone)]
+pub(super) struct Release {
+    /// The local file of the object `model` names (a manifest's copy, for a manifest).
+    pub(super) source: std::path::PathBuf,
+    /// The model's name in the manifest (else the `model` property).
+    pub(super) name: String,
+    pub(super) canary: bool,
 }
 
 /// The model in use, as the setters and the watcher see it.
 struct RunningModel {
-    /// Its file (for an s3:// model, the local copy of the version this element runs).
-    path: std::path::PathBuf,
+    /// What the `model` property resolved to (for an s3:// model, `source` is the local copy of the version
+    /// this element runs).
+    release: Release,
     /// To check a class filter set while running.
     labels: Arc<detection_common::labels::Labels>,
     /// The model-related settings it was loaded with: restored when a reload with new ones fails.
@@ -72,6 +97,9 @@ pub struct MobilenetDetect {
     /// Shared with the metrics endpoint and the frames' bookkeeping.
     pub(super) metrics: Arc<DetectMetrics>,
     metrics_address: Mutex<Option<String>>,
+    /// What the verdicts report, and the thread that publishes them (`verdicts=`).
+    pub(super) canary: Arc<CanaryStats>,
+    verdicts: Mutex<Option<VerdictPublisher>>,
 }
 
 /// Something to post once the streaming thread has let go of the state lock: a handler that runs
@@ -102,25 +130,56 @@ impl MobilenetDetect {
         settings: &Settings,
         at_start: bool,
         cancel: &detection_storage::Cancel,
-    ) -> Result<(Arc<Model>, PostProcess, Option<String>), LoadError> {
+    ) -> Result<Loaded, LoadError> {
         let mut opts = settings.model_options()?;
-        let mut warning = None;
-        let remote = settings.model.as_deref().filter(|m| super::remote::is_remote(m));
-        if let Some(url) = remote {
-            let (path, w) = super::remote::fetch(url, &settings.s3.0, at_start, cancel)?;
-            opts.path = path;
-            warning = w;
-        }
+        let location = settings.model.clone().unwrap_or_default();
+        let device = settings.release.device_id();
+        let resolved = super::release::resolve(&location, &device, &settings.s3.0, at_start, cancel)?;
+        opts.path = resolved.path.clone();
         let model = Model::shared(&opts)?;
         let post = settings.post_process(&model).map_err(LoadError::Settings)?;
-        if let Some(url) = remote {
-            super::remote::loaded(url, &opts.path).map_err(LoadError::Open)?;
-        }
-        Ok((model, post, warning))
+        let mut warnings = resolved.warnings.clone();
+        let shadow = match &resolved.shadow {
+            Some((path, every)) => {
+                let stable = Model::shared(&detection_inference::ModelOptions {
+                    path: path.clone(),
+                    ..opts.clone()
+                })?;
+                if stable.input == model.input {
+                    Some(Shadow {
+                        post: Arc::new(settings.post_process(&stable).map_err(LoadError::Settings)?),
+                        labels: label_names(&stable),
+                        model: stable,
+                        every: (*every).max(1),
+                    })
+                } else {
+                    warnings.push(format!(
+                        "{location}: the stable model {} takes another input than the candidate {}: no shadow \
+                         runs, so this device cannot judge their agreement",
+                        stable.path.display(),
+                        model.path.display()
+                    ));
+                    None
+                }
+            }
+            None => None,
+        };
+        super::release::mark_loaded(&resolved)?;
+        Ok(Loaded {
+            model,
+            post,
+            shadow,
+            release: Release {
+                source: resolved.source,
+                name: resolved.name,
+                canary: resolved.canary,
+            },
+            warnings,
+        })
     }
 
     /// Records a model that is now in use; what the user should hear about goes to `posts`.
-    fn announce_model(&self, model: &Model, settings: Settings, posts: &mut Vec<Post>) {
+    fn announce_model(&self, model: &Model, release: Release, settings: Settings, posts: &mut Vec<Post>) {
         gst::info!(CAT, imp = self, "loaded {:?}", model);
         for w in &model.warnings {
             gst::warning!(CAT, imp = self, "{}", w);
@@ -128,8 +187,9 @@ impl MobilenetDetect {
         }
         *self.active_provider.lock().unwrap() = model.provider.to_string();
         *self.metrics.model.lock().unwrap() = model.path.display().to_string();
+        self.canary.restart(&release.name, release.canary);
         *self.running_model.lock().unwrap() = Some(RunningModel {
-            path: model.path.clone(),
+            release,
             labels: Arc::new(model.labels.clone()),
             settings,
         });
@@ -193,15 +253,42 @@ impl MobilenetDetect {
         self.settings.lock().unwrap().clone()
     }
 
-    /// The file of the model this element runs (or has loaded and swaps in at the next frame).
+    /// The local file of what the `model` property names (the model, or its release manifest) for the version
+    /// this element runs (or has loaded and swaps in at the next frame).
     pub(super) fn running_model_path(&self) -> Option<std::path::PathBuf> {
-        self.running_model.lock().unwrap().as_ref().map(|m| m.path.clone())
+        self.running_model
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|m| m.release.source.clone())
     }
 
     /// Swaps in a model loaded in the background, if one is ready.
     pub(super) fn take_pending(&self, state: &mut State, posts: &mut Vec<Post>) {
         if let Some(p) = self.loader.take_ready() {
-            self.announce_model(&p.model, p.settings, posts);
+            let same_models = Arc::ptr_eq(&p.model, &state.model)
+                && match (&p.shadow, &state.shadow) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(&a.model, &b.model),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+            if same_models {
+                // A new manifest that assigns this device what it already runs: nothing to swap.
+                if let Some(running) = self.running_model.lock().unwrap().as_mut() {
+                    if (&running.release.name, running.release.canary) != (&p.release.name, p.release.canary) {
+                        self.canary.restart(&p.release.name, p.release.canary);
+                    }
+                    running.release = p.release;
+                    running.settings = p.settings;
+                }
+                state.post = Arc::new(p.post);
+                return;
+            }
+            self.announce_model(&p.model, p.release, p.settings, posts);
+            if let Some(shadow) = &p.shadow {
+                shadow.model.allow_runs_at_once(state.frames.capacity());
+            }
+            state.shadow = p.shadow;
+            state.since_shadow = 0;
             posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
             p.model.allow_runs_at_once(state.frames.capacity());
@@ -313,6 +400,7 @@ impl ObjectImpl for MobilenetDetect {
                     "watch-model" => settings.watch_model = value.get().expect("type checked upstream"),
                     "watch-interval" => settings.watch_interval = value.get().expect("type checked upstream"),
                     other if settings.s3.set(other, value) => {}
+                    other if settings.release.set(other, value) => {}
                     _ => unimplemented!("property {other}"),
                 }
                 settings.filter_version += 1;
@@ -364,7 +452,11 @@ impl ObjectImpl for MobilenetDetect {
             "post-messages" => s.post_messages.to_value(),
             "watch-model" => s.watch_model.to_value(),
             "watch-interval" => s.watch_interval.to_value(),
-            other => s.s3.get(other).unwrap_or_else(|| unimplemented!("property {other}")),
+            other => {
+                s.s3.get(other)
+                    .or_else(|| s.release.get(other))
+                    .unwrap_or_else(|| unimplemented!("property {other}"))
+            }
         }
     }
 }
@@ -408,16 +500,26 @@ impl BaseTransformImpl for MobilenetDetect {
         let settings = self.settings.lock().unwrap().clone();
         // A load still running from an earlier session must not swap in later.
         self.loader.reset();
-        let (model, post, warning) = Self::load(&settings, true, &self.loader.cancel()).map_err(|e| {
+        let loaded = Self::load(&settings, true, &self.loader.cancel()).map_err(|e| {
             gst::error!(CAT, imp = self, "{e}");
             load_error_message(&e)
         })?;
-        if let Some(w) = warning {
+        for w in &loaded.warnings {
             gst::warning!(CAT, imp = self, "{w}");
             gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
         }
+        let Loaded {
+            model,
+            post,
+            shadow,
+            release,
+            ..
+        } = loaded;
         let post = Arc::new(post);
         model.allow_runs_at_once(settings.inflight as usize);
+        if let Some(s) = &shadow {
+            s.model.allow_runs_at_once(settings.inflight as usize);
+        }
         let live = settings.mode == ModeChoice::Live;
         // In order, a frame is held for about one run; live, frames are not held.
         let estimate = Self::warm_up(&model, &post).filter(|_| !live).unwrap_or_default();
@@ -433,6 +535,7 @@ impl BaseTransformImpl for MobilenetDetect {
             added_delay,
             labels.clone(),
             self.metrics.clone(),
+            self.canary.clone(),
         )
         .map_err(|e| {
             gst::error_msg!(
@@ -450,7 +553,7 @@ impl BaseTransformImpl for MobilenetDetect {
             if model.concurrent_runs() { "at once" } else { "in turn" }
         );
         let mut posts = Vec::new();
-        self.announce_model(&model, settings.clone(), &mut posts);
+        self.announce_model(&model, release, settings.clone(), &mut posts);
         posts.push(Post::Notify("active-execution-provider"));
         *self.state.lock().unwrap() = Some(State {
             label_names: labels,
@@ -464,12 +567,30 @@ impl BaseTransformImpl for MobilenetDetect {
             live,
             frames,
             longer_holds: None,
+            shadow,
+            since_shadow: 0,
         });
         self.running.store(true, Ordering::SeqCst);
         self.post(posts);
         if settings.watch_model {
             self.loader
                 .watch(&self.obj(), settings.model.clone().unwrap_or_default());
+        }
+        if let Some(location) = &settings.release.verdicts {
+            let interval = Duration::from_millis(settings.watch_interval.into());
+            match VerdictPublisher::start(
+                location,
+                settings.release.device_id(),
+                interval,
+                self.canary.clone(),
+                &self.obj(),
+            ) {
+                Ok(p) => *self.verdicts.lock().unwrap() = Some(p),
+                Err(e) => {
+                    self.stop()?;
+                    return Err(gst::error_msg!(gst::ResourceError::Settings, ["{}", e]));
+                }
+            }
         }
         Ok(())
     }
@@ -480,6 +601,10 @@ impl BaseTransformImpl for MobilenetDetect {
         self.loader.stop();
         // Runs in flight finish before the state (and its inference threads) goes.
         *self.state.lock().unwrap() = None;
+        // The last verdict counts every frame that left.
+        if let Some(p) = self.verdicts.lock().unwrap().take() {
+            p.stop();
+        }
         *self.running_model.lock().unwrap() = None;
         Ok(())
     }

@@ -21,6 +21,8 @@ pub(super) struct PendingModel {
     pub generation: u64,
     pub model: Arc<Model>,
     pub post: PostProcess,
+    pub shadow: Option<super::frames::Shadow>,
+    pub release: super::imp::Release,
     pub settings: Settings,
 }
 
@@ -134,17 +136,22 @@ impl ModelLoader {
                         )
                     );
                 }
-                Ok(Ok((model, post, _))) => {
+                Ok(Ok(loaded)) => {
                     gst::info!(
                         CAT,
                         obj = element,
                         "model {} ready, swapping it in at the next frame",
-                        model.path.display()
+                        loaded.model.path.display()
                     );
+                    for w in &loaded.warnings {
+                        gst::warning!(CAT, obj = element, "{w}");
+                    }
                     *this.pending.lock().unwrap() = Some(PendingModel {
                         generation,
-                        model,
-                        post,
+                        model: loaded.model,
+                        post: loaded.post,
+                        shadow: loaded.shadow,
+                        release: loaded.release,
                         settings,
                     });
                     break thread;

@@ -4,10 +4,12 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod canary;
 mod frames;
 mod imp;
 mod loader;
 mod metrics;
+mod release;
 mod remote;
 mod settings;
 mod stream;

@@ -158,6 +158,8 @@ pub(super) struct Settings {
     pub(super) watch_interval: u32,
     /// Endpoint and credentials for an s3:// model.
     pub(super) s3: crate::fleet::S3Properties,
+    /// The device's identity for a release manifest, and where its verdicts go.
+    pub(super) release: super::release::ReleaseProperties,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     pub(super) filter_version: u64,
     /// Bumped on every change of a setting that needs a reload: a failed load only restores the running
@@ -195,6 +197,7 @@ impl Default for Settings {
             watch_model: false,
             watch_interval: DEFAULT_WATCH_INTERVAL_MS,
             s3: Default::default(),
+            release: Default::default(),
             filter_version: 0,
             model_version: 0,
         }
@@ -252,7 +255,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
             .nick("Model")
-            .blurb("Path of the ONNX model, or s3://BUCKET/KEY (downloaded into $XDG_CACHE_HOME/mobilenetdetect/models; S3 settings from AWS_* or the endpoint-uri, region, access-key, ... properties). Setting it while playing loads the new model in the background and swaps it in between two frames; a failed load keeps the old model and posts a warning")
+            .blurb("Path of the ONNX model, or of a release manifest (…/release.json: the model it assigns to device-id, see 'mobilenet-trainer rollout'), or s3://BUCKET/KEY (downloaded into $XDG_CACHE_HOME/mobilenetdetect/models; S3 settings from AWS_* or the endpoint-uri, region, access-key, ... properties). Setting it while playing loads the new model in the background and swaps it in between two frames; a failed load keeps the old model and posts a warning")
             .mutable_playing()
             .build(),
         glib::ParamSpecEnum::builder::<ModelFormatChoice>("model-format")
@@ -401,7 +404,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("watch-interval")
             .nick("Watch interval")
-            .blurb("How often watch-model polls an s3:// model, in milliseconds (one HEAD request each; a local file is checked every 200 ms)")
+            .blurb("How often watch-model polls an s3:// model or manifest, in milliseconds (one HEAD request each; a local file is checked every 200 ms); also how often a verdict is published")
             .minimum(100)
             .maximum(86_400_000)
             .default_value(DEFAULT_WATCH_INTERVAL_MS)
@@ -416,6 +419,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
     ]
     .into_iter()
     .chain(crate::fleet::S3Properties::specs())
+    .chain(super::release::ReleaseProperties::specs())
     .collect()
 }
 

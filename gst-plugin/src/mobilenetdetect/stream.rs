@@ -192,11 +192,23 @@ impl MobilenetDetect {
             }
             state.since_request = 0;
         }
+        let shadow = match &state.shadow {
+            Some(s) if infer_now => {
+                state.since_shadow += 1;
+                let due = state.since_shadow >= s.every;
+                if due {
+                    state.since_shadow = 0;
+                }
+                due.then_some(s)
+            }
+            _ => None,
+        };
         let infer = infer_now.then(|| Inference {
             model: &state.model,
             post: &state.post,
             pre: state.pre.as_mut().expect("preprocessed just now"),
             labels: &state.label_names,
+            shadow,
         });
         if state.live {
             state.frames.push_live(buf, arrived, infer);

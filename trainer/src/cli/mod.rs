@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod models;
 pub mod review;
+pub mod rollout;
 pub mod train;
 
 use detection_common::voc::{Sample, Split};

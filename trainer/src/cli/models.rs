@@ -92,6 +92,14 @@ pub struct PublishArgs {
     /// Publish even when the labels differ or the model scores worse (both are still printed).
     #[arg(long)]
     pub force: bool,
+    /// Release to this share of the devices first (0-100; a hash of each device's id decides, the same devices
+    /// every time): the model becomes release.json's candidate, the rest of the fleet keeps the stable model
+    /// until `rollout promote` (or `rollout status --auto`) decides.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub canary: Option<u32>,
+    /// Canary devices run the stable model too on 1 inferred frame in this many, to measure agreement.
+    #[arg(long, default_value_t = detection_common::release::DEFAULT_SHADOW_EVERY, requires = "canary")]
+    pub shadow_every: u32,
 }
 
 impl PublishArgs {
@@ -102,7 +110,10 @@ impl PublishArgs {
             gate,
             tolerance,
             force,
+            canary,
+            shadow_every,
         } = self;
+        let canary = canary.map(|percent| mobilenet_trainer::remote::Canary { percent, shadow_every });
         let regression = if gate.is_empty() {
             None
         } else {
@@ -118,12 +129,20 @@ impl PublishArgs {
         };
         let result = detection_storage::S3Url::parse(&to)
             .map_err(|e| e.to_string())
-            .and_then(|url| mobilenet_trainer::remote::publish(&model, &url, &gate));
+            .and_then(|url| mobilenet_trainer::remote::publish(&model, &url, &gate, canary));
         match result {
+            Ok(p) if p.release.candidate.is_some() => {
+                eprintln!(
+                    "published {} ({} bytes) as the candidate of {} for {} % of the devices; the others keep {} \
+                     (mobilenet-trainer rollout status|promote|rollback --models {to})",
+                    p.versioned, p.bytes, p.manifest, p.release.canary_percent, p.release.stable
+                );
+                ExitCode::SUCCESS
+            }
             Ok(p) => {
                 eprintln!(
-                    "published {} ({} bytes); {} now points to it",
-                    p.versioned, p.bytes, p.latest
+                    "published {} ({} bytes); {} and {} now point to it",
+                    p.versioned, p.bytes, p.latest, p.manifest
                 );
                 ExitCode::SUCCESS
             }
