@@ -203,7 +203,7 @@ fn a_bad_candidate_stays_on_the_canaries_until_rolled_back_and_a_good_one_reache
     assert!(status.contains(&format!("rolled back {bad}")), "{status}");
     let m = manifest(&bucket);
     assert_eq!((m.candidate.as_deref(), m.stable.as_str()), (None, stable.as_str()));
-    assert_eq!(m.rolled_back, [bad.clone()]);
+    assert_eq!(m.rolled_back, std::slice::from_ref(&bad));
     let back = wait_until_running(&seen, &canaries, &stable, rolled_back);
     let leaked: Vec<String> = seen
         .lock()

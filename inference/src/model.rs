@@ -39,6 +39,11 @@ pub struct ModelOptions {
     pub labels_file: Option<PathBuf>,
     pub providers: Vec<Provider>,
     pub threads: u32,
+    /// ONNX Runtime's intra-op threads sleep between runs instead of spinning: for two sessions taking turns on
+    /// the same cores (a canary's candidate and its stable model in shadow), where each one's spinning threads
+    /// would slow the other's run (measured: a shadow run at 1 frame in 10 cost 30 % of frames/s with
+    /// spinning, see benchmarks/shadow_cost).
+    pub no_spinning: bool,
 }
 
 /// Why a model could not be loaded; each maps to a GStreamer error domain.
@@ -184,6 +189,11 @@ impl Model {
             builder = builder
                 .with_intra_threads(opts.threads as usize)
                 .map_err(|e| LoadError::Runtime(format!("cannot set {} threads: {e}", opts.threads)))?;
+        }
+        if opts.no_spinning {
+            builder = builder
+                .with_intra_op_spinning(false)
+                .map_err(|e| LoadError::Runtime(format!("cannot turn off thread spinning: {e}")))?;
         }
         let provider = register_providers(&mut builder, &opts.providers, &mut warnings);
         let session = builder

@@ -205,10 +205,8 @@ impl VerdictPublisher {
                         Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => connected = true,
                         Ok(Ok(_)) | Err(_) => {}
                         Ok(Err(e)) => {
-                            if connected {
-                                if let Some(element) = weak.upgrade() {
-                                    gst::warning!(CAT, obj = element, "verdicts to {topic}: {e}; retrying");
-                                }
+                            if connected && let Some(element) = weak.upgrade() {
+                                gst::warning!(CAT, obj = element, "verdicts to {topic}: {e}; retrying");
                             }
                             connected = false;
                             std::thread::sleep(POLL);

@@ -143,6 +143,7 @@ impl MobilenetDetect {
             Some((path, every)) => {
                 let stable = Model::shared(&detection_inference::ModelOptions {
                     path: path.clone(),
+                    no_spinning: true,
                     ..opts.clone()
                 })?;
                 if stable.input == model.input {

@@ -232,6 +232,8 @@ impl Settings {
             labels_file: non_empty_path(&self.labels),
             providers: parse_providers(&self.execution_provider).map_err(LoadError::Settings)?,
             threads: self.threads,
+            // Set by the loader when a shadow model shares the cores.
+            no_spinning: false,
         })
     }
 
