@@ -138,6 +138,26 @@ fn a_bad_candidate_stays_on_the_canaries_until_rolled_back_and_a_good_one_reache
     broker.start();
     let bucket = Bucket::open("fleet", &Overrides::default()).unwrap();
     let models = "s3://fleet/models";
+    // `rollout status --auto` until the canaries' verdicts decide (10 shadow frames: about 4 s at 1 in 10).
+    let verdicts = format!("mqtt://127.0.0.1:{}/fleet/verdicts", broker.port);
+    let decide = || {
+        trainer(
+            &[
+                "rollout",
+                "status",
+                "--models",
+                models,
+                "--verdicts",
+                &verdicts,
+                "--auto",
+                "--wait",
+                "40",
+                "--min-shadow-frames",
+                "10",
+            ],
+            &s3,
+        )
+    };
     let write = |name: &str, bytes: Vec<u8>| {
         let p = d.join(name);
         std::fs::write(&p, bytes).unwrap();
@@ -179,22 +199,7 @@ fn a_bad_candidate_stays_on_the_canaries_until_rolled_back_and_a_good_one_reache
     let bad = manifest(&bucket).candidate.unwrap();
     let published = Instant::now();
     let on_canaries = wait_until_running(&seen, &canaries, &bad, published);
-    let status = trainer(
-        &[
-            "rollout",
-            "status",
-            "--models",
-            models,
-            "--verdicts",
-            &format!("mqtt://127.0.0.1:{}/fleet/verdicts", broker.port),
-            "--auto",
-            "--wait",
-            "40",
-            "--min-shadow-frames",
-            "10",
-        ],
-        &s3,
-    );
+    let status = decide();
     let rolled_back = Instant::now();
     assert!(
         status.contains("decision: roll back") && status.contains("agreement"),
@@ -239,22 +244,7 @@ fn a_bad_candidate_stays_on_the_canaries_until_rolled_back_and_a_good_one_reache
     );
     let good = manifest(&bucket).candidate.unwrap();
     let published = Instant::now();
-    let status = trainer(
-        &[
-            "rollout",
-            "status",
-            "--models",
-            models,
-            "--verdicts",
-            &format!("mqtt://127.0.0.1:{}/fleet/verdicts", broker.port),
-            "--auto",
-            "--wait",
-            "40",
-            "--min-shadow-frames",
-            "10",
-        ],
-        &s3,
-    );
+    let status = decide();
     let promoted = Instant::now();
     assert!(status.contains(&format!("promoted {good}")), "{status}");
     assert_eq!(manifest(&bucket).stable, good);

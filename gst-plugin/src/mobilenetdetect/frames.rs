@@ -56,6 +56,9 @@ pub(super) struct Shadow {
     pub(super) labels: LabelNames,
 }
 
+/// Shadow runs waiting for their comparison at most (1 in `every` inferred frames; a few are ever in flight).
+const SHADOW_RUNS_KEPT: usize = 8;
+
 /// One frame run through both models: each side's boxes (class ids, boxes normalised to the tensor) until
 /// both have finished.
 struct ShadowRun {
@@ -221,6 +224,11 @@ impl Frames {
                 tensor,
                 detections: self.spare_lists.pop().unwrap_or_default(),
             });
+            // A run whose frame's own result was dropped unseen (new caps in live mode, a newer result first)
+            // never completes: only the newest few are kept.
+            if self.shadows.len() >= SHADOW_RUNS_KEPT {
+                self.shadows.remove(0);
+            }
             self.shadows.push(ShadowRun {
                 id: shadow_id,
                 main_id: id,
