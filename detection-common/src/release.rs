@@ -187,8 +187,10 @@ pub struct Verdict {
     /// 95th percentile of the recent run times of this model and of the stable model in shadow.
     pub p95_ms: Option<f64>,
     pub stable_p95_ms: Option<f64>,
-    /// Runs that failed (shadow runs; a failed run of the model itself stops the pipeline with an error).
+    /// Runs of this model that failed (the pipeline stops with an error; its last verdict counts it).
     pub errors: u64,
+    /// Shadow runs of the stable model that failed: not held against the candidate.
+    pub stable_errors: u64,
     /// Boxes with a coordinate or score that is not a finite number (dropped before they reach the metadata).
     pub nonfinite: u64,
 }
@@ -209,6 +211,7 @@ impl Verdict {
             "p95_ms": self.p95_ms,
             "stable_p95_ms": self.stable_p95_ms,
             "errors": self.errors,
+            "stable_errors": self.stable_errors,
             "nonfinite": self.nonfinite,
         })
         .to_string()
@@ -233,6 +236,7 @@ impl Verdict {
             p95_ms: real("p95_ms"),
             stable_p95_ms: real("stable_p95_ms"),
             errors: count("errors"),
+            stable_errors: count("stable_errors"),
             nonfinite: count("nonfinite"),
         })
     }

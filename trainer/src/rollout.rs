@@ -29,6 +29,21 @@ pub fn write_manifest(bucket: &Bucket, to: &S3Url, manifest: &Manifest) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// The manifest's candidate, checked against the one a decision was made about (`expected`): a candidate
+/// published meanwhile was never judged.
+fn take_candidate(manifest: &mut Manifest, expected: Option<&str>, doing: &str) -> Result<String, String> {
+    let candidate = manifest
+        .candidate
+        .take()
+        .ok_or(format!("the manifest has no candidate to {doing}"))?;
+    match expected {
+        Some(e) if e != candidate => Err(format!(
+            "the candidate is now {candidate}, not {e} as judged: nothing done ({doing} by hand, or look again)"
+        )),
+        _ => Ok(candidate),
+    }
+}
+
 fn open(models: &str) -> Result<(Bucket, S3Url, Manifest), String> {
     let to = S3Url::parse(models).map_err(|e| e.to_string())?;
     let bucket = Bucket::open_url(&to, &Default::default()).map_err(|e| e.to_string())?;
@@ -46,13 +61,11 @@ pub fn status(models: &str) -> Result<Manifest, String> {
 }
 
 /// The candidate becomes the stable model of every device; `latest.onnx` follows it (pipelines that watch
-/// `latest.onnx` instead of the manifest get it too). Returns the promoted model's name.
-pub fn promote(models: &str) -> Result<String, String> {
+/// `latest.onnx` instead of the manifest get it too). With `expected`, only that candidate. Returns the
+/// promoted model's name.
+pub fn promote(models: &str, expected: Option<&str>) -> Result<String, String> {
     let (bucket, to, mut manifest) = open(models)?;
-    let candidate = manifest
-        .candidate
-        .take()
-        .ok_or("the manifest has no candidate to promote")?;
+    let candidate = take_candidate(&mut manifest, expected, "promote")?;
     bucket
         .copy(&to.child(&candidate), &to.child("latest.onnx"))
         .map_err(|e| e.to_string())?;
@@ -61,13 +74,11 @@ pub fn promote(models: &str) -> Result<String, String> {
     Ok(candidate)
 }
 
-/// Every device goes back to the stable model; the candidate is recorded as rolled back. Returns its name.
-pub fn rollback(models: &str) -> Result<String, String> {
+/// Every device goes back to the stable model; the candidate is recorded as rolled back. With `expected`,
+/// only that candidate. Returns its name.
+pub fn rollback(models: &str, expected: Option<&str>) -> Result<String, String> {
     let (bucket, to, mut manifest) = open(models)?;
-    let candidate = manifest
-        .candidate
-        .take()
-        .ok_or("the manifest has no candidate to roll back")?;
+    let candidate = take_candidate(&mut manifest, expected, "roll back")?;
     manifest.rolled_back.push(candidate.clone());
     write_manifest(&bucket, &to, &manifest)?;
     Ok(candidate)
@@ -94,7 +105,11 @@ pub fn read_verdicts(location: &str, listen: Duration) -> Result<Vec<Verdict>, S
     let mut until = Instant::now() + Duration::from_secs(10);
     let mut subscribed = false;
     while Instant::now() < until {
-        match connection.recv_timeout(Duration::from_millis(100)) {
+        // Never shorter than what is left: a timed-out poll abandons a connection handshake in progress.
+        let left = until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        match connection.recv_timeout(left) {
             Ok(Ok(Event::Incoming(Packet::SubAck(_)))) if !subscribed => {
                 subscribed = true;
                 until = Instant::now() + listen;

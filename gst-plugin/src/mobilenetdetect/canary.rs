@@ -64,6 +64,7 @@ struct Counts {
     agreement_sum: f64,
     shadow_detections: u64,
     errors: u64,
+    stable_errors: u64,
     nonfinite: u64,
     runs: RecentTimes,
     shadow_runs: RecentTimes,
@@ -109,8 +110,13 @@ impl CanaryStats {
         c.shadow_runs.push(run);
     }
 
+    /// A run of the model in use failed (the pipeline stops with an error; the last verdict says so).
     pub(super) fn failed_run(&self) {
         self.counts.lock().unwrap().errors += 1;
+    }
+
+    pub(super) fn failed_shadow_run(&self) {
+        self.counts.lock().unwrap().stable_errors += 1;
     }
 
     pub(super) fn verdict(&self, device: &str) -> Verdict {
@@ -131,6 +137,7 @@ impl CanaryStats {
             p95_ms: c.runs.p95(),
             stable_p95_ms: c.shadow_runs.p95(),
             errors: c.errors,
+            stable_errors: c.stable_errors,
             nonfinite: c.nonfinite,
         }
     }
@@ -144,6 +151,23 @@ fn per_f(sum: f64, n: u64) -> f64 {
 pub(super) struct VerdictPublisher {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<()>,
+}
+
+/// What the thread driving the MQTT connection tells the publisher.
+enum Link {
+    Connected,
+    Acknowledged,
+    Failed(String),
+}
+
+/// A device id is one MQTT topic level: no separators or wildcards.
+pub(super) fn check_device_id(device: &str) -> Result<(), String> {
+    if device.is_empty() || device.contains(['/', '+', '#']) {
+        return Err(format!(
+            "device-id '{device}' cannot name an MQTT topic level for verdicts (no '/', '+' or '#')"
+        ));
+    }
+    Ok(())
 }
 
 impl VerdictPublisher {
@@ -162,6 +186,7 @@ impl VerdictPublisher {
             Some(Err(e)) => return Err(format!("verdicts: {e}")),
             None => return Err(format!("verdicts={location}: not an mqtt://HOST[:PORT]/TOPIC location")),
         };
+        check_device_id(&device)?;
         let client_id = format!(
             "mobilenetdetect-verdicts-{device}-{}-{}",
             std::process::id(),
@@ -171,47 +196,62 @@ impl VerdictPublisher {
         options.set_keep_alive(Duration::from_secs(10));
         let topic = format!("{}/{device}", target.topic);
         let stop = Arc::new(AtomicBool::new(false));
+        let (client, connection) = Client::new(options, 16);
+        let (link_tx, link) = crossbeam_channel::unbounded();
+        // The connection is driven on a thread of its own, never interrupted (a timed-out poll would abandon a
+        // connection handshake in progress); it ends when the client is dropped, or at a failure once stopping.
+        let stopping = stop.clone();
+        std::thread::Builder::new()
+            .name("mobilenetdetect-verdicts-mqtt".into())
+            .spawn(move || {
+                crate::fleet::block_io_signals_in_this_thread();
+                drive(connection, &link_tx, &stopping)
+            })
+            .map_err(|e| format!("cannot start the verdict thread: {e}"))?;
         let flag = stop.clone();
         let weak = gst::glib::object::ObjectExt::downgrade(element);
         let handle = std::thread::Builder::new()
             .name("mobilenetdetect-verdicts".into())
             .spawn(move || {
-                crate::fleet::block_io_signals_in_this_thread();
-                let (client, mut connection) = Client::new(options, 16);
                 let mut next = Instant::now();
                 let mut published_model = None;
                 let mut connected = false;
                 loop {
+                    for event in link.try_iter() {
+                        match event {
+                            Link::Connected => connected = true,
+                            Link::Acknowledged => {}
+                            Link::Failed(e) => {
+                                if connected && let Some(element) = weak.upgrade() {
+                                    gst::warning!(CAT, obj = element, "verdicts to {topic}: {e}; retrying");
+                                }
+                                connected = false;
+                            }
+                        }
+                    }
                     let stopping = flag.load(Ordering::SeqCst);
                     let verdict = stats.verdict(&device);
-                    if stopping || Instant::now() >= next || published_model.as_ref() != Some(&verdict.model) {
+                    let due = Instant::now() >= next || published_model.as_ref() != Some(&verdict.model);
+                    // Only while connected: verdicts queued during an outage would be stale, and a full queue
+                    // would refuse the newest.
+                    if connected && (due || stopping) {
                         next = Instant::now() + interval;
                         published_model = Some(verdict.model.clone());
-                        // The newest verdict is all that matters: one the broker cannot take now is dropped.
                         let _ = client.try_publish(&topic, QoS::AtLeastOnce, true, verdict.to_json());
-                        if stopping {
-                            let until = Instant::now() + STOP_GRACE;
-                            while Instant::now() < until {
-                                match connection.recv_timeout(POLL) {
-                                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) | Ok(Err(_)) => break,
-                                    _ => {}
-                                }
-                            }
-                            let _ = client.disconnect();
-                            break;
-                        }
                     }
-                    match connection.recv_timeout(POLL) {
-                        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => connected = true,
-                        Ok(Ok(_)) | Err(_) => {}
-                        Ok(Err(e)) => {
-                            if connected && let Some(element) = weak.upgrade() {
-                                gst::warning!(CAT, obj = element, "verdicts to {topic}: {e}; retrying");
+                    if stopping {
+                        // The last verdict (all the frames) waits for its acknowledgement, for a while.
+                        let until = Instant::now() + STOP_GRACE;
+                        while connected && Instant::now() < until {
+                            match link.recv_timeout(POLL) {
+                                Ok(Link::Acknowledged) | Ok(Link::Failed(_)) => break,
+                                _ => {}
                             }
-                            connected = false;
-                            std::thread::sleep(POLL);
                         }
+                        let _ = client.disconnect();
+                        break;
                     }
+                    std::thread::sleep(POLL);
                 }
             })
             .map_err(|e| format!("cannot start the verdict thread: {e}"))?;
@@ -222,6 +262,28 @@ impl VerdictPublisher {
     pub(super) fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.handle.join();
+    }
+}
+
+fn drive(mut connection: rumqttc::Connection, link: &crossbeam_channel::Sender<Link>, stopping: &AtomicBool) {
+    for event in connection.iter() {
+        let sent = match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => link.send(Link::Connected),
+            Ok(Event::Incoming(Packet::PubAck(_))) => link.send(Link::Acknowledged),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let sent = link.send(Link::Failed(e.to_string()));
+                std::thread::sleep(Duration::from_millis(500));
+                sent
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
     }
 }
 

@@ -252,7 +252,7 @@ impl Frames {
         };
         if let Some(e) = &f.error {
             gst::warning!(CAT, "the stable model's shadow run failed: {e}");
-            self.stats.failed_run();
+            self.stats.failed_shadow_run();
             self.shadows.remove(at);
         } else {
             let boxes = f.detections.iter().map(|d| (d.class_id, d.bbox)).collect();
@@ -378,6 +378,12 @@ impl Frames {
         self.latest.clear();
     }
 
+    /// Another model pair was swapped in: shadow runs of the old pair are not compared (their results are
+    /// recycled unseen when they finish).
+    pub(super) fn forget_shadows(&mut self) {
+        self.shadows.clear();
+    }
+
     /// After a flush: frames held are dropped and runs in flight finish unseen.
     pub(super) fn discard(&mut self) {
         self.held.clear();
@@ -393,6 +399,7 @@ impl Frames {
     /// A finished result becomes the latest detections, mapped to the frame.
     fn apply(&mut self, f: Finished, pending: Pending) -> Result<(), String> {
         if let Some(e) = &f.error {
+            self.stats.failed_run();
             let e = format!("{}: {e}", f.model.path.display());
             self.recycle(f);
             return Err(e);

@@ -132,7 +132,7 @@ impl MobilenetDetect {
         cancel: &detection_storage::Cancel,
     ) -> Result<Loaded, LoadError> {
         let mut opts = settings.model_options()?;
-        let location = settings.model.clone().unwrap_or_default();
+        let location = settings.model.as_deref().map(str::trim).unwrap_or_default().to_string();
         let device = settings.release.device_id();
         let resolved = super::release::resolve(&location, &device, &settings.s3.0, at_start, cancel)?;
         opts.path = resolved.path.clone();
@@ -272,8 +272,10 @@ impl MobilenetDetect {
                     (Some(a), Some(b)) => Arc::ptr_eq(&a.model, &b.model),
                     (a, b) => a.is_none() && b.is_none(),
                 };
-            if same_models {
-                // A new manifest that assigns this device what it already runs: nothing to swap.
+            let manifest = p.settings.model.as_deref().is_some_and(super::release::is_manifest);
+            if same_models && manifest {
+                // A new manifest that assigns this device what it already runs: nothing to swap (a new shadow
+                // rate applies from now on).
                 if let Some(running) = self.running_model.lock().unwrap().as_mut() {
                     if (&running.release.name, running.release.canary) != (&p.release.name, p.release.canary) {
                         self.canary.restart(&p.release.name, p.release.canary);
@@ -282,6 +284,7 @@ impl MobilenetDetect {
                     running.settings = p.settings;
                 }
                 state.post = Arc::new(p.post);
+                state.shadow = p.shadow;
                 return;
             }
             self.announce_model(&p.model, p.release, p.settings, posts);
@@ -290,6 +293,7 @@ impl MobilenetDetect {
             }
             state.shadow = p.shadow;
             state.since_shadow = 0;
+            state.frames.forget_shadows();
             posts.push(Post::Notify("active-execution-provider"));
             state.label_names = label_names(&p.model);
             p.model.allow_runs_at_once(state.frames.capacity());

@@ -63,7 +63,7 @@ impl ReleaseProperties {
 }
 
 pub(super) fn is_manifest(model: &str) -> bool {
-    model.ends_with(".json")
+    model.trim_end().ends_with(".json")
 }
 
 /// What the `model` property resolved to.

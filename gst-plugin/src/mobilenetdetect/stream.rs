@@ -152,6 +152,12 @@ impl MobilenetDetect {
             let s = self.settings.lock().unwrap();
             if s.filter_version != state.post_version {
                 // Checked by the setters against this model; a model swapped in since may still refuse it.
+                // The stable model in shadow filters as the candidate does, or their agreement would differ.
+                if let Some(shadow) = state.shadow.as_mut()
+                    && let Ok(p) = s.post_process(&shadow.model)
+                {
+                    shadow.post = Arc::new(p);
+                }
                 match s.post_process(&state.model) {
                     Ok(p) => state.post = Arc::new(p),
                     Err(e) => posts.push(Post::Warning(

@@ -60,10 +60,10 @@ impl RolloutAction {
     pub fn run(self) -> ExitCode {
         let result = match self {
             RolloutAction::Status(args) => args.run(),
-            RolloutAction::Promote { at } => rollout::promote(&at.models).map(|m| {
+            RolloutAction::Promote { at } => rollout::promote(&at.models, None).map(|m| {
                 eprintln!("promoted {m}: every device runs it from its next watch interval");
             }),
-            RolloutAction::Rollback { at } => rollout::rollback(&at.models).map(|m| {
+            RolloutAction::Rollback { at } => rollout::rollback(&at.models, None).map(|m| {
                 eprintln!("rolled back {m}: every device runs the stable model from its next watch interval");
             }),
         };
@@ -80,7 +80,7 @@ impl RolloutAction {
 fn describe(v: &Verdict) -> String {
     let opt = |x: Option<f64>, digits: usize| x.map_or("-".into(), |x| format!("{x:.digits$}"));
     format!(
-        "{:<16} {:<7} {:<36} frames {:>6}  det/inf {:>5.2}  shadow {:>4} agreement {:>4}  p95 {} ms (stable {} ms)  errors {}  non-finite {}",
+        "{:<16} {:<7} {:<36} frames {:>6}  det/inf {:>5.2}  shadow {:>4} agreement {:>4}  p95 {} ms (stable {} ms)  errors {} (stable {})  non-finite {}",
         v.device,
         if v.canary { "canary" } else { "stable" },
         v.model,
@@ -91,6 +91,7 @@ fn describe(v: &Verdict) -> String {
         opt(v.p95_ms, 1),
         opt(v.stable_p95_ms, 1),
         v.errors,
+        v.stable_errors,
         v.nonfinite
     )
 }
@@ -138,7 +139,7 @@ impl StatusArgs {
                 Decision::Promote(why) => {
                     println!("decision: promote ({why})");
                     if self.auto {
-                        let m = rollout::promote(models)?;
+                        let m = rollout::promote(models, manifest.candidate.as_deref())?;
                         println!("promoted {m}");
                     }
                     return Ok(());
@@ -146,7 +147,7 @@ impl StatusArgs {
                 Decision::Rollback(reasons) => {
                     println!("decision: roll back\n  {}", reasons.join("\n  "));
                     if self.auto {
-                        let m = rollout::rollback(models)?;
+                        let m = rollout::rollback(models, manifest.candidate.as_deref())?;
                         println!("rolled back {m}");
                     }
                     return Ok(());
