@@ -247,14 +247,26 @@ pub fn ssd_scale(k: usize, maps: usize) -> f32 {
 
 /// Anchors of the given shapes `(w, h)` (one list per map) centred on every cell of maps of the given sizes.
 pub fn grid_anchors(sizes: &[usize], shapes: &[Vec<(f32, f32)>]) -> Vec<Anchor> {
+    anchors_at(sizes, shapes, |map, i| (i as f32 + 0.5) / sizes[map] as f32)
+}
+
+/// Anchors centred at `(i + 0.5) * step` on each map (`step` normalised; pytorch-ssd's are its shrinkage over
+/// the input side, not 1 / map side), centres clipped to 1 as pytorch-ssd clamps its priors.
+pub fn strided_anchors(sizes: &[usize], steps: &[f32], shapes: &[Vec<(f32, f32)>]) -> Vec<Anchor> {
+    anchors_at(sizes, shapes, |map, i| ((i as f32 + 0.5) * steps[map]).min(1.0))
+}
+
+/// Anchors of `shapes` on every cell of each map, row by row, the cell's centre from `centre(map, index)`;
+/// sizes clipped to the input.
+fn anchors_at(sizes: &[usize], shapes: &[Vec<(f32, f32)>], centre: impl Fn(usize, usize) -> f32) -> Vec<Anchor> {
     let mut anchors = Vec::new();
-    for (&size, shapes) in sizes.iter().zip(shapes) {
+    for (map, (&size, shapes)) in sizes.iter().zip(shapes).enumerate() {
         for y in 0..size {
             for x in 0..size {
                 for &(w, h) in shapes {
                     anchors.push(Anchor {
-                        cy: (y as f32 + 0.5) / size as f32,
-                        cx: (x as f32 + 0.5) / size as f32,
+                        cy: centre(map, y),
+                        cx: centre(map, x),
                         h: h.min(1.0),
                         w: w.min(1.0),
                     });

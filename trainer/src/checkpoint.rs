@@ -75,6 +75,11 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
     if labels.len() < 2 {
         return Err(format!("{}: the checkpoint names no classes", path.display()));
     }
+    let variant = match meta.get(KEY_VARIANT) {
+        None => Variant::Trainer,
+        Some(name) => Variant::parse(name)
+            .ok_or_else(|| format!("{}: damaged checkpoint metadata: variant '{name}'", path.display()))?,
+    };
     let config = SsdLiteConfig {
         num_classes: labels.len(),
         width: number(KEY_WIDTH)? as f32,
@@ -82,14 +87,10 @@ pub fn info(path: &Path) -> Result<CheckpointInfo, String> {
         input_size: number(KEY_INPUT_SIZE)? as usize,
         anchor_shapes: meta
             .get(KEY_ANCHOR_SHAPES)
-            .map(|text| SsdLiteConfig::shapes_from_text(text))
+            .map(|text| SsdLiteConfig::shapes_from_text(text, variant.anchors_per_location()))
             .transpose()
             .map_err(|e| format!("{}: damaged checkpoint metadata: {e}", path.display()))?,
-        variant: match meta.get(KEY_VARIANT) {
-            None => Variant::Trainer,
-            Some(name) => Variant::parse(name)
-                .ok_or_else(|| format!("{}: damaged checkpoint metadata: variant '{name}'", path.display()))?,
-        },
+        variant,
     };
     config
         .check()

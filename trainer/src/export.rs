@@ -140,9 +140,10 @@ fn build(model: &SsdLite, cfg: &SsdLiteConfig, labels: &Labels, dataset_snapshot
     );
     let mut w = Writer { g, relu6 };
 
-    let x = if model.backbone.tf_input {
+    let zero = model.backbone.input_zero;
+    let x = if zero != 0.0 {
         let shift =
-            w.g.initializer_f32("tf_input_shift", &[1, 3, 1, 1], &crate::model::tf_input_shift());
+            w.g.initializer_f32("input_shift", &[1, 3, 1, 1], &crate::model::input_shift(zero));
         w.g.node("Sub", &[&x, &shift], "", vec![])
     } else {
         x

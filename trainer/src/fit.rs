@@ -224,12 +224,12 @@ fn load_any(
     device: &Device,
 ) -> Result<(SsdLite, CheckpointInfo), String> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
-        let tfod = crate::import_tfod::TfodOptions {
+        let opts = crate::import::ImportOptions {
             labels: Some(labels),
             anchors: None,
             input_size,
         };
-        crate::import::load_onnx(path, &tfod, device)
+        crate::import::load_onnx(path, &opts, device)
     } else {
         checkpoint::load(path, device)
     }

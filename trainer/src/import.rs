@@ -4,11 +4,13 @@
 //! variance 1 - eps), which computes exactly the same function and trains from there.
 
 use crate::checkpoint::CheckpointInfo;
-use crate::import_tfod::{TfodOptions, is_tfod, load_tfod};
+use crate::import_pytorch_ssd::PytorchSsdGraph;
+use crate::import_tfod::{is_tfod, load_tfod};
 use crate::model::{ConvBn, SsdLite, SsdLiteConfig, Variant};
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
+use detection_common::boxes::Anchor;
 use detection_common::labels::Labels;
 use detection_common::metadata as meta;
 use detection_common::onnx::{ModelProto, TensorProto};
@@ -89,6 +91,76 @@ impl Convs<'_> {
     }
 }
 
+/// What importing another project's model needs besides the file.
+pub struct ImportOptions<'a> {
+    /// Class names (foreground, in the model's class order); `None` when the caller has none (an error).
+    pub labels: Option<&'a Labels>,
+    /// The model's anchors (normalised `cy cx h w`, its output order); `None`: its project's default generator.
+    pub anchors: Option<&'a [Anchor]>,
+    /// The side of the network's input (300 for TF-OD's SSDLite-MobileNetV2 configurations and pytorch-ssd).
+    pub input_size: usize,
+}
+
+/// The class names of an imported model with `num_classes` outputs (background included), from the names the
+/// user gave: an ONNX file from TensorFlow or PyTorch carries none.
+pub(crate) fn model_labels(path: &Path, given: Option<&Labels>, num_classes: usize) -> Result<Labels, String> {
+    match given {
+        Some(l) if l.len() == num_classes => Ok(l.clone()),
+        // Training data with more classes: the model's are its first ones, the rest get fresh heads.
+        Some(l) if l.len() > num_classes => {
+            let names = &l.foreground()[..num_classes - 1];
+            eprintln!(
+                "note: {} names no classes: its {} taken as the data's first ({})",
+                path.display(),
+                num_classes - 1,
+                names.join(", ")
+            );
+            Ok(Labels::parse(&names.join("\n")))
+        }
+        Some(l) => Err(format!(
+            "{}: the model has {} classes, the labels name {} ({}): give one name per class, in its order",
+            path.display(),
+            num_classes - 1,
+            l.len() - 1,
+            l.foreground().join(", ")
+        )),
+        None => Err(format!(
+            "{}: the model carries no class names: give them with --labels FILE (one per line, {} for this model)",
+            path.display(),
+            num_classes - 1
+        )),
+    }
+}
+
+/// Takes the anchors given for an imported model (its output order) as the shapes of `config`, refusing a list
+/// whose centres are not where `config` places them.
+pub(crate) fn apply_given_anchors(
+    path: &Path,
+    config: &mut SsdLiteConfig,
+    anchors: Option<&[Anchor]>,
+) -> Result<(), String> {
+    let Some(anchors) = anchors else { return Ok(()) };
+    let shapes = config
+        .shapes_from_anchors(anchors)
+        .map_err(|e| format!("{}: the anchors given for it: {e}", path.display()))?;
+    config.anchor_shapes = Some(shapes);
+    let off_grid = config
+        .anchors()
+        .iter()
+        .zip(anchors)
+        .any(|(ours, given)| (ours.cy - given.cy).abs() > 1e-4 || (ours.cx - given.cx).abs() > 1e-4);
+    if off_grid {
+        return Err(format!(
+            "{}: its anchors are not centred where a {} {}x{} model's are",
+            path.display(),
+            config.variant.name(),
+            config.input_size,
+            config.input_size
+        ));
+    }
+    Ok(())
+}
+
 /// Puts a convolution with its BatchNorm folded in (`weight`, `bias`) into `m`: the weight into the convolution,
 /// the bias into an identity BatchNorm.
 pub(crate) fn set_folded(m: &mut ConvBn, weight: Tensor<4>, bias: &[f32], device: &Device) {
@@ -111,21 +183,24 @@ pub(crate) fn set_conv(c: &mut Conv2d, weight: Tensor<4>, bias: &[f32], device: 
     )));
 }
 
-/// Loads an ONNX model as a trainable model: one `mobilenet-trainer` exported, or a TF Object Detection API
-/// SSDLite-MobileNetV2 (`tfod` says what that needs besides the file).
-pub fn load_onnx(path: &Path, tfod: &TfodOptions, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
+/// Loads an ONNX model as a trainable model: one `mobilenet-trainer` exported, a TF Object Detection API
+/// SSDLite-MobileNetV2, or a pytorch-ssd `mb2-ssd-lite` (`opts` says what the last two need besides the file).
+pub fn load_onnx(path: &Path, opts: &ImportOptions, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
     let model = read_onnx(path)?;
     if model.metadata_props.iter().any(|p| p.key == KEY_WIDTH) {
         exported(path, &model, device)
     } else if is_tfod(&model) {
-        load_tfod(path, &model, tfod, device)
+        load_tfod(path, &model, opts, device)
     } else {
-        Err(format!(
-            "{}: neither a model mobilenet-trainer exported (no {KEY_WIDTH} metadata) nor a TF Object Detection API \
-             SSDLite-MobileNetV2 (no {} convolutions): these are the ONNX models it can fine-tune",
-            path.display(),
-            "FeatureExtractor/MobilenetV2"
-        ))
+        let graph = PytorchSsdGraph::find(path, &model).map_err(|why| {
+            format!(
+                "{}: not a model mobilenet-trainer exported (no {KEY_WIDTH} metadata), nor a TF Object Detection API \
+                 SSDLite-MobileNetV2 (no FeatureExtractor/MobilenetV2 convolutions), nor a pytorch-ssd mb2-ssd-lite \
+                 ({why}): these are the ONNX models it can fine-tune",
+                path.display()
+            )
+        })?;
+        graph.load(opts, device)
     }
 }
 
@@ -263,13 +338,13 @@ pub fn import_to_checkpoint(
             detection_common::boxes::parse_anchors(&text, &p.display().to_string()).map_err(|e| e.to_string())
         })
         .transpose()?;
-    let tfod = TfodOptions {
+    let opts = ImportOptions {
         labels: labels.as_ref(),
         anchors: anchors.as_deref(),
         input_size,
     };
     let device = crate::device::cpu();
-    let (m, info) = load_onnx(model, &tfod, &device)?;
+    let (m, info) = load_onnx(model, &opts, &device)?;
     std::fs::create_dir_all(output).map_err(|e| format!("cannot create {}: {e}", output.display()))?;
     let path = output.join("checkpoint.bpk");
     crate::checkpoint::save(&m, &info, &path)?;

@@ -14,11 +14,9 @@
 use crate::augment::INPUT_STD;
 use crate::checkpoint::CheckpointInfo;
 use crate::export::BatchNormStats;
-use crate::import::{floats, set_conv, set_folded};
+use crate::import::{ImportOptions, apply_given_anchors, floats, model_labels, set_conv, set_folded};
 use crate::model::{ANCHORS_PER_LOCATION, AnchorShapes, SeparableHead, SsdLite, SsdLiteConfig, Variant};
 use burn::tensor::{Device, Tensor, TensorData};
-use detection_common::boxes::Anchor;
-use detection_common::labels::Labels;
 use detection_common::onnx::{ModelProto, NodeProto, TensorProto};
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,21 +35,22 @@ pub fn is_tfod(model: &ModelProto) -> bool {
 }
 
 /// A convolution with any BatchNorm after it folded in: weight [out, in/groups, k, k] and bias [out].
-struct Folded {
-    weight: Vec<f32>,
-    dims: [usize; 4],
-    bias: Vec<f32>,
+pub(crate) struct Folded {
+    pub weight: Vec<f32>,
+    pub dims: [usize; 4],
+    pub bias: Vec<f32>,
 }
 
-struct TfGraph<'a> {
-    path: &'a Path,
-    inits: HashMap<&'a str, &'a TensorProto>,
-    convs: Vec<&'a NodeProto>,
-    consumers: HashMap<&'a str, Vec<&'a NodeProto>>,
+/// An ONNX graph's convolutions, constants and who reads each tensor (TensorFlow's or PyTorch's export).
+pub(crate) struct TfGraph<'a> {
+    pub path: &'a Path,
+    pub inits: HashMap<&'a str, &'a TensorProto>,
+    pub convs: Vec<&'a NodeProto>,
+    pub consumers: HashMap<&'a str, Vec<&'a NodeProto>>,
 }
 
 impl<'a> TfGraph<'a> {
-    fn new(path: &'a Path, model: &'a ModelProto) -> Result<Self, String> {
+    pub(crate) fn new(path: &'a Path, model: &'a ModelProto) -> Result<Self, String> {
         let graph = model
             .graph
             .as_ref()
@@ -92,7 +91,7 @@ impl<'a> TfGraph<'a> {
         }
     }
 
-    fn constant(&self, node: &NodeProto, i: usize) -> Option<Vec<f32>> {
+    pub(crate) fn constant(&self, node: &NodeProto, i: usize) -> Option<Vec<f32>> {
         node.input
             .get(i)
             .and_then(|name| self.inits.get(name.as_str()))
@@ -117,7 +116,11 @@ impl<'a> TfGraph<'a> {
     }
 
     fn conv(&self, what: &str, scope: impl Fn(&str) -> bool) -> Result<Folded, String> {
-        let node = self.find(what, scope)?;
+        self.folded(self.find(what, scope)?, what)
+    }
+
+    /// `node`'s weights and bias with the BatchNorm after it (if any) folded in; `what` names it in errors.
+    pub(crate) fn folded(&self, node: &'a NodeProto, what: &str) -> Result<Folded, String> {
         let bad = |fault: &str| format!("{}: {} ({what}): {fault}", self.path.display(), node.name);
         let w = node
             .input
@@ -190,11 +193,11 @@ impl<'a> TfGraph<'a> {
 }
 
 impl Folded {
-    fn tensor(&self, device: &Device) -> Tensor<4> {
+    pub(crate) fn tensor(&self, device: &Device) -> Tensor<4> {
         Tensor::from_data(TensorData::new(self.weight.clone(), self.dims), device)
     }
 
-    fn check(&self, path: &Path, what: &str, want: [usize; 4]) -> Result<(), String> {
+    pub(crate) fn check(&self, path: &Path, what: &str, want: [usize; 4]) -> Result<(), String> {
         if self.dims == want {
             Ok(())
         } else {
@@ -206,12 +209,13 @@ impl Folded {
         }
     }
 
-    /// TF's input scale `x * 2/255 - 1` folded into the first convolution, which then reads ours shifted by
-    /// `tf_input_shift()` (see `MobileNetV2::tf_input`): the same function, padding included.
-    fn rescale_input(&mut self) {
+    /// The original's input scale `(x - zero) / span` (`Variant::input_scale`; TF's `x * 2/255 - 1` is
+    /// 127.5, 127.5) folded into the first convolution, which then reads ours shifted by `input_shift(zero)` (see
+    /// `MobileNetV2::input_zero`): the same function, padding included.
+    pub(crate) fn rescale_input(&mut self, span: f32) {
         let [_, cin, kh, kw] = self.dims;
         for (i, channel) in self.weight.chunks_mut(kh * kw).enumerate() {
-            let scale = 2.0 * INPUT_STD[i % cin] / 255.0;
+            let scale = INPUT_STD[i % cin] / span;
             channel.iter_mut().for_each(|v| *v *= scale);
         }
     }
@@ -246,21 +250,11 @@ pub fn tfod_default_shapes() -> AnchorShapes {
         .collect()
 }
 
-/// What an import needs besides the model file.
-pub struct TfodOptions<'a> {
-    /// Class names (foreground, in the model's class order); `None` when the caller has none (an error).
-    pub labels: Option<&'a Labels>,
-    /// The model's anchors (normalised `cy cx h w`, its output order); `None`: TF-OD's default generator.
-    pub anchors: Option<&'a [Anchor]>,
-    /// The side the graph resizes its input to (300 for TF-OD's SSDLite-MobileNetV2 configurations).
-    pub input_size: usize,
-}
-
 /// Loads `path`, a TF-OD SSDLite-MobileNetV2 in ONNX, as a trainable model with its labels and sizes.
 pub fn load_tfod(
     path: &Path,
     model: &ModelProto,
-    opts: &TfodOptions,
+    opts: &ImportOptions,
     device: &Device,
 ) -> Result<(SsdLite, CheckpointInfo), String> {
     let g = TfGraph::new(path, model)?;
@@ -275,36 +269,7 @@ pub fn load_tfod(
         ));
     }
     let num_classes = cls_pw.dims[0] / per_location;
-    let labels = match opts.labels {
-        Some(l) if l.len() == num_classes => l.clone(),
-        // Training data with more classes: the model's are its first ones, the rest get fresh heads.
-        Some(l) if l.len() > num_classes => {
-            let names = &l.foreground()[..num_classes - 1];
-            eprintln!(
-                "note: {} names no classes: its {} taken as the data's first ({})",
-                path.display(),
-                num_classes - 1,
-                names.join(", ")
-            );
-            Labels::parse(&names.join("\n"))
-        }
-        Some(l) => {
-            return Err(format!(
-                "{}: the model has {} classes, the labels name {} ({}): give one name per class, in its order",
-                path.display(),
-                num_classes - 1,
-                l.len() - 1,
-                l.foreground().join(", ")
-            ));
-        }
-        None => {
-            return Err(format!(
-                "{}: a TensorFlow model carries no class names: give them with --labels FILE (one per line, {} for this model)",
-                path.display(),
-                num_classes - 1
-            ));
-        }
-    };
+    let labels = model_labels(path, opts.labels, num_classes)?;
     let width = WIDTHS
         .into_iter()
         .find(|&width| {
@@ -336,28 +301,11 @@ pub fn load_tfod(
     config
         .check()
         .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
-    if let Some(anchors) = opts.anchors {
-        let shapes = config
-            .shapes_from_anchors(anchors)
-            .map_err(|e| format!("{}: the anchors given for it: {e}", path.display()))?;
-        config.anchor_shapes = Some(shapes);
-        let off_grid = config
-            .anchors()
-            .iter()
-            .zip(anchors)
-            .any(|(ours, given)| (ours.cy - given.cy).abs() > 1e-4 || (ours.cx - given.cx).abs() > 1e-4);
-        if off_grid {
-            return Err(format!(
-                "{}: its anchors do not lie on the grid of a {}x{} SSDLite (centres at (i + 0.5) / map side)",
-                path.display(),
-                opts.input_size,
-                opts.input_size
-            ));
-        }
-    }
+    apply_given_anchors(path, &mut config, opts.anchors)?;
 
     let mut m = config.init(device);
-    stem.rescale_input();
+    let (_, span) = Variant::TfOd.input_scale().expect("TF-OD scales its input");
+    stem.rescale_input(span);
     let put = |target: &mut crate::model::ConvBn, f: Folded, what: &str| -> Result<(), String> {
         f.check(path, what, target.conv.weight.dims())?;
         set_folded(target, f.tensor(device), &f.bias, device);

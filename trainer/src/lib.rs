@@ -14,6 +14,7 @@ pub mod export;
 pub mod feature_cache;
 pub mod fit;
 pub mod import;
+pub mod import_pytorch_ssd;
 pub mod import_tfod;
 pub mod loss;
 pub mod metrics;

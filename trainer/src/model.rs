@@ -1,12 +1,13 @@
 //! MobileNetV2-SSDLite in burn: the MobileNetV2 backbone (torchvision's layout: stem, 17 inverted residual
 //! blocks, 1x1 head conv; width multiplier), SSDLite heads on the stride-16 expansion layer and the stride-32
-//! map, and four extra layers (torchvision's ssdlite320 / pytorch-ssd mb2-ssd-lite).
+//! map, and four extra layers (torchvision's ssdlite320); `Variant` lays it out as TF-OD's and pytorch-ssd's
+//! mb2-ssd-lite for imported models.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use detection_common::boxes::{Anchor, grid_anchors, ssd_anchor_shapes, ssd_anchors};
+use detection_common::boxes::{Anchor, grid_anchors, ssd_anchor_shapes, ssd_anchors, strided_anchors};
 
 /// Channel counts rounded the way MobileNetV2 does (multiples of 8, never 10% below the target).
 pub fn make_divisible(v: f32, divisor: usize) -> usize {
@@ -101,9 +102,11 @@ pub struct SeparableHead {
 }
 
 impl SeparableHead {
-    pub fn new(cin: usize, per_location: usize, width: usize, device: &Device) -> Self {
+    /// `depthwise_act: false` for a head that is a single 1x1 convolution in the original (pytorch-ssd's last
+    /// map): its depthwise layer, imported as the identity, must not clip.
+    pub fn new(cin: usize, per_location: usize, width: usize, depthwise_act: bool, device: &Device) -> Self {
         Self {
-            depthwise: ConvBn::new(cin, cin, 3, 1, cin, true, device),
+            depthwise: ConvBn::new(cin, cin, 3, 1, cin, depthwise_act, device),
             pointwise: Conv2dConfig::new([cin, per_location * width], [1, 1]).init(device),
             width,
         }
@@ -117,7 +120,8 @@ impl SeparableHead {
     }
 }
 
-/// An extra SSD layer: 1x1 down to half the channels, 3x3 depthwise stride 2, 1x1 up.
+/// An extra SSD layer: 1x1 down to `mid` channels, 3x3 depthwise stride 2, 1x1 up (ReLU6 after it unless
+/// `linear_out`: pytorch-ssd's are inverted residuals, whose projection is linear).
 #[derive(Module, Debug)]
 pub struct ExtraBlock {
     pub reduce: ConvBn,
@@ -126,12 +130,11 @@ pub struct ExtraBlock {
 }
 
 impl ExtraBlock {
-    pub fn new(cin: usize, cout: usize, device: &Device) -> Self {
-        let mid = cout / 2;
+    pub fn new(cin: usize, mid: usize, cout: usize, linear_out: bool, device: &Device) -> Self {
         Self {
             reduce: ConvBn::new(cin, mid, 1, 1, 1, true, device),
             depthwise: ConvBn::new(mid, mid, 3, 2, mid, true, device),
-            expand: ConvBn::new(mid, cout, 1, 1, 1, true, device),
+            expand: ConvBn::new(mid, cout, 1, 1, 1, !linear_out, device),
         }
     }
 
@@ -140,8 +143,22 @@ impl ExtraBlock {
     }
 }
 
-/// Anchors per location on each of the six maps.
+/// Anchors per location on each of the six maps (this trainer's and TF-OD's; `Variant::anchors_per_location`).
 pub const ANCHORS_PER_LOCATION: [usize; 6] = [3, 6, 6, 6, 6, 6];
+/// pytorch-ssd's mb2-ssd-lite: six on every map.
+const PYTORCH_SSD_ANCHORS_PER_LOCATION: [usize; 6] = [6; 6];
+/// pytorch-ssd's mb2-ssd-lite at its 300x300 input (`mobilenetv1_ssd_config`): per map (side, shrinkage in
+/// pixels, min size, max size in pixels).
+const PYTORCH_SSD_SPECS: [(usize, f32, f32, f32); 6] = [
+    (19, 16.0, 60.0, 105.0),
+    (10, 32.0, 105.0, 150.0),
+    (5, 64.0, 150.0, 195.0),
+    (3, 100.0, 195.0, 240.0),
+    (2, 150.0, 240.0, 285.0),
+    (1, 300.0, 285.0, 330.0),
+];
+/// pytorch-ssd's extras are inverted residuals whose hidden width is the input's times these.
+const PYTORCH_SSD_EXTRA_EXPANSION: [f32; 4] = [0.2, 0.25, 0.5, 0.25];
 use detection_common::mobilenet_v2::{BLOCKS, LAST_CHANNELS, STEM_CHANNELS, STRIDE32_BLOCK};
 
 /// Anchor shapes `(w, h)`, normalised to the input, one list per map (as many as `ANCHORS_PER_LOCATION` says).
@@ -157,16 +174,21 @@ pub struct SsdLiteConfig {
     pub variant: Variant,
 }
 
-/// Where a network's layout comes from. The layers are the same; two details differ.
+/// Where a network's layout comes from. The layers are the same; details differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Variant {
-    /// This trainer's own: symmetric padding, a last extra layer of 64 channels (pytorch-ssd's mb2-ssd-lite).
+    /// This trainer's own: symmetric padding, a last extra layer of 64 channels.
     #[default]
     Trainer,
     /// The TF Object Detection API's SSDLite (imported models): TensorFlow's "SAME" padding of the strided
     /// convolutions — on an even side its one extra row and column go at the bottom and right only, so the same
     /// weights padded symmetrically would see the image shifted a pixel — and a last extra layer of 128 channels.
     TfOd,
+    /// pytorch-ssd's `mb2-ssd-lite` (jetson-inference's re-training format, imported models): symmetric padding,
+    /// six anchors on every map centred on its shrinkage grid, extras that are inverted residuals (hidden width
+    /// from the input's, linear projection, the last of 64 channels), single 1x1 heads on the last map, and
+    /// `(x - 127) / 128` input scaling.
+    PytorchSsd,
 }
 
 impl Variant {
@@ -175,17 +197,47 @@ impl Variant {
         match self {
             Variant::Trainer => "trainer",
             Variant::TfOd => "tf-od",
+            Variant::PytorchSsd => "pytorch-ssd",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [Variant::Trainer, Variant::TfOd].into_iter().find(|v| v.name() == name)
+        [Variant::Trainer, Variant::TfOd, Variant::PytorchSsd]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+
+    /// Anchors per location on each of the six maps.
+    pub fn anchors_per_location(self) -> [usize; 6] {
+        match self {
+            Variant::Trainer | Variant::TfOd => ANCHORS_PER_LOCATION,
+            Variant::PytorchSsd => PYTORCH_SSD_ANCHORS_PER_LOCATION,
+        }
+    }
+
+    /// The pixel value the original network's input scale puts at 0, and the pixel span of one unit: the network
+    /// then shifts our ImageNet-normalised input so that its zero padding is the original's (`input_shift`),
+    /// and the stem's weights take the scale. `None`: our own scale.
+    pub fn input_scale(self) -> Option<(f32, f32)> {
+        match self {
+            Variant::Trainer => None,
+            Variant::TfOd => Some((127.5, 127.5)),
+            Variant::PytorchSsd => Some((127.0, 128.0)),
+        }
+    }
+
+    /// Hidden channels of extra layer `index` (0..4) from `cin` to `cout`.
+    fn extra_hidden(self, index: usize, cin: usize, cout: usize) -> usize {
+        match self {
+            Variant::Trainer | Variant::TfOd => cout / 2,
+            Variant::PytorchSsd => (cin as f32 * PYTORCH_SSD_EXTRA_EXPANSION[index]).round() as usize,
+        }
     }
 
     /// (before, after) padding of a `kernel`-wide convolution with `stride` on a side of `side` pixels.
     fn pads(self, side: usize, kernel: usize, stride: usize) -> (usize, usize) {
         match self {
-            Variant::Trainer => (kernel / 2, kernel / 2),
+            Variant::Trainer | Variant::PytorchSsd => (kernel / 2, kernel / 2),
             Variant::TfOd => {
                 let total = ((side.div_ceil(stride) - 1) * stride + kernel).saturating_sub(side);
                 (total / 2, total - total / 2)
@@ -196,7 +248,7 @@ impl Variant {
     /// Channels of the last extra layer's output before the width multiplier.
     fn last_extra_channels(self) -> f32 {
         match self {
-            Variant::Trainer => 64.0,
+            Variant::Trainer | Variant::PytorchSsd => 64.0,
             Variant::TfOd => 128.0,
         }
     }
@@ -208,16 +260,17 @@ pub struct MobileNetV2 {
     pub stem: ConvBn,
     pub blocks: Vec<InvertedResidual>,
     pub last: ConvBn,
-    /// Shift the input by `tf_input_shift()` before the stem (`Variant::TfOd`): what makes the stem's zero padding
-    /// TensorFlow's, whose input scale has its 0 at mid-grey where ours has it at ImageNet's mean.
-    pub tf_input: bool,
+    /// The pixel value an imported network's input scale puts at 0 (`Variant::input_scale`), 0 for ours: the
+    /// input is shifted by `input_shift(input_zero)` before the stem, which makes the stem's zero padding the
+    /// original's (TensorFlow's and pytorch-ssd's 0 is mid-grey, ours ImageNet's mean).
+    pub input_zero: f32,
 }
 
-/// Per channel, ImageNet-normalised mid-grey (`(127.5 - mean) / std`): TensorFlow's `x * 2/255 - 1` is then
-/// `(normalised - shift) * std * 2/255`, the scale going into the stem's weights.
-pub fn tf_input_shift() -> [f32; 3] {
+/// Per channel, the pixel value `zero` ImageNet-normalised (`(zero - mean) / std`): an input scale
+/// `(x - zero) / span` is then `(normalised - shift) * std / span`, the scale going into the stem's weights.
+pub fn input_shift(zero: f32) -> [f32; 3] {
     let (m, s) = (crate::augment::INPUT_MEAN, crate::augment::INPUT_STD);
-    [0, 1, 2].map(|c| (127.5 - m[c]) / s[c])
+    [0, 1, 2].map(|c| (zero - m[c]) / s[c])
 }
 
 impl MobileNetV2 {
@@ -247,10 +300,10 @@ impl MobileNetV2 {
     }
 
     fn shift_input(&self, x: Tensor<4>) -> Tensor<4> {
-        if !self.tf_input {
+        if self.input_zero == 0.0 {
             return x;
         }
-        let shift = Tensor::<1>::from_floats(tf_input_shift(), &x.device()).reshape([1, 3, 1, 1]);
+        let shift = Tensor::<1>::from_floats(input_shift(self.input_zero), &x.device()).reshape([1, 3, 1, 1]);
         x - shift
     }
 
@@ -372,19 +425,28 @@ impl SsdLiteConfig {
         }
         let ch = self.feature_channels();
         let last = ConvBn::new(cin, ch[1], 1, 1, 1, true, device);
-        let extras = (2..6).map(|i| ExtraBlock::new(ch[i - 1], ch[i], device)).collect();
+        let variant = self.variant;
+        let extras = (2..6)
+            .map(|i| {
+                let mid = variant.extra_hidden(i - 2, ch[i - 1], ch[i]);
+                ExtraBlock::new(ch[i - 1], mid, ch[i], variant == Variant::PytorchSsd, device)
+            })
+            .collect();
+        let per_location = self.anchors_per_location();
+        // pytorch-ssd's last map has plain 1x1 heads: here a depthwise layer that starts as the identity.
+        let depthwise_act = |i: usize| !(variant == Variant::PytorchSsd && i == 5);
         let loc_heads = (0..6)
-            .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], 4, device))
+            .map(|i| SeparableHead::new(ch[i], per_location[i], 4, depthwise_act(i), device))
             .collect();
         let cls_heads = (0..6)
-            .map(|i| SeparableHead::new(ch[i], ANCHORS_PER_LOCATION[i], self.num_classes, device))
+            .map(|i| SeparableHead::new(ch[i], per_location[i], self.num_classes, depthwise_act(i), device))
             .collect();
         let mut model = SsdLite {
             backbone: MobileNetV2 {
                 stem,
                 blocks,
                 last,
-                tf_input: false,
+                input_zero: 0.0,
             },
             extras,
             loc_heads,
@@ -397,18 +459,32 @@ impl SsdLiteConfig {
     /// Default boxes in the heads' output order (normalised `cy cx h w`): the fitted shapes, or SSD's — 3 on the
     /// first map (a small square and two 2:1 boxes), 6 elsewhere (two squares, 2:1, 1:2, 3:1, 1:3), scales 0.2
     /// to 0.95.
+    /// pytorch-ssd's centre their anchors on each map's shrinkage grid at its 300x300 input.
     pub fn anchors(&self) -> Vec<Anchor> {
-        match &self.anchor_shapes {
-            Some(shapes) => grid_anchors(&self.feature_sizes(), shapes),
-            None => ssd_anchors(&self.feature_sizes(), &ANCHORS_PER_LOCATION),
+        let sizes = self.feature_sizes();
+        let shapes = self.shapes();
+        let pytorch_ssd_grid = PYTORCH_SSD_SPECS.map(|(side, ..)| side);
+        if self.variant == Variant::PytorchSsd && sizes == pytorch_ssd_grid {
+            let steps = PYTORCH_SSD_SPECS.map(|(_, shrinkage, ..)| shrinkage / 300.0);
+            return strided_anchors(&sizes, &steps, &shapes);
         }
+        match &self.anchor_shapes {
+            Some(shapes) => grid_anchors(&sizes, shapes),
+            None => ssd_anchors(&sizes, &self.anchors_per_location()),
+        }
+    }
+
+    /// Anchors per location on each of the six maps.
+    pub fn anchors_per_location(&self) -> [usize; 6] {
+        self.variant.anchors_per_location()
     }
 
     /// The shapes `anchors()` places on each map.
     pub fn shapes(&self) -> AnchorShapes {
-        self.anchor_shapes
-            .clone()
-            .unwrap_or_else(|| ssd_anchor_shapes(ANCHORS_PER_LOCATION.len(), &ANCHORS_PER_LOCATION))
+        self.anchor_shapes.clone().unwrap_or_else(|| {
+            let per_location = self.anchors_per_location();
+            ssd_anchor_shapes(per_location.len(), &per_location)
+        })
     }
 
     /// The fitted shapes as text, one line per map of `w h` pairs (`None` for SSD's shapes).
@@ -429,17 +505,17 @@ impl SsdLiteConfig {
 
     /// Reads what `shapes_to_text` wrote: as many maps and shapes as the heads predict, sizes in (0, 2] (SSD's
     /// widest shapes exceed 1; anchors clip them to the input).
-    pub fn shapes_from_text(text: &str) -> Result<AnchorShapes, String> {
+    pub fn shapes_from_text(text: &str, per_location: [usize; 6]) -> Result<AnchorShapes, String> {
         let maps: Vec<&str> = text.lines().collect();
-        if maps.len() != ANCHORS_PER_LOCATION.len() {
+        if maps.len() != per_location.len() {
             return Err(format!(
                 "anchor shapes for {} maps, expected {}",
                 maps.len(),
-                ANCHORS_PER_LOCATION.len()
+                per_location.len()
             ));
         }
         maps.iter()
-            .zip(ANCHORS_PER_LOCATION)
+            .zip(per_location)
             .map(|(line, m)| {
                 let v: Vec<f32> = line
                     .split_whitespace()
@@ -459,7 +535,8 @@ impl SsdLiteConfig {
     /// The shapes of a full anchor list (`anchors()`'s order): the first cell of each map.
     pub fn shapes_from_anchors(&self, anchors: &[Anchor]) -> Result<AnchorShapes, String> {
         let sizes = self.feature_sizes();
-        let expected: usize = sizes.iter().zip(ANCHORS_PER_LOCATION).map(|(s, m)| s * s * m).sum();
+        let per_location = self.anchors_per_location();
+        let expected: usize = sizes.iter().zip(per_location).map(|(s, m)| s * s * m).sum();
         if anchors.len() != expected {
             return Err(format!(
                 "{} anchors, but a {}x{} SSDLite has {expected}",
@@ -470,7 +547,7 @@ impl SsdLiteConfig {
         }
         let mut offset = 0;
         let mut shapes = Vec::with_capacity(sizes.len());
-        for (size, m) in sizes.iter().zip(ANCHORS_PER_LOCATION) {
+        for (size, m) in sizes.iter().zip(per_location) {
             shapes.push(anchors[offset..offset + m].iter().map(|a| (a.w, a.h)).collect());
             offset += size * size * m;
         }
@@ -484,7 +561,7 @@ impl SsdLite {
     /// and the input shift.
     pub fn apply_variant(&mut self, variant: Variant, input_size: usize) {
         let b = &mut self.backbone;
-        b.tf_input = variant == Variant::TfOd;
+        b.input_zero = variant.input_scale().map_or(0.0, |(zero, _)| zero);
         let mut side = b.stem.set_padding(variant, input_size);
         for block in &mut b.blocks {
             side = block.depthwise.set_padding(variant, side);
@@ -578,7 +655,10 @@ mod tests {
         shapes[0] = vec![(0.12, 0.16), (0.17, 0.23), (0.21, 0.3)];
         cfg.anchor_shapes = Some(shapes.clone());
         let text = cfg.shapes_to_text().unwrap();
-        assert_eq!(SsdLiteConfig::shapes_from_text(&text).unwrap(), shapes);
+        assert_eq!(
+            SsdLiteConfig::shapes_from_text(&text, ANCHORS_PER_LOCATION).unwrap(),
+            shapes
+        );
         // The export's anchor list gives the shapes back (as the anchors clip them).
         let back = cfg.shapes_from_anchors(&cfg.anchors()).unwrap();
         assert_eq!(back[0], shapes[0]);
@@ -589,7 +669,10 @@ mod tests {
         assert_eq!(again.anchors(), cfg.anchors());
         assert!(cfg.shapes_from_anchors(&cfg.anchors()[1..]).is_err());
         for bad in ["0.1 0.1", &text.replace("0.12", "x"), &text.replace("0.12", "-1")] {
-            assert!(SsdLiteConfig::shapes_from_text(bad).is_err(), "{bad}");
+            assert!(
+                SsdLiteConfig::shapes_from_text(bad, ANCHORS_PER_LOCATION).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -10,8 +10,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use detection_common::labels::Labels;
 use detection_common::onnx::{GraphProto, ModelProto, ValueInfoProto};
 use mobilenet_trainer::augment::{INPUT_MEAN, INPUT_STD};
-use mobilenet_trainer::import::load_onnx;
-use mobilenet_trainer::import_tfod::{TfodOptions, tfod_default_shapes};
+use mobilenet_trainer::import::{ImportOptions, load_onnx};
+use mobilenet_trainer::import_tfod::tfod_default_shapes;
 use mobilenet_trainer::model::{ANCHORS_PER_LOCATION, SsdLite, Variant};
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,7 @@ fn teacher_raw(rgb: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 }
 
 fn import(labels: Option<&Labels>) -> Result<(SsdLite, mobilenet_trainer::checkpoint::CheckpointInfo), String> {
-    let opts = TfodOptions {
+    let opts = ImportOptions {
         labels,
         anchors: None,
         input_size: SIDE,
@@ -182,7 +182,7 @@ fn an_imported_teacher_survives_a_checkpoint_and_an_export() {
     assert!(ds <= 1e-4, "exported scores differ from burn's by {ds}");
     let (back, back_info) = load_onnx(
         &path,
-        &TfodOptions {
+        &ImportOptions {
             labels: None,
             anchors: None,
             input_size: SIDE,
@@ -216,7 +216,7 @@ fn imports_refuse_what_they_cannot_take_naming_the_file() {
     let dir = temp_dir("refuse");
     let junk = dir.join("junk.onnx");
     std::fs::write(&junk, b"not a model at all").unwrap();
-    let opts = TfodOptions {
+    let opts = ImportOptions {
         labels: Some(&person()),
         anchors: None,
         input_size: SIDE,

@@ -40,13 +40,15 @@ impl ExportArgs {
 pub struct ImportArgs {
     #[arg(long)]
     pub model: PathBuf,
-    /// Class names, one per line in the model's order (a TensorFlow model carries none).
+    /// Class names, one per line in the model's order (TensorFlow and pytorch-ssd models carry none;
+    /// jetson-inference's labels.txt, BACKGROUND first, is taken as it is).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// The model's anchors, one `cy cx h w` line each in its output order (default: TF-OD's SSD generator).
+    /// The model's anchors, one `cy cx h w` line each in its output order (default: TF-OD's SSD generator, or
+    /// pytorch-ssd's mb2-ssd-lite priors).
     #[arg(long)]
     pub anchors: Option<PathBuf>,
-    /// The side a TensorFlow graph resizes its input to.
+    /// The side a TensorFlow graph resizes its input to (pytorch-ssd's mb2-ssd-lite: 300 only).
     #[arg(long, default_value_t = 300)]
     pub input_size: usize,
     #[arg(long)]
