@@ -32,6 +32,18 @@ pub struct CheckpointInfo {
     pub dataset_snapshot: Option<String>,
 }
 
+impl CheckpointInfo {
+    /// A model read from an ONNX file: not trained here yet, on no known snapshot.
+    pub fn imported(config: SsdLiteConfig, labels: Labels) -> Self {
+        Self {
+            config,
+            labels,
+            epoch: 0,
+            dataset_snapshot: None,
+        }
+    }
+}
+
 /// Writes `model` to `path` atomically: a crash mid-write keeps the old file.
 pub fn save(model: &SsdLite, info: &CheckpointInfo, path: &Path) -> Result<(), String> {
     write_atomically_with(path, |staged| {

@@ -161,6 +161,13 @@ pub(crate) fn apply_given_anchors(
     Ok(())
 }
 
+/// Refuses a configuration read from `path` that describes no network this trainer can build.
+pub(crate) fn check_config(path: &Path, config: &SsdLiteConfig) -> Result<(), String> {
+    config
+        .check()
+        .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))
+}
+
 /// Puts a convolution with its BatchNorm folded in (`weight`, `bias`) into `m`: the weight into the convolution,
 /// the bias into an identity BatchNorm.
 pub(crate) fn set_folded(m: &mut ConvBn, weight: Tensor<4>, bias: &[f32], device: &Device) {
@@ -248,9 +255,7 @@ fn exported(path: &Path, model: &ModelProto, device: &Device) -> Result<(SsdLite
             Some(name) => Variant::parse(name).ok_or_else(|| format!("{}: bad {KEY_VARIANT}", path.display()))?,
         },
     };
-    config
-        .check()
-        .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
+    crate::import::check_config(path, &config)?;
     // Exports from before anchor fitting carry no anchors: they used SSD's shapes.
     if let Some(text) = props.get(meta::KEY_ANCHORS) {
         let source = format!("{} metadata {}", path.display(), meta::KEY_ANCHORS);
@@ -310,15 +315,7 @@ fn exported(path: &Path, model: &ModelProto, device: &Device) -> Result<(SsdLite
             convs.next
         ));
     }
-    Ok((
-        m,
-        CheckpointInfo {
-            config,
-            labels,
-            epoch: 0,
-            dataset_snapshot: None,
-        },
-    ))
+    Ok((m, CheckpointInfo::imported(config, labels)))
 }
 
 /// `mobilenet-trainer import`: `model` (any ONNX model `load_onnx` takes) as `output/checkpoint.bpk`; returns

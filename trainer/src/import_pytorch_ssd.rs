@@ -26,21 +26,24 @@ const WIDTHS: [f32; 4] = [1.0, 0.75, 0.5, 1.4];
 /// The side pytorch-ssd's priors are laid out for (`mobilenetv1_ssd_config.image_size`).
 pub const PYTORCH_SSD_SIDE: usize = 300;
 
-/// pytorch-ssd's default shapes `(w, h)` per map (`mobilenetv1_ssd_config`): the min-size square, the square of
+/// pytorch-ssd's mb2-ssd-lite at its 300x300 input (`mobilenetv1_ssd_config`): per map (side, shrinkage in
+/// pixels, min size, max size in pixels).
+pub(crate) const PYTORCH_SSD_SPECS: [(usize, f32, f32, f32); 6] = [
+    (19, 16.0, 60.0, 105.0),
+    (10, 32.0, 105.0, 150.0),
+    (5, 64.0, 150.0, 195.0),
+    (3, 100.0, 195.0, 240.0),
+    (2, 150.0, 240.0, 285.0),
+    (1, 300.0, 285.0, 330.0),
+];
+
+/// pytorch-ssd's default shapes `(w, h)` per map (`generate_ssd_priors`): the min-size square, the square of
 /// the geometric mean of min and max, then 2:1, 1:2, 3:1, 1:3 boxes of the min size.
 pub fn pytorch_ssd_default_shapes() -> Vec<Vec<(f32, f32)>> {
-    const SIZES: [(f32, f32); 6] = [
-        (60.0, 105.0),
-        (105.0, 150.0),
-        (150.0, 195.0),
-        (195.0, 240.0),
-        (240.0, 285.0),
-        (285.0, 330.0),
-    ];
     let side = PYTORCH_SSD_SIDE as f32;
-    SIZES
+    PYTORCH_SSD_SPECS
         .iter()
-        .map(|&(lo, hi)| {
+        .map(|&(_, _, lo, hi)| {
             let s = lo / side;
             let big = (lo * hi).sqrt() / side;
             let mut v = vec![(s, s), (big, big)];
@@ -342,7 +345,7 @@ impl<'a> PytorchSsdGraph<'a> {
     pub fn load(&self, opts: &ImportOptions, device: &Device) -> Result<(SsdLite, CheckpointInfo), String> {
         let (path, layers) = (self.path, &self.layers);
         let g = &self.walk.g;
-        let stem_out = g.folded(layers.stem, "the stem")?.dims[0];
+        let stem_out = g.out_channels(layers.stem, "the stem")?;
         let width = WIDTHS
             .into_iter()
             .find(|&w| make_divisible(32.0 * w, 8) == stem_out)
@@ -352,7 +355,7 @@ impl<'a> PytorchSsdGraph<'a> {
                     path.display()
                 )
             })?;
-        let class_rows = g.folded(layers.heads[0][1].1, "map 0's class head")?.dims[0];
+        let class_rows = g.out_channels(layers.heads[0][1].1, "map 0's class head")?;
         let per_location = Variant::PytorchSsd.anchors_per_location()[0];
         if class_rows % per_location != 0 || class_rows / per_location < 2 {
             return Err(format!(
@@ -376,20 +379,10 @@ impl<'a> PytorchSsdGraph<'a> {
             anchor_shapes: Some(pytorch_ssd_default_shapes()),
             variant: Variant::PytorchSsd,
         };
-        config
-            .check()
-            .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
+        crate::import::check_config(path, &config)?;
         apply_given_anchors(path, &mut config, opts.anchors)?;
         let m = self.fill(config.init(device), device)?;
-        Ok((
-            m,
-            CheckpointInfo {
-                config,
-                labels,
-                epoch: 0,
-                dataset_snapshot: None,
-            },
-        ))
+        Ok((m, CheckpointInfo::imported(config, labels)))
     }
 
     /// `m` with every layer's weights from the graph.

@@ -119,6 +119,22 @@ impl<'a> TfGraph<'a> {
         self.folded(self.find(what, scope)?, what)
     }
 
+    /// Output channels of convolution `node` (its weights' first dimension); `what` names it in errors.
+    pub(crate) fn out_channels(&self, node: &NodeProto, what: &str) -> Result<usize, String> {
+        node.input
+            .get(1)
+            .and_then(|name| self.inits.get(name.as_str()))
+            .and_then(|w| w.dims.first())
+            .map(|&d| d as usize)
+            .ok_or_else(|| {
+                format!(
+                    "{}: {} ({what}): weights are not a constant",
+                    self.path.display(),
+                    node.name
+                )
+            })
+    }
+
     /// `node`'s weights and bias with the BatchNorm after it (if any) folded in; `what` names it in errors.
     pub(crate) fn folded(&self, node: &'a NodeProto, what: &str) -> Result<Folded, String> {
         let bad = |fault: &str| format!("{}: {} ({what}): {fault}", self.path.display(), node.name);
@@ -298,9 +314,7 @@ pub fn load_tfod(
         anchor_shapes: Some(tfod_default_shapes()),
         variant: Variant::TfOd,
     };
-    config
-        .check()
-        .map_err(|e| format!("{}: cannot fine-tune this model: {e}", path.display()))?;
+    crate::import::check_config(path, &config)?;
     apply_given_anchors(path, &mut config, opts.anchors)?;
 
     let mut m = config.init(device);
@@ -345,13 +359,5 @@ pub fn load_tfod(
         head(&mut m.loc_heads[map], map, "BoxEncodingPredictor")?;
         head(&mut m.cls_heads[map], map, "ClassPredictor")?;
     }
-    Ok((
-        m,
-        CheckpointInfo {
-            config,
-            labels,
-            epoch: 0,
-            dataset_snapshot: None,
-        },
-    ))
+    Ok((m, CheckpointInfo::imported(config, labels)))
 }

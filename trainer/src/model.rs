@@ -147,18 +147,9 @@ impl ExtraBlock {
 pub const ANCHORS_PER_LOCATION: [usize; 6] = [3, 6, 6, 6, 6, 6];
 /// pytorch-ssd's mb2-ssd-lite: six on every map.
 const PYTORCH_SSD_ANCHORS_PER_LOCATION: [usize; 6] = [6; 6];
-/// pytorch-ssd's mb2-ssd-lite at its 300x300 input (`mobilenetv1_ssd_config`): per map (side, shrinkage in
-/// pixels, min size, max size in pixels).
-const PYTORCH_SSD_SPECS: [(usize, f32, f32, f32); 6] = [
-    (19, 16.0, 60.0, 105.0),
-    (10, 32.0, 105.0, 150.0),
-    (5, 64.0, 150.0, 195.0),
-    (3, 100.0, 195.0, 240.0),
-    (2, 150.0, 240.0, 285.0),
-    (1, 300.0, 285.0, 330.0),
-];
 /// pytorch-ssd's extras are inverted residuals whose hidden width is the input's times these.
 const PYTORCH_SSD_EXTRA_EXPANSION: [f32; 4] = [0.2, 0.25, 0.5, 0.25];
+use crate::import_pytorch_ssd::{PYTORCH_SSD_SIDE, PYTORCH_SSD_SPECS};
 use detection_common::mobilenet_v2::{BLOCKS, LAST_CHANNELS, STEM_CHANNELS, STRIDE32_BLOCK};
 
 /// Anchor shapes `(w, h)`, normalised to the input, one list per map (as many as `ANCHORS_PER_LOCATION` says).
@@ -462,11 +453,9 @@ impl SsdLiteConfig {
     /// pytorch-ssd's centre their anchors on each map's shrinkage grid at its 300x300 input.
     pub fn anchors(&self) -> Vec<Anchor> {
         let sizes = self.feature_sizes();
-        let shapes = self.shapes();
-        let pytorch_ssd_grid = PYTORCH_SSD_SPECS.map(|(side, ..)| side);
-        if self.variant == Variant::PytorchSsd && sizes == pytorch_ssd_grid {
-            let steps = PYTORCH_SSD_SPECS.map(|(_, shrinkage, ..)| shrinkage / 300.0);
-            return strided_anchors(&sizes, &steps, &shapes);
+        if self.variant == Variant::PytorchSsd && sizes == PYTORCH_SSD_SPECS.map(|(side, ..)| side) {
+            let steps = PYTORCH_SSD_SPECS.map(|(_, shrinkage, ..)| shrinkage / PYTORCH_SSD_SIDE as f32);
+            return strided_anchors(&sizes, &steps, &self.shapes());
         }
         match &self.anchor_shapes {
             Some(shapes) => grid_anchors(&sizes, shapes),

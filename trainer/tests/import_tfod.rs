@@ -7,6 +7,7 @@ mod common;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use common::max_diff;
 use detection_common::labels::Labels;
 use detection_common::onnx::{GraphProto, ModelProto, ValueInfoProto};
 use mobilenet_trainer::augment::{INPUT_MEAN, INPUT_STD};
@@ -27,33 +28,12 @@ fn person() -> Labels {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trainer-tfod-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("trainer-tfod", name)
 }
 
 /// A 300x300 RGB image with smooth gradients and a few flat rectangles (people-sized), deterministic.
 fn image() -> Vec<u8> {
-    let mut rgb = vec![0u8; SIDE * SIDE * 3];
-    for y in 0..SIDE {
-        for x in 0..SIDE {
-            let mut px = [
-                (x * 255 / SIDE) as u8,
-                (y * 255 / SIDE) as u8,
-                ((x + y) * 127 / SIDE) as u8,
-            ];
-            for (i, (x0, y0, w, h)) in [(40, 60, 40, 120), (150, 90, 50, 150), (230, 30, 30, 80)]
-                .iter()
-                .enumerate()
-            {
-                if (*x0..x0 + w).contains(&x) && (*y0..y0 + h).contains(&y) {
-                    px = [[200, 40, 40], [30, 30, 30], [240, 240, 200]][i];
-                }
-            }
-            rgb[(y * SIDE + x) * 3..(y * SIDE + x) * 3 + 3].copy_from_slice(&px);
-        }
-    }
-    rgb
+    common::import_test_image(SIDE, |x, y| ((x + y) * 127 / SIDE) as u8)
 }
 
 /// The image as our networks read it: NCHW, ImageNet's mean and deviation.
@@ -100,11 +80,6 @@ fn import(labels: Option<&Labels>) -> Result<(SsdLite, mobilenet_trainer::checkp
         input_size: SIDE,
     };
     load_onnx(&teacher(), &opts, &Device::flex())
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
 
 #[test]

@@ -215,3 +215,37 @@ pub fn output(c: &mut std::process::Command) -> (i32, String) {
 pub fn trainer(args: &[&str]) -> (i32, String) {
     output(std::process::Command::new(env!("CARGO_BIN_EXE_mobilenet-trainer")).args(args))
 }
+
+/// A fresh folder under the system's temporary one, named after the test binary's `prefix`, `name` and the process.
+pub fn temp_dir(prefix: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The largest absolute difference between two equally long lists.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+/// A `side`x`side` RGB image for comparing imported networks with their originals, deterministic: red and green
+/// gradients, the blue channel from `blue(x, y)`, and three flat people-sized rectangles.
+pub fn import_test_image(side: usize, blue: impl Fn(usize, usize) -> u8) -> Vec<u8> {
+    let mut rgb = vec![0u8; side * side * 3];
+    for y in 0..side {
+        for x in 0..side {
+            let mut px = [(x * 255 / side) as u8, (y * 255 / side) as u8, blue(x, y)];
+            for (i, (x0, y0, w, h)) in [(40, 60, 40, 120), (150, 90, 50, 150), (230, 30, 30, 80)]
+                .iter()
+                .enumerate()
+            {
+                if (*x0..x0 + w).contains(&x) && (*y0..y0 + h).contains(&y) {
+                    px = [[200, 40, 40], [30, 30, 30], [240, 240, 200]][i];
+                }
+            }
+            rgb[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&px);
+        }
+    }
+    rgb
+}
