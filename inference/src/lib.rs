@@ -16,6 +16,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod providers;
 pub mod runtime;
+pub mod tiles;
 
 pub use model::{InputDesc, LoadError, Model, ModelOptions};
 pub use postprocess::{ClassGate, PostProcess};

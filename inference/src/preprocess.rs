@@ -43,11 +43,34 @@ pub struct TensorSpec {
     pub std: [f32; 3],
 }
 
-/// Where the frame landed inside the tensor; maps boxes back to frame pixels.
+/// A rectangle of the frame in pixels: the part a tensor is made from (the whole frame, or one tile or crop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    pub fn whole(width: u32, height: u32) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
+/// Where the frame (or the region of it the tensor is made from) landed inside the tensor; maps boxes back to
+/// frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Geometry {
     pub frame_width: u32,
     pub frame_height: u32,
+    /// The part of the frame in the tensor (the whole frame unless tiled or cropped).
+    pub region: Region,
     pub tensor_width: u32,
     pub tensor_height: u32,
     pub content_width: u32,
@@ -58,19 +81,40 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn new(frame_width: u32, frame_height: u32, tensor_width: u32, tensor_height: u32, mode: ResizeMode) -> Self {
+        Self::of_region(
+            frame_width,
+            frame_height,
+            Region::whole(frame_width, frame_height),
+            tensor_width,
+            tensor_height,
+            mode,
+        )
+    }
+
+    /// `region` of a `frame_width` x `frame_height` frame fitted into the tensor.
+    pub fn of_region(
+        frame_width: u32,
+        frame_height: u32,
+        region: Region,
+        tensor_width: u32,
+        tensor_height: u32,
+        mode: ResizeMode,
+    ) -> Self {
+        let (rw, rh) = (region.width, region.height);
         let (content_width, content_height) = match mode {
             ResizeMode::Stretch => (tensor_width, tensor_height),
             ResizeMode::Letterbox => {
-                let scale = (tensor_width as f64 / frame_width as f64).min(tensor_height as f64 / frame_height as f64);
+                let scale = (tensor_width as f64 / rw as f64).min(tensor_height as f64 / rh as f64);
                 (
-                    ((frame_width as f64 * scale).round() as u32).clamp(1, tensor_width),
-                    ((frame_height as f64 * scale).round() as u32).clamp(1, tensor_height),
+                    ((rw as f64 * scale).round() as u32).clamp(1, tensor_width),
+                    ((rh as f64 * scale).round() as u32).clamp(1, tensor_height),
                 )
             }
         };
         Self {
             frame_width,
             frame_height,
+            region,
             tensor_width,
             tensor_height,
             content_width,
@@ -82,15 +126,17 @@ impl Geometry {
 
     /// Maps a box normalised to the tensor into frame pixels, clamped to the frame.
     pub fn to_frame(&self, b: &BBox) -> BBox {
-        let sx = self.frame_width as f32 / self.content_width as f32;
-        let sy = self.frame_height as f32 / self.content_height as f32;
+        let r = &self.region;
+        let sx = r.width as f32 / self.content_width as f32;
+        let sy = r.height as f32 / self.content_height as f32;
         let (tw, th) = (self.tensor_width as f32, self.tensor_height as f32);
         let (px, py) = (self.pad_x as f32, self.pad_y as f32);
+        let (ox, oy) = (r.x as f32, r.y as f32);
         BBox::new(
-            (b.x0 * tw - px) * sx,
-            (b.y0 * th - py) * sy,
-            (b.x1 * tw - px) * sx,
-            (b.y1 * th - py) * sy,
+            (b.x0 * tw - px) * sx + ox,
+            (b.y0 * th - py) * sy + oy,
+            (b.x1 * tw - px) * sx + ox,
+            (b.y1 * th - py) * sy + oy,
         )
         .clamp(0.0, self.frame_width as f32, self.frame_height as f32)
     }
@@ -106,17 +152,17 @@ struct Axis {
 }
 
 impl Axis {
-    /// Pixel-centre aligned mapping of `dst` samples onto `src` samples; `scale` multiplies the indices
-    /// (bytes per pixel for packed formats).
-    fn new(src: u32, dst: u32, scale: u32) -> Self {
+    /// Pixel-centre aligned mapping of `dst` samples onto the `span` source samples from `offset`, clamped to
+    /// the `src` samples there are; `scale` multiplies the indices (bytes per pixel for packed formats).
+    fn new(offset: f64, span: f64, src: u32, dst: u32, scale: u32) -> Self {
         let mut a = Axis {
             i0: Vec::with_capacity(dst as usize),
             i1: Vec::with_capacity(dst as usize),
             w: Vec::with_capacity(dst as usize),
         };
-        let ratio = src as f64 / dst as f64;
+        let ratio = span / dst as f64;
         for i in 0..dst {
-            let s = ((i as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
+            let s = (offset + (i as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
             let i0 = s.floor() as u32;
             let i1 = (i0 + 1).min(src - 1);
             a.i0.push(i0 * scale);
@@ -211,22 +257,43 @@ impl Preprocessor {
         spec: TensorSpec,
         mode: ResizeMode,
     ) -> Result<Self, String> {
+        Self::of_region(format, (w, h), Region::whole(w, h), colorimetry, spec, mode)
+    }
+
+    /// The tensor made from `region` of each frame only (a tile or a crop).
+    pub fn of_region(
+        format: PixelFormat,
+        (w, h): (u32, u32),
+        region: Region,
+        colorimetry: Colorimetry,
+        spec: TensorSpec,
+        mode: ResizeMode,
+    ) -> Result<Self, String> {
         if w == 0 || h == 0 {
             return Err(format!("empty frame size {w}x{h}"));
         }
-        let geometry = Geometry::new(w, h, spec.width, spec.height, mode);
+        let r = region;
+        if r.width == 0 || r.height == 0 || r.x + r.width > w || r.y + r.height > h {
+            return Err(format!(
+                "region {}x{} at ({}, {}) is not inside the {w}x{h} frame",
+                r.width, r.height, r.x, r.y
+            ));
+        }
+        let geometry = Geometry::of_region(w, h, region, spec.width, spec.height, mode);
         let (cw, ch) = (geometry.content_width, geometry.content_height);
         let (cw2, ch2) = (w.div_ceil(2), h.div_ceil(2));
+        // Luma and packed samples in pixels; chroma at half resolution, the same region in its samples.
+        let (x, y, rw, rh) = (r.x as f64, r.y as f64, r.width as f64, r.height as f64);
         let (sampling, blended) = match format {
             PixelFormat::Nv12 | PixelFormat::I420 => {
                 let nv12 = format == PixelFormat::Nv12;
                 let matrix = YuvToRgb::new(colorimetry);
                 let sampling = Sampling::Yuv {
                     nv12,
-                    luma_x: Axis::new(w, cw, 1),
-                    luma_y: Axis::new(h, ch, 1),
-                    chroma_x: Axis::new(cw2, cw, if nv12 { 2 } else { 1 }),
-                    chroma_y: Axis::new(ch2, ch, 1),
+                    luma_x: Axis::new(x, rw, w, cw, 1),
+                    luma_y: Axis::new(y, rh, h, ch, 1),
+                    chroma_x: Axis::new(x / 2.0, rw / 2.0, cw2, cw, if nv12 { 2 } else { 1 }),
+                    chroma_y: Axis::new(y / 2.0, rh / 2.0, ch2, ch, 1),
                     matrix,
                 };
                 let chroma_row = if nv12 { cw2 as usize * 2 } else { cw2 as usize };
@@ -244,8 +311,8 @@ impl Preprocessor {
                     let bpp = bpp as u32;
                     let sampling = Sampling::Packed {
                         offsets,
-                        x: Axis::new(w, cw, bpp),
-                        y: Axis::new(h, ch, 1),
+                        x: Axis::new(x, rw, w, cw, bpp),
+                        y: Axis::new(y, rh, h, ch, 1),
                     };
                     (sampling, [vec![0; (w * bpp) as usize], Vec::new(), Vec::new()])
                 }
@@ -291,7 +358,7 @@ impl Preprocessor {
         })
     }
 
-    /// Whether this preprocessor is the one for frames of this format, size and colorimetry.
+    /// Whether this preprocessor is the one for frames of this format, size and colorimetry (the whole frame).
     pub fn matches(
         &self,
         format: PixelFormat,
@@ -300,8 +367,22 @@ impl Preprocessor {
         spec: &TensorSpec,
         mode: ResizeMode,
     ) -> bool {
+        self.matches_region(format, (w, h), Region::whole(w, h), colorimetry, spec, mode)
+    }
+
+    /// Whether this preprocessor is the one for `region` of frames of this format, size and colorimetry.
+    pub fn matches_region(
+        &self,
+        format: PixelFormat,
+        (w, h): (u32, u32),
+        region: Region,
+        colorimetry: Colorimetry,
+        spec: &TensorSpec,
+        mode: ResizeMode,
+    ) -> bool {
         self.format == format
             && (self.out.geometry.frame_width, self.out.geometry.frame_height) == (w, h)
+            && self.out.geometry.region == region
             && self.colorimetry == colorimetry
             && &self.out.spec == spec
             && self.mode == mode
@@ -312,7 +393,11 @@ impl Preprocessor {
     /// turn and nothing is allocated per frame once there are enough.
     pub fn take_output(&mut self, spare: Option<TensorOut>) -> TensorOut {
         let next = match spare {
-            Some(t) if self.out.same_kind(&t) => t,
+            // A tensor of another tile of the same frame size fits: only where its pixels came from differs.
+            Some(mut t) if self.out.same_kind(&t) => {
+                t.geometry = self.out.geometry;
+                t
+            }
             _ => self.out.clone(),
         };
         std::mem::replace(&mut self.out, next)
@@ -417,10 +502,26 @@ impl TensorOut {
         t
     }
 
-    /// Whether `other` was made by a preprocessor of the same shape (so its padding and normalisation agree).
+    /// Whether `other` was made by a preprocessor of the same shape (so its padding and normalisation agree),
+    /// for whichever region of the frame.
     pub fn same_kind(&self, other: &TensorOut) -> bool {
+        let (a, b) = (&self.geometry, &other.geometry);
         self.spec == other.spec
-            && self.geometry == other.geometry
+            && (
+                a.tensor_width,
+                a.tensor_height,
+                a.content_width,
+                a.content_height,
+                a.pad_x,
+                a.pad_y,
+            ) == (
+                b.tensor_width,
+                b.tensor_height,
+                b.content_width,
+                b.content_height,
+                b.pad_x,
+                b.pad_y,
+            )
             && self.scale == other.scale
             && self.bias == other.bias
             && self.f32s.len() == other.f32s.len()
@@ -485,6 +586,105 @@ mod tests {
     fn assert_near(a: BBox, b: BBox) {
         let d = [a.x0 - b.x0, a.y0 - b.y0, a.x1 - b.x1, a.y1 - b.y1];
         assert!(d.iter().all(|v| v.abs() < 1e-3), "{a:?} vs {b:?}");
+    }
+
+    fn spec(width: u32, height: u32) -> TensorSpec {
+        TensorSpec {
+            width,
+            height,
+            layout: InputLayout::Nchw,
+            dtype: TensorType::F32,
+            channel_order: ChannelOrder::Rgb,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+
+    /// A tile's tensor is the tensor of a frame holding only that tile's pixels, for packed and YUV frames,
+    /// at the tile's size and scaled down; its boxes map back into the whole frame.
+    #[test]
+    fn a_region_is_read_as_if_it_were_the_frame() {
+        let (w, h) = (64u32, 48u32);
+        let region = Region {
+            x: 16,
+            y: 8,
+            width: 32,
+            height: 24,
+        };
+        let pattern = |x: u32, y: u32, k: u32| ((x * 7 + y * 13 + k * 50) % 251) as u8;
+        for format in [PixelFormat::Rgb, PixelFormat::Nv12] {
+            let (mut whole, mut part): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+            let planes = |buf: &mut Vec<u8>, (fw, fh): (u32, u32), (ox, oy): (u32, u32)| {
+                let mut offsets = [0usize; 3];
+                for (i, (row_bytes, rows)) in format.planes(fw, fh).into_iter().enumerate() {
+                    offsets[i] = buf.len();
+                    // Plane i's byte (bx, row), taken from the whole frame's position of that sample.
+                    let (sx, sy) = if i == 0 { (ox, oy) } else { (ox / 2 * 2, oy / 2) };
+                    for row in 0..rows {
+                        for bx in 0..row_bytes as u32 {
+                            buf.push(pattern(
+                                bx + sx * if format == PixelFormat::Rgb { 3 } else { 1 },
+                                row + sy,
+                                i as u32,
+                            ));
+                        }
+                    }
+                }
+                offsets
+            };
+            let o_whole = planes(&mut whole, (w, h), (0, 0));
+            let o_part = planes(&mut part, (region.width, region.height), (region.x, region.y));
+            fn frame(format: PixelFormat, buf: &[u8], offsets: [usize; 3], fw: u32, fh: u32) -> Frame<'_> {
+                let p = format.planes(fw, fh);
+                Frame {
+                    format,
+                    width: fw,
+                    height: fh,
+                    colorimetry: Colorimetry::BT601_LIMITED,
+                    planes: [0, 1, 2].map(|i| {
+                        let end = offsets[i] + p[i].0 * p[i].1 as usize;
+                        (&buf[offsets[i]..end], p[i].0 as i32)
+                    }),
+                }
+            }
+            for (tw, th) in [(32, 24), (16, 12)] {
+                let c = Colorimetry::BT601_LIMITED;
+                let mut tile =
+                    Preprocessor::of_region(format, (w, h), region, c, spec(tw, th), ResizeMode::Stretch).unwrap();
+                let size = (region.width, region.height);
+                let mut alone = Preprocessor::new(format, size, c, spec(tw, th), ResizeMode::Stretch).unwrap();
+                tile.process(&frame(format, &whole, o_whole, w, h)).unwrap();
+                alone
+                    .process(&frame(format, &part, o_part, region.width, region.height))
+                    .unwrap();
+                // Alone, the frame's edge clamps the sampling where the tile reads its true neighbours: for
+                // YUV at 2x chroma upsampling that is the outer ring of pixels, so only the inside must agree.
+                let ring = usize::from(format == PixelFormat::Nv12);
+                let inside = |t: &[f32]| {
+                    let (tw, th) = (tw as usize, th as usize);
+                    (0..3 * th * tw)
+                        .filter(|i| {
+                            let (y, x) = (i / tw % th, i % tw);
+                            (ring..tw - ring).contains(&x) && (ring..th - ring).contains(&y)
+                        })
+                        .map(|i| t[i])
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    inside(&tile.out.f32s),
+                    inside(&alone.out.f32s),
+                    "{format:?} at {tw}x{th}"
+                );
+                assert_near(
+                    tile.out.geometry.to_frame(&BBox::new(0.0, 0.5, 0.5, 1.0)),
+                    BBox::new(16.0, 20.0, 32.0, 32.0),
+                );
+            }
+        }
+        let outside = Region { x: 40, ..region };
+        let c = Colorimetry::BT601_LIMITED;
+        let e = Preprocessor::of_region(PixelFormat::Rgb, (w, h), outside, c, spec(8, 8), ResizeMode::Stretch);
+        assert!(e.is_err_and(|e| e.contains("not inside the 64x48 frame")));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::metrics::DetectMetrics;
 use detection_common::{BBox, Detection};
 use detection_inference::pool::{Finished, InferencePool, Request};
 use detection_inference::preprocess::{Preprocessor, TensorOut};
+use detection_inference::tiles::{TileDetection, TileJoiner};
 use detection_inference::{Model, PostProcess};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,17 +120,27 @@ impl Latest {
     }
 }
 
-/// What a result needs that the inference does not carry.
+/// What a result needs that the inference does not carry. A frame's inference is one run per tile (one run
+/// when not tiled), under the ids `id..id + parts`.
 struct Pending {
     id: u64,
+    parts: u32,
     pts: Option<gst::ClockTime>,
     labels: LabelNames,
+    max_detections: usize,
+}
+
+impl Pending {
+    fn owns(&self, id: u64) -> bool {
+        (self.id..self.id + self.parts as u64).contains(&id)
+    }
 }
 
 struct Held {
     buffer: gst::Buffer,
     request: Option<Pending>,
-    finished: Option<Finished>,
+    /// How many of the request's runs have finished (their results wait in `Frames::finished`).
+    finished: u32,
     arrived: Instant,
 }
 
@@ -150,6 +161,12 @@ pub(super) struct Frames {
     next_id: u64,
     spare_tensors: Vec<TensorOut>,
     spare_lists: Vec<Vec<Detection>>,
+    /// Finished runs of frames whose other tiles are still running.
+    finished: Vec<Finished>,
+    /// A tiled frame's detections in frame pixels before and after joining them (reused frame after frame).
+    tile_detections: Vec<TileDetection>,
+    joiner: TileJoiner,
+    joined: Vec<Detection>,
     pub(super) latest: Latest,
     metrics: Arc<DetectMetrics>,
     /// Shadow runs not yet compared.
@@ -172,6 +189,10 @@ impl Frames {
             next_id: 0,
             spare_tensors: Vec::with_capacity(inflight + 1),
             spare_lists: Vec::with_capacity(inflight + 1),
+            finished: Vec::with_capacity(inflight + 1),
+            tile_detections: Vec::new(),
+            joiner: TileJoiner::default(),
+            joined: Vec::new(),
             latest: Latest {
                 detections: Vec::with_capacity(super::settings::DEFAULT_MAX_DETECTIONS as usize),
                 pts: None,
@@ -200,20 +221,21 @@ impl Frames {
         self.spare_tensors.clear();
     }
 
-    /// Sends the tensor `pre` has just filled to inference (and a copy to the shadow model, if given); returns
-    /// what the frame's entry needs.
+    /// Sends the tensors `pre` has just filled (one per tile) to inference, and a copy of the first to the
+    /// shadow model, if given; returns what the frame's entry needs.
     fn request(&mut self, i: Inference<'_>, pts: Option<gst::ClockTime>) -> Pending {
         let id = self.next_id;
-        self.next_id += 1;
-        let tensor = i.pre.take_output(self.spare_tensors.pop());
-        let shadow_tensor = i.shadow.map(|_| tensor.copy_into(self.spare_tensors.pop()));
-        self.pool.submit(Request {
-            id,
-            model: i.model.clone(),
-            post: i.post.clone(),
-            tensor,
-            detections: self.spare_lists.pop().unwrap_or_default(),
-        });
+        self.next_id += i.pre.len() as u64;
+        let shadow_tensor = i.shadow.map(|_| i.pre[0].out.copy_into(self.spare_tensors.pop()));
+        for (part, pre) in (0..).zip(i.pre.iter_mut()) {
+            self.pool.submit(Request {
+                id: id + part,
+                model: i.model.clone(),
+                post: i.post.clone(),
+                tensor: pre.take_output(self.spare_tensors.pop()),
+                detections: self.spare_lists.pop().unwrap_or_default(),
+            });
+        }
         if let (Some(shadow), Some(tensor)) = (i.shadow, shadow_tensor) {
             let shadow_id = self.next_id;
             self.next_id += 1;
@@ -239,8 +261,10 @@ impl Frames {
         }
         Pending {
             id,
+            parts: i.pre.len() as u32,
             pts,
             labels: i.labels.clone(),
+            max_detections: i.post.max_detections,
         }
     }
 
@@ -286,7 +310,7 @@ impl Frames {
         self.held.push_back(Held {
             buffer,
             request,
-            finished: None,
+            finished: 0,
             arrived,
         });
     }
@@ -300,7 +324,7 @@ impl Frames {
         self.held.push_back(Held {
             buffer,
             request: None,
-            finished: None,
+            finished: 0,
             arrived,
         });
     }
@@ -310,16 +334,21 @@ impl Frames {
         let mut changed = false;
         while let Some(f) = self.pool.try_finished() {
             let Some(f) = self.take_shadow(f) else { continue };
-            let Some(at) = self.live.iter().position(|p| p.id == f.id) else {
+            let Some(at) = self.live.iter().position(|p| p.owns(f.id)) else {
                 self.recycle(f);
                 continue;
             };
-            let pending = self.live.remove(at).expect("position is in range");
-            if self.latest.id.is_some_and(|id| id > f.id) {
-                self.recycle(f);
+            self.finished.push(f);
+            let p = &self.live[at];
+            if self.finished.iter().filter(|f| p.owns(f.id)).count() < p.parts as usize {
                 continue;
             }
-            self.apply(f, pending)?;
+            let pending = self.live.remove(at).expect("position is in range");
+            if self.latest.id.is_some_and(|id| id > pending.id) {
+                self.recycle_parts(&pending);
+                continue;
+            }
+            self.apply(pending)?;
             changed = true;
         }
         Ok(changed)
@@ -332,7 +361,7 @@ impl Frames {
             let Some(front) = self.held.front() else {
                 return Ok(None);
             };
-            if front.request.is_some() && front.finished.is_none() {
+            if front.request.as_ref().is_some_and(|p| front.finished < p.parts) {
                 if !draining && self.can_request() {
                     return Ok(None);
                 }
@@ -344,20 +373,23 @@ impl Frames {
                 match self
                     .held
                     .iter_mut()
-                    .find(|h| h.request.as_ref().is_some_and(|p| p.id == f.id))
+                    .find(|h| h.request.as_ref().is_some_and(|p| p.owns(f.id)))
                 {
-                    Some(h) => h.finished = Some(f),
+                    Some(h) => {
+                        h.finished += 1;
+                        self.finished.push(f);
+                    }
                     None => self.recycle(f),
                 }
                 continue;
             }
             let h = self.held.pop_front().expect("front exists");
-            let inferred = match (h.request, h.finished) {
-                (Some(p), Some(f)) => {
-                    self.apply(f, p)?;
+            let inferred = match h.request {
+                Some(p) => {
+                    self.apply(p)?;
                     true
                 }
-                _ => false,
+                None => false,
             };
             let mut buffer = h.buffer;
             self.latest.attach(buffer.make_mut());
@@ -375,6 +407,9 @@ impl Frames {
     /// their results are dropped when they finish (in order, the caps event already drained every frame).
     pub(super) fn forget_live_requests(&mut self) {
         self.live.clear();
+        while let Some(f) = self.finished.pop() {
+            self.recycle(f);
+        }
         self.latest.clear();
     }
 
@@ -389,6 +424,9 @@ impl Frames {
         self.held.clear();
         self.live.clear();
         self.shadows.clear();
+        while let Some(f) = self.finished.pop() {
+            self.recycle(f);
+        }
         while let Some(f) = self.pool.wait_finished() {
             self.recycle(f);
         }
@@ -396,31 +434,58 @@ impl Frames {
         self.latest.id = None;
     }
 
-    /// A finished result becomes the latest detections, mapped to the frame.
-    fn apply(&mut self, f: Finished, pending: Pending) -> Result<(), String> {
-        if let Some(e) = &f.error {
+    /// A frame's finished runs (waiting in `finished`) become the latest detections, mapped to the frame; a
+    /// tiled frame's detections are joined across tile borders.
+    fn apply(&mut self, pending: Pending) -> Result<(), String> {
+        if let Some(e) = self.finished.iter().filter(|f| pending.owns(f.id)).find_map(|f| {
+            let path = f.model.path.display();
+            f.error.as_ref().map(|e| format!("{path}: {e}"))
+        }) {
             self.stats.failed_run();
-            let e = format!("{}: {e}", f.model.path.display());
-            self.recycle(f);
+            self.recycle_parts(&pending);
             return Err(e);
         }
-        self.metrics.inferences.fetch_add(1, Ordering::Relaxed);
-        self.metrics.inference_seconds.observe(f.run_time);
-        let geometry = f.tensor.geometry;
-        let (fw, fh) = (geometry.frame_width as f32, geometry.frame_height as f32);
+        let mut frame_size = None;
+        self.tile_detections.clear();
+        for f in self.finished.iter().filter(|f| pending.owns(f.id)) {
+            self.metrics.inferences.fetch_add(1, Ordering::Relaxed);
+            self.metrics.inference_seconds.observe(f.run_time);
+            let g = f.tensor.geometry;
+            frame_size = Some((g.frame_width as f32, g.frame_height as f32));
+            let tile = (f.id - pending.id) as usize;
+            let mut nonfinite = 0;
+            for d in &f.detections {
+                let b = &d.bbox;
+                if ![d.score, b.x0, b.y0, b.x1, b.y1].iter().all(|v| v.is_finite()) {
+                    nonfinite += 1;
+                    continue;
+                }
+                let in_frame = Detection {
+                    bbox: g.to_frame(b),
+                    ..*d
+                };
+                let t = TileDetection::new(tile, &g.region, g.frame_width, g.frame_height, in_frame);
+                self.tile_detections.push(t);
+            }
+            let finite = f.detections.len() - nonfinite;
+            self.stats.inference(f.run_time, finite, nonfinite);
+            gst::log!(CAT, "inference {:?}, {finite} detections", f.run_time);
+        }
         let latest = &mut self.latest;
         latest.detections.clear();
         latest.pts = pending.pts;
-        latest.labels = pending.labels;
-        latest.id = Some(f.id);
-        let mut nonfinite = 0;
-        for d in &f.detections {
-            let b = &d.bbox;
-            if ![d.score, b.x0, b.y0, b.x1, b.y1].iter().all(|v| v.is_finite()) {
-                nonfinite += 1;
-                continue;
-            }
-            let px = geometry.to_frame(&d.bbox);
+        latest.labels = pending.labels.clone();
+        latest.id = Some(pending.id);
+        self.joined.clear();
+        if pending.parts > 1 {
+            self.joiner
+                .join(&mut self.tile_detections, pending.max_detections, &mut self.joined);
+        } else {
+            self.joined.extend(self.tile_detections.iter().map(|t| t.detection));
+        }
+        let (fw, fh) = frame_size.unwrap_or((1.0, 1.0));
+        for d in &self.joined {
+            let px = &d.bbox;
             let (x0, y0, x1, y1) = (px.x0.round(), px.y0.round(), px.x1.round(), px.y1.round());
             if x1 <= x0 || y1 <= y0 {
                 continue;
@@ -433,21 +498,29 @@ impl Frames {
                 rect: (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32),
             });
         }
-        gst::log!(
-            CAT,
-            "inference {:?}, {} detections",
-            f.run_time,
-            latest.detections.len()
-        );
-        self.stats
-            .inference(f.run_time, f.detections.len() - nonfinite, nonfinite);
-        if let Some(at) = self.shadows.iter().position(|s| s.main_id == f.id) {
+        // A canary's shadow ran on the first tile: compared with that tile's own boxes.
+        if let Some(at) = self.shadows.iter().position(|s| s.main_id == pending.id)
+            && let Some(f) = self.finished.iter().find(|f| f.id == pending.id)
+        {
             let boxes = f.detections.iter().map(|d| (d.class_id, d.bbox)).collect();
             self.shadows[at].main = Some((latest.labels.clone(), boxes));
             self.compare_shadow(at);
         }
-        self.recycle(f);
+        self.recycle_parts(&pending);
         Ok(())
+    }
+
+    /// Gives back the tensors and lists of a frame's finished runs.
+    fn recycle_parts(&mut self, pending: &Pending) {
+        let mut i = 0;
+        while i < self.finished.len() {
+            if pending.owns(self.finished[i].id) {
+                let f = self.finished.swap_remove(i);
+                self.recycle(f);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn recycle(&mut self, f: Finished) {
@@ -460,7 +533,8 @@ impl Frames {
 pub(super) struct Inference<'a> {
     pub(super) model: &'a Arc<Model>,
     pub(super) post: &'a Arc<PostProcess>,
-    pub(super) pre: &'a mut Preprocessor,
+    /// One per tile (one for the whole frame when not tiled), each with its tensor just filled.
+    pub(super) pre: &'a mut [Preprocessor],
     pub(super) labels: &'a LabelNames,
     /// Also run the stable model on this frame (a canary's shadow run).
     pub(super) shadow: Option<&'a Shadow>,

@@ -35,7 +35,8 @@ pub(super) struct State {
     /// The `filter_version` `post` was built from.
     pub(super) post_version: u64,
     pub(super) info: Option<gst_video::VideoInfo>,
-    pub(super) pre: Option<Preprocessor>,
+    /// One per tile (one for the whole frame when not tiled), made for the current caps, model and grid.
+    pub(super) pre: Vec<Preprocessor>,
     pub(super) frame_index: u64,
     /// Live mode: frames since the last one sent to inference.
     pub(super) since_request: u64,
@@ -299,7 +300,7 @@ impl MobilenetDetect {
             p.model.allow_runs_at_once(state.frames.capacity());
             state.model = p.model;
             state.post = Arc::new(p.post);
-            state.pre = None;
+            state.pre.clear();
             state.frames.latest.clear();
             state.frames.forget_spare_tensors();
             self.metrics.swaps.fetch_add(1, Ordering::Relaxed);
@@ -406,6 +407,7 @@ impl ObjectImpl for MobilenetDetect {
                     "watch-interval" => settings.watch_interval = value.get().expect("type checked upstream"),
                     other if settings.s3.set(other, value) => {}
                     other if settings.release.set(other, value) => {}
+                    other if settings.tiles.set(other, value) => {}
                     _ => unimplemented!("property {other}"),
                 }
                 settings.filter_version += 1;
@@ -460,6 +462,7 @@ impl ObjectImpl for MobilenetDetect {
             other => {
                 s.s3.get(other)
                     .or_else(|| s.release.get(other))
+                    .or_else(|| s.tiles.get(other))
                     .unwrap_or_else(|| unimplemented!("property {other}"))
             }
         }
@@ -566,7 +569,7 @@ impl BaseTransformImpl for MobilenetDetect {
             post,
             post_version: settings.filter_version,
             info: None,
-            pre: None,
+            pre: Vec::new(),
             frame_index: 0,
             since_request: u64::MAX,
             live,
@@ -734,7 +737,7 @@ impl VideoFilterImpl for MobilenetDetect {
                 state.since_request = u64::MAX;
             }
             state.info = Some(in_info.clone());
-            state.pre = None;
+            state.pre.clear();
         }
         Ok(())
     }

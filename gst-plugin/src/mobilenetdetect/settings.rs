@@ -160,6 +160,8 @@ pub(super) struct Settings {
     pub(super) s3: crate::fleet::S3Properties,
     /// The device's identity for a release manifest, and where its verdicts go.
     pub(super) release: super::release::ReleaseProperties,
+    /// The tiled mode's grid and overlap.
+    pub(super) tiles: super::tiling::TileProperties,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     pub(super) filter_version: u64,
     /// Bumped on every change of a setting that needs a reload: a failed load only restores the running
@@ -198,6 +200,7 @@ impl Default for Settings {
             watch_interval: DEFAULT_WATCH_INTERVAL_MS,
             s3: Default::default(),
             release: Default::default(),
+            tiles: Default::default(),
             filter_version: 0,
             model_version: 0,
         }
@@ -422,12 +425,14 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
     .into_iter()
     .chain(crate::fleet::S3Properties::specs())
     .chain(super::release::ReleaseProperties::specs())
+    .chain(super::tiling::TileProperties::specs())
     .collect()
 }
 
 /// The per-frame subset of the settings, copied out under the lock.
 pub(super) struct FrameSettings {
     pub(super) resize: ResizeMode,
+    pub(super) tiles: detection_inference::tiles::TileGrid,
     pub(super) interval: u32,
     pub(super) post_messages: bool,
 }

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl MobilenetDetect {
-    /// Fills the model's input tensor from `buf` (the preprocessor is made again when the caps, model or
-    /// resize mode changed).
+    /// Fills the model's input tensors from `buf`, one per tile (the preprocessors are made again when the
+    /// caps, model, resize mode or tile grid changed).
     fn preprocess(
         state: &mut State,
         buf: &gst::BufferRef,
@@ -38,17 +38,28 @@ impl MobilenetDetect {
             )
         };
         let (format, size, colorimetry) = crate::video::frame_shape(info).map_err(negotiation)?;
-        let spec = state.model.input.tensor_spec(size.0, size.1);
-        if !state
-            .pre
-            .as_ref()
-            .is_some_and(|p| p.matches(format, size, colorimetry, &spec, settings.resize))
-        {
-            let pre = Preprocessor::new(format, size, colorimetry, spec, settings.resize).map_err(negotiation)?;
-            state.pre = Some(pre);
+        let (resize, tiles) = (settings.resize, settings.tiles);
+        // A model without a fixed input size takes each tile at its own size.
+        let input = &state.model.input;
+        let tile = |i: u32| {
+            let r = tiles.region(i, size.0, size.1);
+            (r, input.tensor_spec(r.width, r.height))
+        };
+        let current = state.pre.len() == tiles.count() as usize
+            && (0..).zip(&state.pre).all(|(i, p)| {
+                let (r, spec) = tile(i);
+                p.matches_region(format, size, r, colorimetry, &spec, resize)
+            });
+        if !current {
+            state.pre = (0..tiles.count())
+                .map(|i| {
+                    let (r, spec) = tile(i);
+                    Preprocessor::of_region(format, size, r, colorimetry, spec, resize)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(negotiation)?;
             state.frames.forget_spare_tensors();
         }
-        let pre = state.pre.as_mut().expect("preprocessor was just set");
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
             (
                 gst::error_msg!(
@@ -58,12 +69,14 @@ impl MobilenetDetect {
                 gst::FlowError::Error,
             )
         })?;
-        crate::video::frame(&frame).and_then(|f| pre.process(&f)).map_err(|e| {
-            (
-                gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
-                gst::FlowError::Error,
-            )
-        })
+        crate::video::frame(&frame)
+            .and_then(|f| state.pre.iter_mut().try_for_each(|pre| pre.process(&f)))
+            .map_err(|e| {
+                (
+                    gst::error_msg!(gst::StreamError::Decode, ["{}", e]),
+                    gst::FlowError::Error,
+                )
+            })
     }
 
     fn detections_message(&self, state: &State, pts: Option<gst::ClockTime>) -> gst::Message {
@@ -169,6 +182,7 @@ impl MobilenetDetect {
             }
             FrameSettings {
                 resize: s.resize.mode(),
+                tiles: s.tiles.grid(),
                 interval: s.interval.max(1),
                 post_messages: s.post_messages,
             }
@@ -212,7 +226,7 @@ impl MobilenetDetect {
         let infer = infer_now.then(|| Inference {
             model: &state.model,
             post: &state.post,
-            pre: state.pre.as_mut().expect("preprocessed just now"),
+            pre: &mut state.pre,
             labels: &state.label_names,
             shadow,
         });
