@@ -21,6 +21,7 @@ mod fleet;
 mod metrics;
 mod mobilenetdetect;
 mod roimeta;
+mod tiling;
 mod video;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -77,3 +77,81 @@ fn small_objects_are_found_in_tiles_and_reported_once() {
     h.push(frame()).unwrap();
     assert!(rois(&h.pull().unwrap()).is_empty());
 }
+
+/// `detectioncapture` with a tile grid saves each tile of a kept frame as a sample: the tile's pixels, and every
+/// box of the frame inside it (a box that overlaps a border by less than the tile overlap is whole in a tile).
+#[test]
+fn capture_saves_each_tile_with_the_boxes_inside_it() {
+    use detection_common::voc::Dataset;
+    let root = temp_dir("tiles-capture");
+    let capture = |name: &str, tiles: &str| {
+        let dir = root.join(name);
+        let p = pipeline(&format!(
+            "detecttestsrc num-buffers=6 seed=4 num-objects=5 min-size=20 max-size=40 ! \
+             video/x-raw,format=NV12,width=640,height=360 ! \
+             detectioncapture location={} source=ground-truth quality=95 {tiles} ! fakesink",
+            dir.display()
+        ));
+        play_to_eos(&p);
+        p.set_state(gst::State::Null).unwrap();
+        let ds = Dataset::open(&dir).unwrap();
+        assert!(ds.problems.is_empty(), "{:?}", ds.problems);
+        ds
+    };
+    let whole = capture("whole", "");
+    let tiled = capture("tiled", "tile-columns=2 tile-rows=2 tile-overlap=48");
+    assert_eq!(whole.samples.len(), 6);
+    assert_eq!(tiled.samples.len(), 6 * 4, "four tiles per frame");
+    let grid = detection_inference::tiles::TileGrid {
+        columns: 2,
+        rows: 2,
+        overlap: 48,
+    };
+    let mut boxes_in_tiles = 0;
+    for (frame, w) in whole.samples.iter().enumerate() {
+        let frame_image = image::open(&w.image).unwrap().to_rgb8();
+        let tiles = &tiled.samples[frame * 4..frame * 4 + 4];
+        for (t, s) in tiles.iter().enumerate() {
+            let r = grid.region(t as u32, 640, 360);
+            assert_eq!((s.annotation.width, s.annotation.height), (r.width, r.height));
+            let img = image::open(&s.image).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (r.width, r.height));
+            // The tile's pixels are the frame's there (up to JPEG's rounding).
+            let diff: f64 = img
+                .enumerate_pixels()
+                .map(|(x, y, p)| {
+                    let q = frame_image.get_pixel(x + r.x, y + r.y);
+                    (0..3).map(|c| (p[c] as f64 - q[c] as f64).abs()).sum::<f64>() / 3.0
+                })
+                .sum::<f64>()
+                / (r.width * r.height) as f64;
+            assert!(diff < 4.0, "frame {frame} tile {t}: mean difference {diff:.2}");
+            boxes_in_tiles += s.annotation.objects.len();
+            for o in &s.annotation.objects {
+                assert!(
+                    o.xmax <= r.width as f32 && o.ymax <= r.height as f32,
+                    "{o:?} outside tile {t}"
+                );
+            }
+        }
+        for o in &w.annotation.objects {
+            let whole_in_some_tile = tiles.iter().enumerate().any(|(t, s)| {
+                let r = grid.region(t as u32, 640, 360);
+                s.annotation.objects.iter().any(|c| {
+                    c.name == o.name
+                        && (
+                            c.xmin + r.x as f32,
+                            c.ymin + r.y as f32,
+                            c.xmax + r.x as f32,
+                            c.ymax + r.y as f32,
+                        ) == (o.xmin, o.ymin, o.xmax, o.ymax)
+                })
+            });
+            assert!(whole_in_some_tile, "frame {frame}: {o:?} is whole in no tile");
+        }
+    }
+    assert!(
+        boxes_in_tiles > 6 * 5,
+        "objects in the overlap are in several tiles ({boxes_in_tiles})"
+    );
+}

@@ -528,14 +528,22 @@ impl BaseTransformImpl for DetectionCapture {
             buffer: buf.clone(),
             info,
             boxes: chosen,
+            region: None,
         };
         let frame = state.frame.saturating_sub(1);
         let samples = state
             .tracks
             .choose(s.track_policy, (s.uncertain_low, s.uncertain_high), frame, sample)?;
         drop(guard);
+        let grid = s.tiles.grid();
         for sample in samples {
-            self.enqueue(sample)?;
+            if grid.count() > 1 {
+                for tile in sample.tiles(&grid) {
+                    self.enqueue(tile)?;
+                }
+            } else {
+                self.enqueue(sample)?;
+            }
         }
         Ok(gst::FlowSuccess::Ok)
     }

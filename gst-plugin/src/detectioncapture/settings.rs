@@ -33,6 +33,8 @@ pub(super) struct Settings {
     pub(super) spool_size: u64,
     pub(super) eos_timeout_ms: u32,
     pub(super) s3: crate::fleet::S3Properties,
+    /// Save each tile of a kept frame as a sample of its own.
+    pub(super) tiles: crate::tiling::TileProperties,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             spool_size: DEFAULT_SPOOL_SIZE,
             eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
             s3: Default::default(),
+            tiles: Default::default(),
         }
     }
 }
@@ -206,6 +209,9 @@ impl Settings {
         ]
         .into_iter()
         .chain(crate::fleet::S3Properties::specs())
+        .chain(crate::tiling::TileProperties::specs(
+            "each tile of a kept frame is saved as a sample of its own (its image, the boxes inside it clipped to it; a box less than a quarter inside is left out), so that training sees objects at the scale a mobilenetdetect with the same tiles will",
+        ))
         .collect()
     }
 
@@ -254,6 +260,7 @@ impl Settings {
             }
             "spool-size" => s.spool_size = v.get().expect("type checked upstream"),
             "eos-timeout" => s.eos_timeout_ms = v.get().expect("type checked upstream"),
+            other if s.tiles.set(other, v) => {}
             other => return s.s3.set(other, v),
         }
         true
@@ -283,7 +290,7 @@ impl Settings {
             "spool" => s.spool.to_value(),
             "spool-size" => s.spool_size.to_value(),
             "eos-timeout" => s.eos_timeout_ms.to_value(),
-            other => return s.s3.get(other),
+            other => return s.s3.get(other).or_else(|| s.tiles.get(other)),
         })
     }
 }

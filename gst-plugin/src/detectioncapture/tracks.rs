@@ -94,6 +94,7 @@ impl TrackMemory {
                                 buffer,
                                 info: sample.info.clone(),
                                 boxes: sample.boxes.clone(),
+                                region: sample.region,
                             });
                         }
                         let held = copy.as_ref().expect("copied above");
@@ -103,6 +104,7 @@ impl TrackMemory {
                                 buffer: held.buffer.clone(),
                                 info: held.info.clone(),
                                 boxes: held.boxes.clone(),
+                                region: held.region,
                             },
                             distance,
                             last_seen: frame,

@@ -12,6 +12,8 @@
 use detection_common::files::{temp_path, write_atomically};
 use detection_common::labels::names_to_text;
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
+use detection_inference::preprocess::Region;
+use detection_inference::tiles::TileGrid;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -39,7 +41,49 @@ pub struct SavedBox {
 pub struct Sample {
     pub buffer: gst::Buffer,
     pub info: gst_video::VideoInfo,
+    /// In the sample's image: the frame, or the region of it.
     pub boxes: Vec<SavedBox>,
+    /// The part of the frame the sample is (None: the whole frame).
+    pub region: Option<Region>,
+}
+
+/// A box less than this share inside a tile is left out of the tile's sample: too little of the object to learn
+/// from, and a tiled detector reports the object from the tile that holds it.
+const MIN_SHARE_IN_TILE: u64 = 4;
+
+impl Sample {
+    /// Width and height of the sample's image.
+    pub fn size(&self) -> (u32, u32) {
+        self.region
+            .map_or((self.info.width(), self.info.height()), |r| (r.width, r.height))
+    }
+
+    /// The frame cut into the grid's tiles, each a sample of its own with the boxes inside it, clipped and in
+    /// the tile's pixels (the buffer is shared, not copied).
+    pub fn tiles(&self, grid: &TileGrid) -> Vec<Sample> {
+        grid.regions(self.info.width(), self.info.height())
+            .into_iter()
+            .map(|r| Sample {
+                buffer: self.buffer.clone(),
+                info: self.info.clone(),
+                boxes: self
+                    .boxes
+                    .iter()
+                    .filter_map(|b| {
+                        let (x, y, w, h) = b.rect;
+                        let (x0, y0) = (x.max(r.x), y.max(r.y));
+                        let (x1, y1) = ((x + w).min(r.x + r.width), (y + h).min(r.y + r.height));
+                        let inside = x1.saturating_sub(x0) as u64 * y1.saturating_sub(y0) as u64;
+                        (inside > 0 && inside * MIN_SHARE_IN_TILE >= w as u64 * h as u64).then(|| SavedBox {
+                            rect: (x0 - r.x, y0 - r.y, x1 - x0, y1 - y0),
+                            ..b.clone()
+                        })
+                    })
+                    .collect(),
+                region: Some(r),
+            })
+            .collect()
+    }
 }
 
 pub struct DatasetWriter {
@@ -182,10 +226,19 @@ impl Encoder {
         }
     }
 
-    /// The sample's frame as JPEG (valid until the next call).
+    /// The sample's image (the frame, or its region) as JPEG (valid until the next call).
     pub fn jpeg(&mut self, sample: &Sample) -> Result<&[u8], String> {
-        let (w, h) = (sample.info.width(), sample.info.height());
         to_rgb(&sample.buffer, &sample.info, &mut self.rgb)?;
+        let (w, h) = sample.size();
+        if let Some(r) = sample.region {
+            // The region's rows moved to the front, in place.
+            let (row, frame_row) = (r.width as usize * 3, sample.info.width() as usize * 3);
+            for y in 0..r.height as usize {
+                let from = (r.y as usize + y) * frame_row + r.x as usize * 3;
+                self.rgb.copy_within(from..from + row, y * row);
+            }
+            self.rgb.truncate(row * r.height as usize);
+        }
         self.jpeg.clear();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut self.jpeg, self.quality)
             .encode(&self.rgb, w, h, image::ExtendedColorType::Rgb8)
@@ -200,8 +253,8 @@ pub fn annotation_xml(id: &str, sample: &Sample) -> String {
         pts: sample.buffer.pts().map(|t| t.nseconds()),
         reviewed: false,
         filename: format!("{id}.jpg"),
-        width: sample.info.width(),
-        height: sample.info.height(),
+        width: sample.size().0,
+        height: sample.size().1,
         objects: sample
             .boxes
             .iter()

@@ -13,7 +13,6 @@ mod release;
 mod remote;
 mod settings;
 mod stream;
-mod tiling;
 
 pub use settings::{
     BoxEncodingChoice, BoxOrderChoice, ChannelOrderChoice, InputLayoutChoice, ModeChoice, ModelFormatChoice,

@@ -161,7 +161,7 @@ pub(super) struct Settings {
     /// The device's identity for a release manifest, and where its verdicts go.
     pub(super) release: super::release::ReleaseProperties,
     /// The tiled mode's grid and overlap.
-    pub(super) tiles: super::tiling::TileProperties,
+    pub(super) tiles: crate::tiling::TileProperties,
     /// Bumped on every change of the post-processing filters, so the streaming thread rebuilds its class gate.
     pub(super) filter_version: u64,
     /// Bumped on every change of a setting that needs a reload: a failed load only restores the running
@@ -425,7 +425,9 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
     .into_iter()
     .chain(crate::fleet::S3Properties::specs())
     .chain(super::release::ReleaseProperties::specs())
-    .chain(super::tiling::TileProperties::specs())
+    .chain(crate::tiling::TileProperties::specs(
+        "each is scaled to the model's input (small objects keep their pixels) and inferred, all on the one session (inflight runs at once), and their detections are joined across tile borders",
+    ))
     .collect()
 }
 

@@ -1,19 +1,20 @@
-//! The tiled mode's properties: small objects in a large frame keep their pixels when the frame goes through the
-//! model as a grid of overlapping tiles, each at the model's input size (the tiles' detections are joined by
-//! `detection_inference::tiles`).
+//! The tile grid properties (`tile-columns`, `tile-rows`, `tile-overlap`) of the elements that cut frames into
+//! tiles: `mobilenetdetect` infers each tile at the model's input size (small objects keep their pixels; the
+//! tiles' detections are joined by `detection_inference::tiles`), `detectioncapture` saves each tile as a sample
+//! of its own (training sees objects at the scale the tiled element will).
 
 use detection_inference::tiles::TileGrid;
 use gst::glib;
 use gst::prelude::*;
 
-pub(super) const DEFAULT_TILE_OVERLAP: u32 = 64;
+pub const DEFAULT_TILE_OVERLAP: u32 = 64;
 const MAX_TILES_PER_SIDE: u32 = 8;
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct TileProperties {
-    pub(super) columns: u32,
-    pub(super) rows: u32,
-    pub(super) overlap: u32,
+pub struct TileProperties {
+    pub columns: u32,
+    pub rows: u32,
+    pub overlap: u32,
 }
 
 impl Default for TileProperties {
@@ -27,8 +28,9 @@ impl Default for TileProperties {
 }
 
 impl TileProperties {
-    pub(super) fn specs() -> Vec<glib::ParamSpec> {
-        let side = |name: &'static str, nick: &'static str, blurb: &'static str| {
+    /// The properties, `what` saying what the element does with the tiles.
+    pub fn specs(what: &str) -> Vec<glib::ParamSpec> {
+        let side = |name: &str, nick: &str, blurb: &str| {
             glib::ParamSpecUInt::builder(name)
                 .nick(nick)
                 .blurb(blurb)
@@ -42,10 +44,7 @@ impl TileProperties {
             side(
                 "tile-columns",
                 "Tile columns",
-                "Tiled mode: the frame goes through the model as tile-columns x tile-rows overlapping tiles, each \
-                 scaled to the model's input (small objects keep their pixels), their detections joined across tile \
-                 borders; one inference per tile, all on the one session (inflight of them at once). 1 x 1: the \
-                 whole frame",
+                &format!("Tiled mode: the frame is cut into tile-columns x tile-rows overlapping tiles; {what}. 1 x 1: the whole frame"),
             ),
             side("tile-rows", "Tile rows", "Tiled mode: rows of tiles (see tile-columns)"),
             glib::ParamSpecUInt::builder("tile-overlap")
@@ -59,7 +58,7 @@ impl TileProperties {
     }
 
     /// Sets the property `name` if it is one of these; false otherwise.
-    pub(super) fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+    pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
         let field = match name {
             "tile-columns" => &mut self.columns,
             "tile-rows" => &mut self.rows,
@@ -70,7 +69,7 @@ impl TileProperties {
         true
     }
 
-    pub(super) fn get(&self, name: &str) -> Option<glib::Value> {
+    pub fn get(&self, name: &str) -> Option<glib::Value> {
         match name {
             "tile-columns" => Some(self.columns.to_value()),
             "tile-rows" => Some(self.rows.to_value()),
@@ -79,7 +78,7 @@ impl TileProperties {
         }
     }
 
-    pub(super) fn grid(&self) -> TileGrid {
+    pub fn grid(&self) -> TileGrid {
         TileGrid {
             columns: self.columns,
             rows: self.rows,
