@@ -155,3 +155,42 @@ fn capture_saves_each_tile_with_the_boxes_inside_it() {
         "objects in the overlap are in several tiles ({boxes_in_tiles})"
     );
 }
+
+/// In live mode a tiled frame's runs finish at different times: the frame's detections replace the latest only
+/// when all its tiles are in, joined as in order.
+#[test]
+fn live_mode_reports_a_tiled_frame_once_all_its_tiles_are_in() {
+    let model = write_model(
+        "tiles-live",
+        &mobilenetdetect_testkit::models::blob_detector_model(160, 120, "square"),
+    );
+    let e = element(&[
+        ("model", &model),
+        ("score-threshold", &0.5f32),
+        ("iou-threshold", &0.3f32),
+        ("mode", &"live"),
+        ("inflight", &2u32),
+        ("threads", &1u32),
+        ("tile-columns", &4u32),
+        ("tile-rows", &3u32),
+    ]);
+    let mut h = harness(&e, &caps(gst_video::VideoFormat::Nv12, WIDTH, HEIGHT));
+    let mut with_boxes = 0;
+    for i in 0..60u64 {
+        let mut buf = frame();
+        buf.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(i * 33));
+        h.push(buf).unwrap();
+        let found = rois(&h.pull().unwrap());
+        if found.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        with_boxes += 1;
+        assert_eq!(found.len(), SQUARES.len(), "frame {i}: one box per square: {found:?}");
+        for square in SQUARES {
+            let best = found.iter().map(|r| iou(r, square)).fold(0.0, f64::max);
+            assert!(best >= 0.5, "frame {i}, square at {square:?}: best IoU {best:.2} in {found:?}");
+        }
+    }
+    assert!(with_boxes >= 30, "live frames carry the latest tiled detections: {with_boxes} of 60");
+}
