@@ -175,22 +175,31 @@ fn live_mode_reports_a_tiled_frame_once_all_its_tiles_are_in() {
         ("tile-rows", &3u32),
     ]);
     let mut h = harness(&e, &caps(gst_video::VideoFormat::Nv12, WIDTH, HEIGHT));
-    let mut with_boxes = 0;
-    for i in 0..60u64 {
+    // Until the first frame's tiles are all in, frames pass without boxes (waited for up to 4 s, the machine
+    // may be busy); from then on every frame carries the latest tiled detections, whole.
+    let mut first = None;
+    for i in 0..230u64 {
         let mut buf = frame();
         buf.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(i * 33));
         h.push(buf).unwrap();
         let found = rois(&h.pull().unwrap());
         if found.is_empty() {
+            assert!(first.is_none(), "frame {i} lost the detections frame {first:?} had");
+            assert!(i < 200, "no tiled detections after {i} frames");
             std::thread::sleep(std::time::Duration::from_millis(20));
             continue;
         }
-        with_boxes += 1;
+        first.get_or_insert(i);
         assert_eq!(found.len(), SQUARES.len(), "frame {i}: one box per square: {found:?}");
         for square in SQUARES {
             let best = found.iter().map(|r| iou(r, square)).fold(0.0, f64::max);
-            assert!(best >= 0.5, "frame {i}, square at {square:?}: best IoU {best:.2} in {found:?}");
+            assert!(
+                best >= 0.5,
+                "frame {i}, square at {square:?}: best IoU {best:.2} in {found:?}"
+            );
+        }
+        if i >= first.unwrap() + 30 {
+            break;
         }
     }
-    assert!(with_boxes >= 30, "live frames carry the latest tiled detections: {with_boxes} of 60");
 }
