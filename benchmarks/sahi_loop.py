@@ -22,7 +22,10 @@ def spans(length, n, overlap):
     if n <= 1:
         return [(0, length)]
     overlap = min(overlap, length // n)
-    size = min(-(-(length + (n - 1) * overlap) // n), length)
+    size = -(-(length + (n - 1) * overlap) // n) + 1
+    if size < length:
+        size += (length - size) & 1
+    size = min(size, length)
     starts = [((length - size) * i // (n - 1)) & ~1 for i in range(n)]
     return [(s, size if i < n - 1 else length - s) for i, s in enumerate(starts)]
 

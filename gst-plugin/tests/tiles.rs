@@ -9,8 +9,8 @@ use gst::prelude::*;
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
 /// White squares of 24 px on black: (x, y). The second lies in the overlap band of two columns of a 4x3 grid
-/// (tiles start at x 0, 304, 608, 912, 368 wide) and is cut by the bottom border of the middle row of tiles
-/// (rows start at y 0, 218, 436, 283 high).
+/// (tiles start at x 0, 302, 606, 910, 370 wide) and is cut by the bottom border of the middle row of tiles
+/// (rows start at y 0, 218, 436, 284 high).
 const SQUARES: [(u32, u32); 2] = [(900, 120), (320, 490)];
 const SIDE: u32 = 24;
 

@@ -210,7 +210,7 @@ impl Settings {
         .into_iter()
         .chain(crate::fleet::S3Properties::specs())
         .chain(crate::tiling::TileProperties::specs(
-            "each tile of a kept frame is saved as a sample of its own (its image, the boxes inside it clipped to it; a box less than a quarter inside is left out), so that training sees objects at the scale a mobilenetdetect with the same tiles will",
+            "each tile of a kept frame is saved as a sample of its own (its image, the boxes inside it clipped to it; a box less than a quarter inside is left out unless it covers a quarter of the tile), so that training sees objects at the scale a mobilenetdetect with the same tiles will",
         ))
         .collect()
     }

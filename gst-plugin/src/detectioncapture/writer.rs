@@ -47,8 +47,9 @@ pub struct Sample {
     pub region: Option<Region>,
 }
 
-/// A box less than this share inside a tile is left out of the tile's sample: too little of the object to learn
-/// from, and a tiled detector reports the object from the tile that holds it.
+/// A box with less than 1/this of it inside a tile is left out of the tile's sample (too little of the object to
+/// learn from; a tiled detector reports the object from the tile that holds it), unless it covers that share of
+/// the tile (an object larger than a tile).
 const MIN_SHARE_IN_TILE: u64 = 4;
 
 impl Sample {
@@ -74,7 +75,9 @@ impl Sample {
                         let (x0, y0) = (x.max(r.x), y.max(r.y));
                         let (x1, y1) = ((x + w).min(r.x + r.width), (y + h).min(r.y + r.height));
                         let inside = x1.saturating_sub(x0) as u64 * y1.saturating_sub(y0) as u64;
-                        (inside > 0 && inside * MIN_SHARE_IN_TILE >= w as u64 * h as u64).then(|| SavedBox {
+                        let enough = inside * MIN_SHARE_IN_TILE >= w as u64 * h as u64
+                            || inside * MIN_SHARE_IN_TILE >= r.width as u64 * r.height as u64;
+                        (inside > 0 && enough).then(|| SavedBox {
                             rect: (x0 - r.x, y0 - r.y, x1 - x0, y1 - y0),
                             ..b.clone()
                         })
@@ -428,6 +431,55 @@ fn to_rgb(buffer: &gst::Buffer, info: &gst_video::VideoInfo, rgb: &mut Vec<u8>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tile_keeps_the_boxes_mostly_inside_it_and_objects_larger_than_it() {
+        gst::init().unwrap();
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Nv12, 1280, 720)
+            .build()
+            .unwrap();
+        let saved = |rect| SavedBox {
+            label: "sign".into(),
+            class_id: 1,
+            confidence: None,
+            rect,
+            review: None,
+        };
+        let sample = Sample {
+            buffer: gst::Buffer::with_size(info.size()).unwrap(),
+            info,
+            boxes: vec![
+                // Larger than any tile of a 4x3 grid (370x284): at most 17% of it in one tile.
+                saved((100, 60, 1000, 600)),
+                // Three quarters in the first tile (which ends at x 370), a quarter in the second (from 302).
+                saved((349, 20, 28, 20)),
+                // A tenth in the first tile.
+                saved((367, 200, 30, 20)),
+            ],
+            region: None,
+        };
+        let grid = TileGrid {
+            columns: 4,
+            rows: 3,
+            overlap: 64,
+        };
+        let tiles = sample.tiles(&grid);
+        assert_eq!(tiles.len(), 12);
+        assert_eq!(tiles[0].size(), (370, 284));
+        assert!(
+            tiles.iter().all(|t| t.boxes.iter().any(|b| b.rect.2 > 100)),
+            "the large object is in every tile"
+        );
+        let small = |t: &Sample| {
+            t.boxes
+                .iter()
+                .filter(|b| b.rect.2 < 100)
+                .map(|b| b.rect)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(small(&tiles[0]), vec![(349, 20, 21, 20)]);
+        assert_eq!(small(&tiles[1]), vec![(47, 20, 28, 20), (65, 200, 30, 20)]);
+    }
 
     #[test]
     fn appended_lines_survive_an_unterminated_line() {

@@ -226,13 +226,17 @@ impl Frames {
     fn request(&mut self, i: Inference<'_>, pts: Option<gst::ClockTime>) -> Pending {
         let id = self.next_id;
         self.next_id += i.pre.len() as u64;
-        let shadow_tensor = i.shadow.map(|_| i.pre[0].out.copy_into(self.spare_tensors.pop()));
+        let shadow_tensor = i.shadow.map(|_| {
+            let spare = self.spare_tensor_for(&i.pre[0].out);
+            i.pre[0].out.copy_into(spare)
+        });
         for (part, pre) in (0..).zip(i.pre.iter_mut()) {
+            let spare = self.spare_tensor_for(&pre.out);
             self.pool.submit(Request {
                 id: id + part,
                 model: i.model.clone(),
                 post: i.post.clone(),
-                tensor: pre.take_output(self.spare_tensors.pop()),
+                tensor: pre.take_output(spare),
                 detections: self.spare_lists.pop().unwrap_or_default(),
             });
         }
@@ -265,6 +269,15 @@ impl Frames {
             pts,
             labels: i.labels.clone(),
             max_detections: i.post.max_detections,
+        }
+    }
+
+    /// A spare tensor of the same shape as `like` (tiles of a model without a fixed input size may differ),
+    /// else any: a mismatch is replaced by a new one.
+    fn spare_tensor_for(&mut self, like: &TensorOut) -> Option<TensorOut> {
+        match self.spare_tensors.iter().rposition(|t| like.same_kind(t)) {
+            Some(at) => Some(self.spare_tensors.swap_remove(at)),
+            None => self.spare_tensors.pop(),
         }
     }
 
@@ -406,9 +419,10 @@ impl Frames {
     /// New caps (another frame size or format): live runs still in flight were computed on the old frames, so
     /// their results are dropped when they finish (in order, the caps event already drained every frame).
     pub(super) fn forget_live_requests(&mut self) {
-        self.live.clear();
-        while let Some(f) = self.finished.pop() {
-            self.recycle(f);
+        // Only the live requests' finished tiles: in order, held frames may still own some (a drain that
+        // stopped on a flow error).
+        while let Some(p) = self.live.pop_front() {
+            self.recycle_parts(&p);
         }
         self.latest.clear();
     }
