@@ -139,8 +139,6 @@ impl Pending {
 struct Held {
     buffer: gst::Buffer,
     request: Option<Pending>,
-    /// How many of the request's runs have finished (their results wait in `Frames::finished`).
-    finished: u32,
     arrived: Instant,
 }
 
@@ -161,7 +159,7 @@ pub(super) struct Frames {
     next_id: u64,
     spare_tensors: Vec<TensorOut>,
     spare_lists: Vec<Vec<Detection>>,
-    /// Finished runs of frames whose other tiles are still running.
+    /// Finished runs of frames not yet applied (in order: waiting for their turn or their other tiles).
     finished: Vec<Finished>,
     /// A tiled frame's detections in frame pixels before and after joining them (reused frame after frame).
     tile_detections: Vec<TileDetection>,
@@ -323,7 +321,6 @@ impl Frames {
         self.held.push_back(Held {
             buffer,
             request,
-            finished: 0,
             arrived,
         });
     }
@@ -337,7 +334,6 @@ impl Frames {
         self.held.push_back(Held {
             buffer,
             request: None,
-            finished: 0,
             arrived,
         });
     }
@@ -352,8 +348,7 @@ impl Frames {
                 continue;
             };
             self.finished.push(f);
-            let p = &self.live[at];
-            if self.finished.iter().filter(|f| p.owns(f.id)).count() < p.parts as usize {
+            if !self.all_parts_in(&self.live[at]) {
                 continue;
             }
             let pending = self.live.remove(at).expect("position is in range");
@@ -374,7 +369,7 @@ impl Frames {
             let Some(front) = self.held.front() else {
                 return Ok(None);
             };
-            if front.request.as_ref().is_some_and(|p| front.finished < p.parts) {
+            if front.request.as_ref().is_some_and(|p| !self.all_parts_in(p)) {
                 if !draining && self.can_request() {
                     return Ok(None);
                 }
@@ -383,16 +378,14 @@ impl Frames {
                     .wait_finished()
                     .ok_or("an inference result went missing (no run in flight)")?;
                 let Some(f) = self.take_shadow(f) else { continue };
-                match self
+                if self
                     .held
-                    .iter_mut()
-                    .find(|h| h.request.as_ref().is_some_and(|p| p.owns(f.id)))
+                    .iter()
+                    .any(|h| h.request.as_ref().is_some_and(|p| p.owns(f.id)))
                 {
-                    Some(h) => {
-                        h.finished += 1;
-                        self.finished.push(f);
-                    }
-                    None => self.recycle(f),
+                    self.finished.push(f);
+                } else {
+                    self.recycle(f);
                 }
                 continue;
             }
@@ -522,6 +515,11 @@ impl Frames {
         }
         self.recycle_parts(&pending);
         Ok(())
+    }
+
+    /// Whether every run of a frame has finished.
+    fn all_parts_in(&self, pending: &Pending) -> bool {
+        self.finished.iter().filter(|f| pending.owns(f.id)).count() == pending.parts as usize
     }
 
     /// Gives back the tensors and lists of a frame's finished runs.
