@@ -4,10 +4,11 @@
 //!
 //! One frame's way through it: [`preprocess::Preprocessor::process`] (a [`pixels::Frame`] -> tensor) ->
 //! [`model::Model::detect`] (session run -> [`decode::Decoder`] -> [`postprocess::PostProcess`]: class gate
-//! and NMS) -> [`preprocess::Geometry::to_frame`] (boxes back in frame pixels). The GStreamer elements and the
+//! and NMS) -> [`geometry::Geometry::to_frame`] (boxes back in frame pixels). The GStreamer elements and the
 //! trainer's `eval` both go this way.
 
 pub mod decode;
+pub mod geometry;
 pub mod model;
 mod outputs;
 pub mod pixels;

@@ -10,7 +10,7 @@
 //! the object's size, some tile sees it whole), one overlapping another tile's cut view is joined with it (an
 //! object larger than the overlap is cut in every tile), and the rest are kept as they are.
 
-use crate::preprocess::Region;
+use crate::geometry::Region;
 use detection_common::{BBox, Detection};
 
 /// A grid of `columns` x `rows` tiles, neighbours sharing `overlap` pixels (at least the largest object's size

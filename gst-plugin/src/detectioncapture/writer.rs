@@ -12,7 +12,7 @@
 use detection_common::files::{temp_path, write_atomically};
 use detection_common::labels::names_to_text;
 use detection_common::voc::{Annotation, VocObject, hash_split, write_annotation};
-use detection_inference::preprocess::Region;
+use detection_inference::geometry::Region;
 use detection_inference::tiles::TileGrid;
 use std::fs::File;
 use std::io::Write;

@@ -48,7 +48,7 @@ impl MobilenetDetect {
         let current = state.pre.len() == tiles.count() as usize
             && (0..).zip(&state.pre).all(|(i, p)| {
                 let (r, spec) = tile(i);
-                p.matches_region(format, size, r, colorimetry, &spec, resize)
+                p.matches(format, size, r, colorimetry, &spec, resize)
             });
         if !current {
             state.pre = (0..tiles.count())
