@@ -13,8 +13,8 @@
 
 use crate::checkpoint::CheckpointInfo;
 use crate::import::{ImportOptions, apply_given_anchors, model_labels, set_conv, set_folded};
-use crate::import_tfod::{Folded, TfGraph};
 use crate::model::{ConvBn, SeparableHead, SsdLite, SsdLiteConfig, Variant, make_divisible};
+use crate::onnx_graph::{Folded, OnnxGraph};
 use burn::tensor::{Device, Tensor, TensorData};
 use detection_common::mobilenet_v2::{BLOCKS, STEM_CHANNELS, STRIDE32_BLOCK};
 use detection_common::onnx::{ModelProto, NodeProto};
@@ -61,7 +61,7 @@ pub fn pytorch_ssd_default_shapes() -> Vec<Vec<(f32, f32)>> {
 type Heads<'a> = [(Option<&'a NodeProto>, &'a NodeProto); 2];
 
 struct Walk<'a> {
-    g: TfGraph<'a>,
+    g: OnnxGraph<'a>,
     /// Values of `Constant` nodes' outputs (the exporter writes Clip's bounds so).
     constants: HashMap<&'a str, Vec<f32>>,
 }
@@ -325,7 +325,7 @@ impl<'a> PytorchSsdGraph<'a> {
     pub fn find(path: &'a Path, model: &'a ModelProto) -> Result<Self, String> {
         let graph = model.graph.as_ref().ok_or("the model has no graph")?;
         let walk = Walk {
-            g: TfGraph::new(path, model)?,
+            g: OnnxGraph::new(path, model)?,
             constants: graph
                 .node
                 .iter()

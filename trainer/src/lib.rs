@@ -19,6 +19,7 @@ pub mod import_tfod;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod onnx_graph;
 pub mod plot;
 pub mod pretrained;
 pub mod progress;
