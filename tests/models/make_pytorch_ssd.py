@@ -65,8 +65,9 @@ def priors():
 
 
 class MobileNetV2SsdLite(nn.Module):
-    def __init__(self):
+    def __init__(self, classes=CLASSES):
         super().__init__()
+        self.classes = classes
         features = [nn.Sequential(*conv_bn_relu6(3, 32, 3, 2))]
         cin = 32
         for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -80,13 +81,13 @@ class MobileNetV2SsdLite(nn.Module):
                                      Block(256, 64, 2, 0.25)])
         ins = [576, 1280, 512, 256, 256]
         self.classification_headers = nn.ModuleList(
-            [separable(c, 6 * CLASSES) for c in ins] + [nn.Conv2d(64, 6 * CLASSES, 1)])
+            [separable(c, 6 * classes) for c in ins] + [nn.Conv2d(64, 6 * classes, 1)])
         self.regression_headers = nn.ModuleList([separable(c, 6 * 4) for c in ins] + [nn.Conv2d(64, 6 * 4, 1)])
         self.register_buffer("priors", priors())
 
     def header(self, i, x):
         n = x.shape[0]
-        conf = self.classification_headers[i](x).permute(0, 2, 3, 1).reshape(n, -1, CLASSES)
+        conf = self.classification_headers[i](x).permute(0, 2, 3, 1).reshape(n, -1, self.classes)
         loc = self.regression_headers[i](x).permute(0, 2, 3, 1).reshape(n, -1, 4)
         return conf, loc
 
