@@ -120,24 +120,6 @@ def loss_fn(scores_logits, locs, target_locs, target_labels):
     return sl1 / n, ce / n
 
 
-def raw_heads(net, x):
-    """The network's class logits and location offsets (its forward pass without softmax and decoding)."""
-    heads = []
-    for layer in net.base_net[:14]:
-        x = layer(x)
-    expand, rest = net.base_net[14].conv[:3], net.base_net[14].conv[3:]
-    y = expand(x)
-    x = rest(y)
-    heads.append(net.header(0, y))
-    for layer in net.base_net[15:]:
-        x = layer(x)
-    heads.append(net.header(1, x))
-    for i, extra in enumerate(net.extras):
-        x = extra(x)
-        heads.append(net.header(i + 2, x))
-    return torch.cat([h[0] for h in heads], 1), torch.cat([h[1] for h in heads], 1)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="Pascal VOC folder (detectioncapture's layout)")
@@ -187,7 +169,7 @@ def main():
             batch = [sample(*samples[j], True, rng) for j in order[i:i + args.batch]]
             x = torch.stack([b[0] for b in batch])
             targets = [match(net.priors, b[1], b[2]) for b in batch]
-            logits, locs = raw_heads(net, x)
+            logits, locs = net.raw(x)
             sl1, ce = loss_fn(logits, locs, torch.stack([t[0] for t in targets]), torch.stack([t[1] for t in targets]))
             opt.zero_grad()
             (sl1 + ce).backward()

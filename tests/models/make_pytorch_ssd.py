@@ -91,7 +91,8 @@ class MobileNetV2SsdLite(nn.Module):
         loc = self.regression_headers[i](x).permute(0, 2, 3, 1).reshape(n, -1, 4)
         return conf, loc
 
-    def forward(self, x):
+    def heads(self, x):
+        """Each map's (class logits, location offsets)."""
         heads = []
         for layer in self.base_net[:14]:
             x = layer(x)
@@ -106,6 +107,15 @@ class MobileNetV2SsdLite(nn.Module):
         for i, extra in enumerate(self.extras):
             x = extra(x)
             heads.append(self.header(i + 2, x))
+        return heads
+
+    def raw(self, x):
+        """Class logits [N,3000,C] and location offsets [N,3000,4] (what training's loss reads)."""
+        heads = self.heads(x)
+        return torch.cat([h[0] for h in heads], 1), torch.cat([h[1] for h in heads], 1)
+
+    def forward(self, x):
+        heads = self.heads(x)
         conf = torch.softmax(torch.cat([h[0] for h in heads], 1), dim=2)
         loc = torch.cat([h[1] for h in heads], 1)
         centers = loc[..., :2] * 0.1 * self.priors[:, 2:] + self.priors[:, :2]
